@@ -1,0 +1,66 @@
+"""Options shared by the commands that take a profile."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import click
+
+from launcher.load import Resolved, resolve
+
+PROFILE_HELP = "Profile name (shipped or from --profiles-dir / LAUNCHER_PROFILES_DIR) or a path to a YAML file."
+
+
+def profile_options(required: bool = True, env_default: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--profile, --profiles-dir and --set, in one decorator."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override one value, e.g. --set engine.max_model_len=32768 (repeatable; `none` resets a key).",
+        )(fn)
+        fn = click.option(
+            "--profiles-dir",
+            "profiles_dirs",
+            multiple=True,
+            type=click.Path(file_okay=False),
+            help="Directory of your own profiles, searched before the shipped ones (repeatable).",
+        )(fn)
+        fn = click.option(
+            "--profile",
+            "-p",
+            "profile_name",
+            required=required and not env_default,
+            envvar="LAUNCHER_PROFILE" if env_default else None,
+            show_envvar=env_default,
+            help=PROFILE_HELP,
+        )(fn)
+        return fn
+
+    return decorate
+
+
+def load_profile(profile_name: str | None, profiles_dirs: Sequence[str], sets: Sequence[str], extra_args: Sequence[str] = ()) -> Resolved:
+    if not profile_name:
+        raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
+    return resolve(profile_name, profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args)
+
+
+def echo_notes(notes: Sequence[str]) -> None:
+    for note in notes:
+        click.echo(f"launcher: note: {note}", err=True)
+
+
+def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Collect everything after `--` as extra vLLM arguments."""
+
+    @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper

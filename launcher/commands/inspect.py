@@ -1,0 +1,58 @@
+"""`launcher show`, `launcher explain` and `launcher schema`: look at profiles without starting anything."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from launcher.commands._common import load_profile, profile_options
+
+
+@click.command()
+@profile_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+def show(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], as_json: bool) -> None:
+    """Print a profile after `extends`, environment and --set layering, validated."""
+    resolved = load_profile(profile_name, profiles_dirs, sets)
+    data = resolved.profile.model_dump(mode="json", exclude_none=True)
+    data.pop("extends", None)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        click.echo(f"# profile {resolved.name} ({resolved.path})")
+        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), nl=False)
+
+
+@click.command()
+@profile_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows {key, value, source}.")
+def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], as_json: bool) -> None:
+    """Show every resolved value and the layer that set it (file:line, environment, --set, default)."""
+    from launcher.explain import explain_rows
+
+    resolved = load_profile(profile_name, profiles_dirs, sets)
+    rows = explain_rows(resolved)
+    if as_json:
+        click.echo(json.dumps([r._asdict() for r in rows], indent=2))
+        return
+    click.echo(f"profile {resolved.name}: {resolved.profile.description}".rstrip())
+    width = max(len(r.key) for r in rows)
+    for r in rows:
+        click.echo(f"  {r.key.ljust(width)}  {_short(r.value)}  [{r.source}]")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of a profile file (for editors: yaml-language-server)."""
+    from launcher.schema import profile_json_schema
+
+    click.echo(json.dumps(profile_json_schema(), indent=2))

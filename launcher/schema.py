@@ -1,0 +1,442 @@
+"""The profile schema: pydantic v2 models for the YAML a person writes. No I/O here."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+# Upstream vllm#37035: num_speculative_tokens > 4 crashes the GDN spec-decode path.
+MAX_SPECULATIVE_TOKENS = 4
+# vllm#51679: these XML tool parsers swallow </think> unless the qwen3 reasoning parser runs.
+TOOL_PARSERS_NEEDING_QWEN3_REASONING = ("qwen3_xml", "qwen3_coder")
+DEFAULT_VLLM_VERSION = "0.33.0"
+
+
+class StrictModel(BaseModel):
+    """Base for every block: unknown keys are refused, values are never coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _flag(name: str) -> dict[str, Any]:
+    """Field metadata: the vLLM flag a field renders to, when it is not `--<field-name>`."""
+    return {"flag": name}
+
+
+def _no_render() -> dict[str, Any]:
+    return {"render": False}
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _json_object(value: Any) -> Any:
+    """JSON-valued flags may be written as a YAML mapping or as a JSON string."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object ({...})")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+
+
+def _context_length(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError("expected a positive whole number of tokens or 'auto'")
+
+
+ContextLength = Annotated[Union[int, str], BeforeValidator(_context_length)]
+
+
+class Hardware(StrictModel):
+    """What the profile needs from the machine; the preflight checks these against real GPUs."""
+
+    gpu_count: Annotated[int, Field(ge=1, le=64, description="GPUs the profile needs in all (tensor x pipeline x data parallel).")]
+    min_memory_gib: Annotated[
+        float,
+        Field(gt=0, description="Minimum total memory per GPU in GiB, as CUDA/NVML reports it (an RTX 3090 reports 23.69)."),
+    ]
+    min_compute_capability: Annotated[
+        tuple[int, int],
+        Field(description='Minimum CUDA compute capability, written "8.0" or [8, 0]. This model needs 8.0 (bf16, FlashInfer).'),
+    ] = (8, 0)
+    min_driver: Annotated[
+        str,
+        Field(
+            pattern=r"^\d+(\.\d+){0,2}$",
+            description='Minimum NVIDIA driver, e.g. "580" (CUDA 13 builds of vLLM 0.33 need 580 or newer).',
+        ),
+    ] = "580"
+
+    @field_validator("min_compute_capability", mode="before")
+    @classmethod
+    def _parse_cc(cls, value: Any) -> Any:
+        # YAML turns 8.0 into a float and "8.0" into a str; lists arrive as lists.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = f"{value:.1f}"
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", value)
+            if not match:
+                raise ValueError(f'expected a compute capability like "8.0", got {value!r}')
+            return (int(match.group(1)), int(match.group(2)))
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    @field_validator("min_driver", mode="before")
+    @classmethod
+    def _driver_str(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class Vllm(StrictModel):
+    """Which vLLM the profile targets and how it is started."""
+
+    version: Annotated[
+        str, Field(pattern=r"^\d+\.\d+(\.\d+)?$", description="vLLM version the command is written for (the container pins 0.33.0).")
+    ] = DEFAULT_VLLM_VERSION
+    command: Annotated[
+        tuple[str, ...],
+        Field(
+            min_length=1,
+            description='The program and arguments that start the server, e.g. ["vllm", "serve"], or '
+            '["python", "-m", "vllm.entrypoints.openai.api_server"] for builds whose console script is broken.',
+        ),
+    ] = ("vllm", "serve")
+    model_arg: Annotated[
+        Literal["positional", "flag"],
+        Field(description='How the model is passed: "positional" after `vllm serve`, or "flag" as `--model X` (api_server entrypoint).'),
+    ] = "positional"
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class Model(StrictModel):
+    """The checkpoint to serve."""
+
+    name: Annotated[str, Field(min_length=1, description="Hugging Face model id or a local path.", json_schema_extra=_no_render())]
+    facts: Annotated[
+        Optional[str],
+        Field(
+            description="Known model whose facts (heads, sizes) apply, for a local copy of it; defaults to `name`.",
+            json_schema_extra=_no_render(),
+        ),
+    ] = None
+    revision: Annotated[Optional[str], Field(description="Model revision (branch, tag or commit) to load.")] = None
+    tokenizer: Annotated[Optional[str], Field(description="Tokenizer id or path, when it differs from the model.")] = None
+    trust_remote_code: Annotated[Optional[bool], Field(description="Allow the checkpoint's own Python code to run.")] = None
+    language_model_only: Annotated[
+        Optional[bool],
+        Field(description="Skip the vision tower (about 0.9 GB and the encoder profiling pass); this model is served text-only."),
+    ] = None
+    dtype: Annotated[
+        Optional[Literal["auto", "bfloat16", "float16", "half", "float32"]],
+        Field(description="Activation dtype; `auto` takes the checkpoint's (bfloat16)."),
+    ] = None
+    quantization: Annotated[Optional[str], Field(description="Quantization method; normally read from the checkpoint.")] = None
+
+
+class Parallel(StrictModel):
+    """How the model is spread over GPUs."""
+
+    tensor_parallel_size: Annotated[
+        Optional[PositiveInt], Field(description="GPUs per model copy (tensor parallel). Valid for this model: 1, 2, 4, 8.")
+    ] = None
+    pipeline_parallel_size: Annotated[
+        Optional[PositiveInt], Field(description="Pipeline stages. MTP speculative decoding does not work with more than 1.")
+    ] = None
+    data_parallel_size: Annotated[Optional[PositiveInt], Field(description="Model copies behind one API server (data parallel).")] = None
+    disable_custom_all_reduce: Annotated[
+        Optional[bool], Field(description="Use NCCL instead of vLLM's custom all-reduce (needed without GPU peer-to-peer).")
+    ] = None
+    distributed_executor_backend: Annotated[
+        Optional[Literal["mp", "ray", "uni", "external_launcher"]], Field(description="How workers are started.")
+    ] = None
+
+    @property
+    def world_size(self) -> int:
+        return (self.tensor_parallel_size or 1) * (self.pipeline_parallel_size or 1) * (self.data_parallel_size or 1)
+
+
+class Engine(StrictModel):
+    """Engine memory and scheduling knobs; keys are vLLM's own argument names."""
+
+    gpu_memory_utilization: Annotated[
+        Optional[float], Field(gt=0, le=1, description="Share of each GPU's total memory vLLM may use (vLLM 0.33 default 0.92).")
+    ] = None
+    max_model_len: Annotated[
+        Optional[ContextLength],
+        Field(description='Context length (prompt + output) in tokens, or "auto" for the largest that fits.'),
+    ] = None
+    max_num_seqs: Annotated[Optional[PositiveInt], Field(description="Most requests scheduled at once; small values save memory.")] = None
+    max_num_batched_tokens: Annotated[Optional[PositiveInt], Field(description="Most tokens in one scheduler step (prefill chunk).")] = None
+    enable_chunked_prefill: Annotated[Optional[bool], Field(description="Split long prefills into chunks.")] = None
+    enable_prefix_caching: Annotated[
+        Optional[bool],
+        Field(description="Reuse KV of shared prefixes. With MTP on this model it can corrupt state (vllm#43559)."),
+    ] = None
+    async_scheduling: Annotated[Optional[bool], Field(description="Overlap scheduling with execution (vllm#52873: turn off if MTP acceptance collapses).")] = None
+    performance_mode: Annotated[
+        Optional[Literal["balanced", "interactivity", "throughput"]], Field(description="vLLM's tuning preset.")
+    ] = None
+    attention_backend: Annotated[
+        Optional[str], Field(description="Attention kernel, e.g. FLASHINFER (the only fp8-KV route below compute capability 8.9).")
+    ] = None
+    skip_mm_profiling: Annotated[Optional[bool], Field(description="Skip the multimodal memory profiling pass.")] = None
+    enforce_eager: Annotated[Optional[bool], Field(description="Disable CUDA graphs (slower, less memory).")] = None
+    max_cudagraph_capture_size: Annotated[Optional[PositiveInt], Field(description="Largest batch captured as a CUDA graph.")] = None
+    mamba_block_size: Annotated[Optional[PositiveInt], Field(description="Gated DeltaNet state block size; needs prefix caching.")] = None
+    mamba_cache_mode: Annotated[
+        Optional[str], Field(description="Deprecated in vLLM 0.33 and without effect (prefix caching decides); values align, none.")
+    ] = None
+    mamba_ssm_cache_dtype: Annotated[Optional[str], Field(description="dtype of the recurrent state (the model asks for float32).")] = None
+    gdn_prefill_backend: Annotated[Optional[str], Field(description="Gated DeltaNet prefill kernel (e.g. triton, to avoid FlashInfer JIT).")] = None
+    compilation_config: Annotated[Optional[JsonObject], Field(description="vLLM compilation config, rendered as JSON.")] = None
+    kv_cache_metrics: Annotated[Optional[bool], Field(description="Export KV cache usage metrics.")] = None
+    seed: Annotated[Optional[int], Field(description="Random seed.")] = None
+
+
+class KvCache(StrictModel):
+    """The KV cache."""
+
+    dtype: Annotated[
+        Optional[str],
+        Field(description="KV cache dtype: auto (bf16), fp8 / fp8_e4m3 / fp8_e5m2 (half the attention memory).", json_schema_extra=_flag("--kv-cache-dtype")),
+    ] = None
+    memory_bytes: Annotated[
+        Optional[PositiveInt],
+        Field(description="Fixed KV cache size in bytes; skips profiling and ignores gpu_memory_utilization.", json_schema_extra=_flag("--kv-cache-memory-bytes")),
+    ] = None
+
+
+class Speculative(StrictModel):
+    """Speculative decoding; rendered as one `--speculative-config` JSON value."""
+
+    enabled: Annotated[bool, Field(description="Turn speculation on or off without deleting the block.", json_schema_extra=_no_render())] = True
+    method: Annotated[str, Field(min_length=1, description='Method; "mtp" uses the checkpoint\'s own multi-token-prediction layer.')] = "mtp"
+    num_speculative_tokens: Annotated[
+        int,
+        Field(ge=1, le=MAX_SPECULATIVE_TOKENS, description="Draft tokens per step (1-4; above 4 the GDN path crashes, vllm#37035)."),
+    ] = 2
+    extra: Annotated[
+        JsonObject, Field(description="More keys for --speculative-config, passed through as JSON.", json_schema_extra=_no_render())
+    ] = Field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens, **self.extra}
+
+
+class Chat(StrictModel):
+    """Chat behaviour: parsers, tool calling and the chat template."""
+
+    reasoning_parser: Annotated[Optional[str], Field(description="Separates the model's thinking from the answer (qwen3).")] = None
+    tool_call_parser: Annotated[Optional[str], Field(description="Extracts tool calls (qwen3_xml; needs reasoning_parser qwen3).")] = None
+    enable_auto_tool_choice: Annotated[Optional[bool], Field(description='Let the model decide to call tools (tool_choice "auto").')] = None
+    chat_template: Annotated[Optional[str], Field(description="Chat template file or inline template; default: the checkpoint's.")] = None
+    default_chat_template_kwargs: Annotated[
+        Optional[JsonObject], Field(description="Default keyword arguments for the chat template, e.g. enable_thinking.")
+    ] = None
+    override_generation_config: Annotated[
+        Optional[JsonObject], Field(description="Default sampling parameters, e.g. temperature, top_p, top_k, min_p.")
+    ] = None
+
+
+class Server(StrictModel):
+    """The OpenAI-compatible HTTP server."""
+
+    host: Annotated[Optional[str], Field(description="Address to listen on.")] = None
+    port: Annotated[Optional[int], Field(ge=1, le=65535, description="Port to listen on (vLLM default 8000).")] = None
+    served_model_name: Annotated[Optional[str], Field(description="Model name clients use in requests.")] = None
+    api_key_env: Annotated[
+        Optional[str],
+        Field(
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+            description="Name of an environment variable holding the API key. It reaches vLLM as VLLM_API_KEY, never in argv.",
+            json_schema_extra=_no_render(),
+        ),
+    ] = None
+    enable_prompt_tokens_details: Annotated[Optional[bool], Field(description="Report cached prompt tokens in usage.")] = None
+    uvicorn_log_level: Annotated[
+        Optional[Literal["critical", "error", "warning", "info", "debug", "trace"]], Field(description="HTTP server log level.")
+    ] = None
+
+
+class Deviation(StrictModel):
+    """One place where the profile knowingly departs from the model card, and why."""
+
+    card: Annotated[str, Field(description="What the model card says, e.g. `--mamba-cache-mode all`.")]
+    rendered: Annotated[str, Field(description="What this profile renders instead (or `(dropped)`).")]
+    why: Annotated[str, Field(description="The reason, with the upstream fact behind it.")]
+
+
+class Profile(StrictModel):
+    """A hardware profile: everything needed to check a machine and start vLLM on it."""
+
+    extends: Annotated[Optional[str], Field(description="Name or path of a base profile whose values this one overrides.")] = None
+    description: Annotated[str, Field(description="One or two sentences for `launcher profiles` and `explain`.")] = ""
+    hardware: Annotated[Hardware, Field(description="What the machine must provide.")]
+    vllm: Annotated[Vllm, Field(description="Target vLLM version and entrypoint.")] = Field(default_factory=Vllm)
+    model: Annotated[Model, Field(description="The checkpoint.")]
+    parallel: Annotated[Parallel, Field(description="Tensor, pipeline and data parallelism.")] = Field(default_factory=Parallel)
+    engine: Annotated[Engine, Field(description="Engine memory and scheduling.")] = Field(default_factory=Engine)
+    kv_cache: Annotated[KvCache, Field(description="KV cache.")] = Field(default_factory=KvCache)
+    speculative: Annotated[Optional[Speculative], Field(description="Speculative decoding (MTP).")] = None
+    chat: Annotated[Chat, Field(description="Parsers, tools and chat template.")] = Field(default_factory=Chat)
+    server: Annotated[Server, Field(description="HTTP server.")] = Field(default_factory=Server)
+    env: Annotated[
+        dict[str, str],
+        Field(description="Environment variables for vLLM, e.g. CUDA_VISIBLE_DEVICES. Numbers become strings, true/false become 1/0."),
+    ] = Field(default_factory=dict)
+    extra_args: Annotated[
+        tuple[str, ...], Field(description="Escape hatch: more vLLM arguments, appended verbatim and checked against the engine schema.")
+    ] = ()
+    deviations: Annotated[
+        tuple[Deviation, ...], Field(description="Knowing departures from the model card, printed when rendering.")
+    ] = ()
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: Any) -> Any:
+        # YAML numbers and booleans reach env as int/float/bool; the process environment wants strings.
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if isinstance(item, bool):
+                    item = "1" if item else "0"
+                elif isinstance(item, (int, float)):
+                    item = str(item)
+                out[key] = item
+            return out
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return value
+
+    @field_validator("extra_args", "deviations", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @property
+    def mtp_enabled(self) -> bool:
+        return self.speculative is not None and self.speculative.enabled
+
+    @property
+    def facts_key(self) -> str:
+        return self.model.facts or self.model.name
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "Profile":
+        rules = [
+            _rule_valid_tp,
+            _rule_gpu_count,
+            _rule_mtp_pipeline,
+            _rule_auto_tool_choice,
+            _rule_xml_parser_reasoning,
+            _rule_mamba_block_size,
+            _rule_json_dicts,
+        ]
+        for rule in rules:
+            rule(self)
+        return self
+
+
+class RuleError(ValueError):
+    """A cross-field rule failed; `key` is the dotted key to blame."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def _rule_valid_tp(p: Profile) -> None:
+    from launcher.model_facts import MODEL_FACTS
+
+    facts = MODEL_FACTS.get(p.facts_key)
+    tp = p.parallel.tensor_parallel_size or 1
+    if facts is not None and tp not in facts.valid_tensor_parallel_sizes:
+        valid = ", ".join(str(v) for v in facts.valid_tensor_parallel_sizes)
+        raise RuleError(
+            "parallel.tensor_parallel_size",
+            f"{tp} does not divide this model's heads (24 query, 16/48 Gated DeltaNet); valid: {valid}",
+        )
+
+
+def _rule_gpu_count(p: Profile) -> None:
+    world = p.parallel.world_size
+    if world != p.hardware.gpu_count:
+        raise RuleError(
+            "hardware.gpu_count",
+            f"is {p.hardware.gpu_count} but tensor_parallel_size x pipeline_parallel_size x data_parallel_size = {world}; make them equal",
+        )
+
+
+def _rule_mtp_pipeline(p: Profile) -> None:
+    if p.mtp_enabled and (p.parallel.pipeline_parallel_size or 1) > 1:
+        raise RuleError(
+            "parallel.pipeline_parallel_size",
+            "MTP speculative decoding does not work with pipeline parallel > 1 (vllm#49355); use tensor parallel or set speculative.enabled: false",
+        )
+
+
+def _rule_auto_tool_choice(p: Profile) -> None:
+    if p.chat.enable_auto_tool_choice and not p.chat.tool_call_parser:
+        raise RuleError("chat.enable_auto_tool_choice", "needs chat.tool_call_parser (vLLM refuses auto tool choice without a parser)")
+
+
+def _rule_xml_parser_reasoning(p: Profile) -> None:
+    parser = p.chat.tool_call_parser
+    if parser in TOOL_PARSERS_NEEDING_QWEN3_REASONING and p.chat.reasoning_parser != "qwen3":
+        raise RuleError(
+            "chat.reasoning_parser",
+            f"must be qwen3 when chat.tool_call_parser is {parser} (without it </think> is swallowed, vllm#51679)",
+        )
+
+
+def _rule_mamba_block_size(p: Profile) -> None:
+    if p.engine.mamba_block_size is not None and p.engine.enable_prefix_caching is not True:
+        raise RuleError("engine.mamba_block_size", "needs engine.enable_prefix_caching: true (vLLM refuses it otherwise)")
+
+
+def _rule_json_dicts(p: Profile) -> None:
+    # Dict values are rendered with json.dumps; refuse what JSON cannot carry (e.g. YAML dates).
+    for key, value in (
+        ("engine.compilation_config", p.engine.compilation_config),
+        ("chat.default_chat_template_kwargs", p.chat.default_chat_template_kwargs),
+        ("chat.override_generation_config", p.chat.override_generation_config),
+        ("speculative.extra", p.speculative.extra if p.speculative else None),
+    ):
+        if value is None:
+            continue
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise RuleError(key, f"cannot be written as JSON: {exc}") from None
+
+
+def profile_json_schema() -> dict[str, Any]:
+    """JSON Schema of a profile file, for editors (yaml-language-server) and `launcher schema`."""
+    schema = Profile.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "launcher profile"
+    return schema

@@ -1,0 +1,53 @@
+"""Every shipped profile's rendered argv is pinned; dual-3090 is the model card's minimum command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.load import list_profiles, resolve, shipped_profiles_dir
+from launcher.render import render
+from tests.conftest import card_command, option_map
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+SHIPPED = sorted(list_profiles([shipped_profiles_dir()]))
+
+
+def _golden_text(name: str) -> str:
+    r = render(resolve(name, environ={}).profile)
+    lines = [f"{k}={v}" for k, v in r.env.items()] + ["--"] + list(r.argv)
+    return "\n".join(lines) + "\n"
+
+
+def test_core_profiles_are_shipped() -> None:
+    assert {"dual-3090", "dual-3090-full", "tp4", "tp8"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_rendered_argv_matches_golden(name: str, request: pytest.FixtureRequest) -> None:
+    path = GOLDEN / f"{name}.argv"
+    text = _golden_text(name)
+    if request.config.getoption("--update-golden"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file for {name}; run pytest --update-golden and review the diff"
+    assert text == path.read_text(), f"render of {name} changed; review and run pytest --update-golden"
+
+
+def test_dual_3090_is_the_card_minimum_command_flag_for_flag() -> None:
+    card_env, card_argv = card_command("minimum")
+    r = render(resolve("dual-3090", environ={}).profile)
+    assert r.env == card_env
+    assert list(r.argv[:3]) == card_argv[:3]  # vllm serve MODEL
+    assert option_map(list(r.argv[3:])) == option_map(card_argv[3:])
+
+
+def test_dual_3090_full_is_the_card_full_command_minus_what_vllm_033_rejects() -> None:
+    card_env, card_argv = card_command("full")
+    resolved = resolve("dual-3090-full", environ={})
+    r = render(resolved.profile)
+    card = option_map(card_argv[3:])
+    assert card.pop("--mamba-cache-mode") == "all"
+    assert r.env == card_env
+    assert option_map(list(r.argv[3:])) == card
+    assert any("--mamba-cache-mode all" in note and "0.33.0 rejects" in note for note in r.notes)
