@@ -1,0 +1,681 @@
+"""Pure memory-fit estimator for vLLM 0.33 serving the hybrid Gated-DeltaNet + attention model.
+
+Follows ../shared/docs/model-facts.md §2 (vLLM's accounting) and §3 (the formula) term by term;
+every term carries its source and its uncertainty. No I/O: weight sizes come in as `WeightSizes`
+(read by `launcher.weights`), GPU memory as numbers (from an inventory or `launcher.gpu_catalog`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from launcher.errors import ProfileError
+from launcher.model_facts import DEFAULT_MODEL_ID, MODEL_FACTS, ModelFacts
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+# --- constants of model-facts §3 (all [inferred] there unless noted) -----------------------------
+WEIGHT_OVERHEAD = int(0.03 * GIB)  # W: "+ 0.03 GiB" per GPU beyond the checkpoint bytes
+PERSISTENT_BASE = int(0.25 * GIB)  # P: buffers and workspaces independent of max_num_seqs
+PERSISTENT_PER_SEQ_PER_VOCAB = 4.125  # P: penalty tables int32 [N, V] plus ~1/32 extra, bytes
+ACTIVATION_BASE = int(0.15 * GIB)  # A: fixed part of the profile-run peak
+ACTIVATION_PER_1K_TOKENS = 0.30 * GIB  # A: per 1024 batched tokens, divided by TP
+SAMPLER_BYTES = 4  # A: fp32 logits; the sampler peak holds 3 copies of [min(N, M), V]
+ENCODER_PROFILE = int(1.5 * GIB)  # A: vision encoder profiling without --language-model-only (1-2 GiB, [UNVERIFIED])
+GRAPH_SMALL = int(0.20 * GIB)  # G: N*(1+k)*2 <= 32 capture sizes (0.15-0.3 GiB)
+GRAPH_SMALL_LIMIT = 32
+GRAPH_LARGE_BASE = 0.60 * GIB  # G: 24 GB cards in the §3 table (0.5-1.0 GiB range)
+GRAPH_LARGE_MEMORY_STEP = 0.20 * GIB  # G: 80 GB cards sit at 0.8 in the §3 table
+GRAPH_LARGE_SEQS_STEP = 0.20 * GIB  # G: max_num_seqs 1024 (H100 defaults) sits at 1.0
+FLASHINFER_WORKSPACE = 394 * MIB  # §4: allocated after the KV cache, outside the budget
+CONTEXT_OVERHEAD = int(0.6 * GIB)  # §6 rule 2: CUDA context + NCCL + cuBLAS, outside the budget
+CONTEXT_OVERHEAD_UNCERTAINTY = int(0.4 * GIB)  # §3: 0.5-1.0 GiB [UNVERIFIED]
+
+# --- uncertainties of model-facts §3 "Uncertainty of each term" -----------------------------------
+SIGMA_T = int(0.05 * GIB)
+SIGMA_W_LOCAL = int(0.05 * GIB)
+SIGMA_W_FACTS_TIMES_TP = int(1.0 * GIB)  # ±0.5 GiB per GPU at TP2 from shipped facts
+SIGMA_P = int(0.1 * GIB)
+SIGMA_A_FRACTION = 0.5
+SIGMA_G = int(0.3 * GIB)
+
+KV_DTYPE_BYTES = {
+    "auto": 2,
+    "bfloat16": 2,
+    "float16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+}
+MAMBA_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+VERDICTS = ("fits", "marginal", "does-not-fit")
+
+
+def kv_bytes_per_element(kv_cache_dtype: str) -> int:
+    """KV bytes per element for a `--kv-cache-dtype` value (model-facts §2.5)."""
+    try:
+        return KV_DTYPE_BYTES[kv_cache_dtype.lower()]
+    except KeyError:
+        modeled = ", ".join(KV_DTYPE_BYTES)
+        raise ProfileError(
+            f"kv_cache_dtype {kv_cache_dtype!r} is not modeled by the memory estimator (modeled: {modeled})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class WeightSizes:
+    """Checkpoint bytes on disk: main (everything but MTP, vision included), vision, MTP."""
+
+    main_bytes: int
+    vision_bytes: int
+    mtp_bytes: int
+    source: str
+    from_local_index: bool = False
+
+    @classmethod
+    def from_facts(cls, facts: ModelFacts) -> "WeightSizes":
+        return cls(
+            main_bytes=facts.weights_main_bytes,
+            vision_bytes=facts.weights_vision_bytes if facts.has_vision else 0,
+            mtp_bytes=facts.weights_mtp_bytes,
+            source=facts.weights_source,
+            from_local_index=False,
+        )
+
+
+_DEFAULT_FACTS = MODEL_FACTS[DEFAULT_MODEL_ID]
+_DEFAULT_WEIGHTS = WeightSizes.from_facts(_DEFAULT_FACTS)
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """Everything the estimate depends on, for the smallest GPU of the replica."""
+
+    total_memory_bytes: int  # T: cudaMemGetInfo total of the smallest GPU
+    compute_capability: tuple[int, int]
+    gpu_memory_utilization: float = 0.92  # vLLM 0.33 default (§2.1)
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    kv_cache_dtype: str = "auto"
+    num_speculative_tokens: int = 0  # k; 0 = no MTP
+    max_model_len: int = 262144
+    max_num_seqs: int | None = None  # None = vLLM's default for this GPU (§2.2)
+    max_num_batched_tokens: int | None = None  # None = vLLM's default for this GPU (§2.2)
+    enable_prefix_caching: bool = True  # vLLM's default for hybrid models (§2.3)
+    language_model_only: bool = False
+    gpu_name: str = ""  # NVML name; "A100" and "GB10" change vLLM's batch defaults
+    nvml_total_memory_bytes: int | None = None  # what vLLM's batch defaults compare; None = T
+    performance_mode: str = "balanced"
+    weights: WeightSizes = _DEFAULT_WEIGHTS
+    free_memory_bytes: int | None = None  # F before launch; None = assume an idle GPU (F = T)
+    flashinfer_attention: bool | None = None  # None = infer from CC, KV dtype and backend (§4)
+    attention_backend: str | None = None
+    gdn_prefill_backend: str | None = None  # None = vLLM's choice (FlashInfer on SM90/100/120)
+    mamba_cache_dtype: str = "auto"
+    mamba_ssm_cache_dtype: str = "auto"
+    enforce_eager: bool = False
+    kv_cache_memory_bytes: int | None = None  # --kv-cache-memory-bytes: K given, profiling skipped
+    total_memory_uncertainty_bytes: int = SIGMA_T
+    context_overhead_bytes: int = CONTEXT_OVERHEAD
+    model: ModelFacts = _DEFAULT_FACTS
+
+    @property
+    def kv_bytes(self) -> int:
+        return kv_bytes_per_element(self.kv_cache_dtype)
+
+    @property
+    def mtp(self) -> bool:
+        return self.num_speculative_tokens > 0
+
+
+@dataclass(frozen=True)
+class Term:
+    """One memory term in bytes, its ± uncertainty and where the formula comes from."""
+
+    name: str
+    bytes: int
+    uncertainty_bytes: int
+    source: str
+
+    @property
+    def gib(self) -> float:
+        return self.bytes / GIB
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bytes": self.bytes,
+            "gib": round(self.gib, 3),
+            "uncertainty_bytes": self.uncertainty_bytes,
+            "uncertainty_gib": round(self.uncertainty_bytes / GIB, 3),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class StartupCheck:
+    """vLLM's free-memory check at start (§2.1 step 2) plus what lives outside the budget."""
+
+    free_memory_bytes: int
+    free_memory_assumed: bool  # True when no reading was given (an idle GPU was assumed)
+    context_overhead_bytes: int
+    requested_bytes: int  # R, or everything when --kv-cache-memory-bytes is set
+    flashinfer_workspace_bytes: int
+    margin_bytes: int
+    uncertainty_bytes: int
+    verdict: str
+    load_peak_bytes: int  # weights plus the MTP drafter's transient embed/lm_head copies (§2.4)
+    load_margin_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "free_memory_bytes": self.free_memory_bytes,
+            "free_memory_assumed": self.free_memory_assumed,
+            "context_overhead_bytes": self.context_overhead_bytes,
+            "requested_bytes": self.requested_bytes,
+            "flashinfer_workspace_bytes": self.flashinfer_workspace_bytes,
+            "margin_bytes": self.margin_bytes,
+            "uncertainty_bytes": self.uncertainty_bytes,
+            "verdict": self.verdict,
+            "load_peak_bytes": self.load_peak_bytes,
+            "load_margin_bytes": self.load_margin_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The estimate for one GPU (the smallest decides), every term with its uncertainty."""
+
+    inputs: FitInput
+    max_num_seqs: int  # resolved N
+    max_num_batched_tokens: int  # resolved M
+    budget: Term  # R
+    weights: Term  # W
+    persistent: Term  # P
+    activation: Term  # A
+    cudagraph: Term  # G
+    kv_available: Term  # K
+    attn_bytes_per_token_per_layer: int  # a
+    gdn_state_bytes_per_slot: int  # m (one GDN layer, one state slot, this rank)
+    flashinfer_gdn_prefill: bool  # c = 1
+    kernel_block_alignment: int  # q
+    block_size_tokens: int  # B
+    page_bytes: int  # B * a, the GDN page padded to it
+    mamba_padding_pct: float  # what vLLM logs as "Padding mamba page size by x%"
+    group_size: int  # g
+    bytes_per_block: int  # g * page
+    state_blocks_per_gdn_group: int  # S
+    gdn_groups: int
+    blocks_per_request: int  # r(L)
+    bytes_per_request: int  # r(L) * bytes_per_block
+    bytes_needed_to_start: int  # (r(L) + 1) * bytes_per_block: one request plus the null block
+    num_blocks: int
+    kv_cache_tokens: int  # "GPU KV cache size: N tokens" as vLLM logs it
+    concurrency_at_max_len: float  # "Maximum concurrency for L tokens per request: Xx"
+    max_model_len_fit: int  # largest L that starts, whole KV blocks, capped at the model's limit
+    max_model_len_safe: int  # the same with the combined uncertainty kept as margin
+    max_model_len_limit: int  # the model's max_position_embeddings
+    margin_bytes: int  # K - bytes_needed_to_start
+    uncertainty_bytes: int  # combined (root-sum-square) uncertainty of K
+    kv_verdict: str
+    startup: StartupCheck
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def verdict(self) -> str:
+        """Worst of the KV verdict and the start-up free-memory verdict."""
+        return max(self.kv_verdict, self.startup.verdict, key=VERDICTS.index)
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        return (self.budget, self.weights, self.persistent, self.activation, self.cudagraph, self.kv_available)
+
+    def to_json(self) -> dict[str, Any]:
+        i = self.inputs
+        return {
+            "verdict": self.verdict,
+            "kv_verdict": self.kv_verdict,
+            "inputs": {
+                "gpu_name": i.gpu_name,
+                "total_memory_bytes": i.total_memory_bytes,
+                "compute_capability": list(i.compute_capability),
+                "gpu_memory_utilization": i.gpu_memory_utilization,
+                "tensor_parallel_size": i.tensor_parallel_size,
+                "pipeline_parallel_size": i.pipeline_parallel_size,
+                "kv_cache_dtype": i.kv_cache_dtype,
+                "kv_bytes_per_element": i.kv_bytes,
+                "num_speculative_tokens": i.num_speculative_tokens,
+                "max_model_len": i.max_model_len,
+                "max_num_seqs": self.max_num_seqs,
+                "max_num_batched_tokens": self.max_num_batched_tokens,
+                "enable_prefix_caching": i.enable_prefix_caching,
+                "language_model_only": i.language_model_only,
+                "weights_source": i.weights.source,
+            },
+            "terms": {t.name: t.to_json() for t in self.terms},
+            "kv_cache": {
+                "block_size_tokens": self.block_size_tokens,
+                "bytes_per_block": self.bytes_per_block,
+                "bytes_per_request": self.bytes_per_request,
+                "bytes_needed_to_start": self.bytes_needed_to_start,
+                "available_bytes": self.kv_available.bytes,
+                "available_uncertainty_bytes": self.kv_available.uncertainty_bytes,
+                "page_bytes": self.page_bytes,
+                "group_size": self.group_size,
+                "gdn_groups": self.gdn_groups,
+                "state_blocks_per_gdn_group": self.state_blocks_per_gdn_group,
+                "blocks_per_request": self.blocks_per_request,
+                "num_blocks": self.num_blocks,
+                "tokens": self.kv_cache_tokens,
+                "attn_bytes_per_token_per_layer": self.attn_bytes_per_token_per_layer,
+                "gdn_state_bytes_per_slot": self.gdn_state_bytes_per_slot,
+                "kernel_block_alignment": self.kernel_block_alignment,
+                "flashinfer_gdn_prefill": self.flashinfer_gdn_prefill,
+                "mamba_padding_pct": round(self.mamba_padding_pct, 2),
+            },
+            "max_model_len": i.max_model_len,
+            "max_model_len_fit": self.max_model_len_fit,
+            "max_model_len_safe": self.max_model_len_safe,
+            "max_model_len_limit": self.max_model_len_limit,
+            "concurrency_at_max_len": round(self.concurrency_at_max_len, 4),
+            "margin_bytes": self.margin_bytes,
+            "uncertainty_bytes": self.uncertainty_bytes,
+            "startup": self.startup.to_json(),
+            "notes": list(self.notes),
+        }
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def batch_defaults(inp: FitInput) -> tuple[int, int]:
+    """vLLM's `vllm serve` defaults (max_num_batched_tokens, max_num_seqs) before user values (§2.2)."""
+    device_memory = inp.nvml_total_memory_bytes or inp.total_memory_bytes
+    name = inp.gpu_name.lower()
+    if device_memory >= 160 * GIB:
+        return 16384, 1024
+    if device_memory >= 70 * GIB and "a100" not in name and "gb10" not in name:
+        return 8192, 1024
+    return 2048, 256
+
+
+def resolve_batch(inp: FitInput) -> tuple[int, int]:
+    """(M, N) as vLLM ends up with them: defaults, throughput doubling, M capped at N*L (§2.2)."""
+    default_m, default_n = batch_defaults(inp)
+    n = inp.max_num_seqs if inp.max_num_seqs is not None else default_n
+    m = inp.max_num_batched_tokens if inp.max_num_batched_tokens is not None else default_m
+    if inp.performance_mode == "throughput":
+        if inp.max_num_seqs is None:
+            n *= 2
+        if inp.max_num_batched_tokens is None:
+            m *= 2
+    if inp.max_num_batched_tokens is None:
+        m = min(n * inp.max_model_len, m)
+    return m, n
+
+
+def flashinfer_gdn_prefill(inp: FitInput) -> bool:
+    """c: the FlashInfer GDN prefill (checkpoint blocks) on SM90, SM100 and SM120 (§2.3, §4)."""
+    backend = (inp.gdn_prefill_backend or "").lower()
+    if backend:
+        return backend == "flashinfer"
+    major, minor = inp.compute_capability
+    return (major, minor) == (9, 0) or major in (10, 12)
+
+
+def uses_flashinfer_attention(inp: FitInput) -> bool:
+    """Whether the attention backend is FlashInfer (§4 priority: FLASH_ATTN, FLASHINFER, ...)."""
+    if inp.flashinfer_attention is not None:
+        return inp.flashinfer_attention
+    if inp.attention_backend:
+        return inp.attention_backend.upper().startswith("FLASHINFER")
+    major, _ = inp.compute_capability
+    if major == 10:
+        return True  # SM100 tries FLASHINFER first
+    fp8 = inp.kv_bytes == 1
+    return fp8 and inp.compute_capability != (9, 0)  # FA3 takes fp8 on SM90 only
+
+
+def _mamba_bytes(value: str, auto: int, key: str) -> int:
+    if value.lower() == "auto":
+        return auto
+    try:
+        return MAMBA_DTYPE_BYTES[value.lower()]
+    except KeyError:
+        raise ProfileError(f"{key} {value!r} is not one of auto, {', '.join(MAMBA_DTYPE_BYTES)}") from None
+
+
+def _validate(inp: FitInput) -> None:
+    facts = inp.model
+    if inp.tensor_parallel_size not in facts.valid_tensor_parallel_sizes:
+        valid = ", ".join(map(str, facts.valid_tensor_parallel_sizes))
+        raise ProfileError(f"tensor_parallel_size {inp.tensor_parallel_size} is not valid for this model (valid: {valid})")
+    if inp.pipeline_parallel_size < 1:
+        raise ProfileError("pipeline_parallel_size must be at least 1")
+    if not 0 < inp.gpu_memory_utilization <= 1:
+        raise ProfileError(f"gpu_memory_utilization {inp.gpu_memory_utilization} must be in (0, 1]")
+    if inp.num_speculative_tokens < 0:
+        raise ProfileError("num_speculative_tokens must be 0 (no MTP) or more")
+    if inp.max_model_len < 1:
+        raise ProfileError("max_model_len must be at least 1")
+    if inp.max_num_seqs is not None and inp.max_num_seqs < 1:
+        raise ProfileError("max_num_seqs must be at least 1")
+    if inp.max_num_batched_tokens is not None and inp.max_num_batched_tokens < 1:
+        raise ProfileError("max_num_batched_tokens must be at least 1")
+    if inp.total_memory_bytes <= 0:
+        raise ProfileError("GPU total memory must be positive")
+
+
+def _verdict(margin: float, uncertainty: float) -> str:
+    if margin < 0:
+        return "does-not-fit"
+    if margin < uncertainty:
+        return "marginal"
+    return "fits"
+
+
+def _rss(*values: float) -> int:
+    return int(round(math.sqrt(sum(v * v for v in values))))
+
+
+def _clamp01(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+# --- the estimate ---------------------------------------------------------------------------------
+
+
+def estimate(inp: FitInput) -> FitResult:
+    """Run model-facts §3 for one GPU and return every term.
+
+    Raises:
+        ProfileError: an input the estimator cannot model (invalid TP, unknown KV dtype, ...).
+    """
+    _validate(inp)
+    facts = inp.model
+    t = inp.tensor_parallel_size
+    pp = inp.pipeline_parallel_size
+    k = inp.num_speculative_tokens
+    L = inp.max_model_len
+    T = inp.total_memory_bytes
+    u = inp.gpu_memory_utilization
+    V = facts.vocab_size
+    b = inp.kv_bytes
+    M, N = resolve_batch(inp)
+    notes: list[str] = []
+
+    # R = ceil(T*u): utils.request_memory (§2.1 step 2).
+    budget = Term("budget", math.ceil(T * u), int(round(u * inp.total_memory_uncertainty_bytes)),
+                  "model-facts §2.1: ceil(total x gpu_memory_utilization)")
+
+    # W = (S_main - lmo*S_vis + [k>0]*S_mtp)/t + 0.03 GiB (§3). With PP, language layers split
+    # over stages; the vision tower (stage 0) and MTP (last stage) are charged whole [inferred].
+    w = inp.weights
+    vision = w.vision_bytes if not inp.language_model_only else 0
+    language = w.main_bytes - w.vision_bytes
+    mtp = w.mtp_bytes if k > 0 else 0
+    weight_bytes = int(language / (t * pp) + vision / t + mtp / t) + WEIGHT_OVERHEAD
+    sigma_w = SIGMA_W_LOCAL if w.from_local_index else SIGMA_W_FACTS_TIMES_TP // (t * pp)
+    weights = Term("weights", weight_bytes, sigma_w, f"model-facts §3 W; bytes from {w.source}")
+
+    # P = 0.25 GiB + N*V*4.125 B: penalty tables [N, V] int32 and other persistent buffers (§2.2, §3).
+    persistent = Term("persistent", int(PERSISTENT_BASE + N * V * PERSISTENT_PER_SEQ_PER_VOCAB), SIGMA_P,
+                      "model-facts §3 P: 0.25 GiB + max_num_seqs x vocab x 4.125 B")
+
+    # A = 0.15 GiB + 0.30 GiB*(M/1024)/t + 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (§2.2, §3).
+    act = ACTIVATION_BASE + ACTIVATION_PER_1K_TOKENS * (M / 1024) / t + 3 * min(N, M) * V * SAMPLER_BYTES
+    if not inp.language_model_only and w.vision_bytes > 0:
+        act += ENCODER_PROFILE
+    act_bytes = int(act)
+    activation = Term("activation", act_bytes, int(SIGMA_A_FRACTION * act_bytes),
+                      "model-facts §3 A: profile-run peak (batched tokens, sampler, encoder), ±50 %")
+
+    # G: CUDA graphs (§2.2 capture sizes, §3). The large-regime value interpolates the §3 table's
+    # anchors (0.6 GiB on 24 GB cards, 0.8 on 80 GB cards, 1.0 with 1024 sequences) [inferred];
+    # its slope in T (0.2 GiB over 55 GiB) stays far below u so more memory never costs capacity.
+    if inp.enforce_eager:
+        graph_bytes = 0
+    elif N * (1 + k) * 2 <= GRAPH_SMALL_LIMIT:
+        graph_bytes = GRAPH_SMALL
+    else:
+        graph_bytes = int(
+            GRAPH_LARGE_BASE
+            + GRAPH_LARGE_MEMORY_STEP * _clamp01((T - 24 * GIB) / (55 * GIB))
+            + GRAPH_LARGE_SEQS_STEP * _clamp01((N - 256) / 768)
+        )
+    cudagraph = Term("cudagraph", graph_bytes, 0 if inp.enforce_eager else SIGMA_G,
+                     "model-facts §3 G: captured CUDA graphs, ±0.3 GiB")
+
+    # K = R - W - P - A - G (§2.1 step 5), or the --kv-cache-memory-bytes value.
+    if inp.kv_cache_memory_bytes is not None:
+        kv = Term("kv_available", inp.kv_cache_memory_bytes, 0, "--kv-cache-memory-bytes (profiling skipped, §2.1)")
+    else:
+        kv_bytes = budget.bytes - weights.bytes - persistent.bytes - activation.bytes - cudagraph.bytes
+        sigma_k = _rss(budget.uncertainty_bytes, weights.uncertainty_bytes, persistent.uncertainty_bytes,
+                       activation.uncertainty_bytes, cudagraph.uncertainty_bytes)
+        kv = Term("kv_available", kv_bytes, sigma_k, "model-facts §3 K = R - W - P - A - G")
+
+    # KV geometry (§2.3, exact). a: attention bytes per token per layer, KV heads replicated past TP4.
+    heads = max(1, facts.num_key_value_heads // t)
+    a = 2 * heads * facts.head_dim * b
+    # m: GDN state per layer per slot: conv (3+k rows, conv dtype) + recurrent (fp32 by default).
+    conv_bytes = _mamba_bytes(inp.mamba_cache_dtype, facts.conv_state_dtype_bytes, "mamba_cache_dtype")
+    ssm_bytes = _mamba_bytes(inp.mamba_ssm_cache_dtype, facts.ssm_state_dtype_bytes, "mamba_ssm_cache_dtype")
+    m = (facts.conv_channels // t) * (facts.linear_conv_kernel_dim - 1 + k) * conv_bytes + (
+        facts.linear_num_value_heads // t
+    ) * facts.linear_key_head_dim * facts.linear_value_head_dim * ssm_bytes
+    pc = inp.enable_prefix_caching
+    c = 1 if flashinfer_gdn_prefill(inp) else 0
+    q = 64 if (pc and c) else 16  # lcm(16, FLASHINFER_GDN_CHECKPOINT_ALIGNMENT=64) in align mode
+    B = q * math.ceil(m / (q * a))  # platforms/interface.py::_align_hybrid_block_size
+    page = B * a
+    padding_pct = 100.0 * (page - m) / m
+    # g: attention layers per stage (16; 17 with the MTP draft's layer); GDN groups padded to g.
+    g = math.ceil(facts.full_attention_layers / pp) + (facts.mtp_num_hidden_layers if k > 0 else 0)
+    bpb = g * page
+    gdn_groups = facts.linear_attention_layers // facts.full_attention_layers
+    S = (2 + k + c) if pc else (1 + k)  # MambaSpec.max_memory_usage_bytes: align vs none
+    r = math.ceil(L / B) + gdn_groups * S
+    need = bpb * (r + 1)  # one request at L plus the null block (§2.1 step 6)
+
+    num_blocks = max(0, kv.bytes // bpb)
+    concurrency = num_blocks / r
+    tokens = int(concurrency * L)  # kv_cache_utils.get_kv_cache_capacity
+    margin = kv.bytes - need
+    kv_verdict = _verdict(margin, kv.uncertainty_bytes)
+
+    limit = facts.max_position_embeddings
+    fit_blocks = num_blocks - 1 - gdn_groups * S
+    max_len_fit = min(max(0, fit_blocks) * B, limit)
+    safe_blocks = max(0, (kv.bytes - kv.uncertainty_bytes)) // bpb - 1 - gdn_groups * S
+    max_len_safe = min(max(0, safe_blocks) * B, limit)
+
+    # Start-up: free memory after the context must cover R (ValueError otherwise), and FlashInfer's
+    # workspace comes out of what is left above the budget (§2.1 step 2, §3 PRE-CHECKS, §6 rule 2).
+    free_assumed = inp.free_memory_bytes is None
+    free = T if free_assumed else int(inp.free_memory_bytes)  # type: ignore[arg-type]
+    workspace = FLASHINFER_WORKSPACE if uses_flashinfer_attention(inp) else 0
+    if inp.kv_cache_memory_bytes is not None:
+        requested = max(budget.bytes, weights.bytes + persistent.bytes + activation.bytes + cudagraph.bytes + kv.bytes)
+    else:
+        requested = budget.bytes
+    startup_margin = free - inp.context_overhead_bytes - requested - workspace
+    startup_sigma = _rss(CONTEXT_OVERHEAD_UNCERTAINTY, budget.uncertainty_bytes)
+    embed_copy = V * facts.hidden_size * 2  # BF16 embed_tokens or lm_head, 2.37 GiB
+    load_peak = weights.bytes + (2 * embed_copy // t if k > 0 else 0)  # §2.4 transient at load
+    load_margin = free - inp.context_overhead_bytes - load_peak
+    startup_verdict = _verdict(startup_margin, startup_sigma)
+    if load_margin < 0:
+        startup_verdict = "does-not-fit"
+    startup = StartupCheck(
+        free_memory_bytes=free,
+        free_memory_assumed=free_assumed,
+        context_overhead_bytes=inp.context_overhead_bytes,
+        requested_bytes=requested,
+        flashinfer_workspace_bytes=workspace,
+        margin_bytes=startup_margin,
+        uncertainty_bytes=startup_sigma,
+        verdict=startup_verdict,
+        load_peak_bytes=load_peak,
+        load_margin_bytes=load_margin,
+    )
+
+    if not w.from_local_index:
+        notes.append(
+            f"weights from shipped facts (±{weights.uncertainty_bytes / GIB:.2f} GiB per GPU); "
+            "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
+        )
+    if inp.compute_capability < (8, 0):
+        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 (model-facts §4)")
+    if k > 0 and pp > 1:
+        notes.append("MTP does not work with pipeline parallel > 1 (model-facts §2.6)")
+    if pp > 1:
+        notes.append("pipeline parallel: per-stage split of layers and weights is approximate [inferred]")
+    if L > limit:
+        notes.append(f"max_model_len {L} exceeds the model's {limit} (vLLM refuses without VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
+    if free_assumed:
+        notes.append("no free-memory reading: start-up check assumes an idle GPU (free = total)")
+    if inp.kv_cache_memory_bytes is None and kv.bytes <= 0:
+        notes.append("no memory left for the KV cache: vLLM stops with 'No available memory for the cache blocks'")
+
+    return FitResult(
+        inputs=inp,
+        max_num_seqs=N,
+        max_num_batched_tokens=M,
+        budget=budget,
+        weights=weights,
+        persistent=persistent,
+        activation=activation,
+        cudagraph=cudagraph,
+        kv_available=kv,
+        attn_bytes_per_token_per_layer=a,
+        gdn_state_bytes_per_slot=m,
+        flashinfer_gdn_prefill=bool(c),
+        kernel_block_alignment=q,
+        block_size_tokens=B,
+        page_bytes=page,
+        mamba_padding_pct=padding_pct,
+        group_size=g,
+        bytes_per_block=bpb,
+        state_blocks_per_gdn_group=S,
+        gdn_groups=gdn_groups,
+        blocks_per_request=r,
+        bytes_per_request=bpb * r,
+        bytes_needed_to_start=need,
+        num_blocks=num_blocks,
+        kv_cache_tokens=tokens,
+        concurrency_at_max_len=concurrency,
+        max_model_len_fit=max_len_fit,
+        max_model_len_safe=max_len_safe,
+        max_model_len_limit=limit,
+        margin_bytes=margin,
+        uncertainty_bytes=kv.uncertainty_bytes,
+        kv_verdict=kv_verdict,
+        startup=startup,
+        notes=tuple(notes),
+    )
+
+
+# --- suggestions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Values that would make the KV check pass with the combined uncertainty as margin.
+
+    Each is found with the other inputs unchanged; None where no value of that knob is enough.
+    """
+
+    max_model_len: int | None
+    max_num_seqs: int | None
+    gpu_memory_utilization: float | None
+    max_model_len_nominal: int  # largest L that starts at the nominal estimate (no margin)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len_nominal": self.max_model_len_nominal,
+        }
+
+
+def _kv_ok(result: FitResult) -> bool:
+    return result.kv_verdict == "fits"
+
+
+def suggest(inp: FitInput, result: FitResult | None = None) -> Suggestion:
+    """The max_model_len, max_num_seqs or gpu_memory_utilization that would fit with margin."""
+    result = result or estimate(inp)
+    max_len = result.max_model_len_safe or None
+
+    # max_num_seqs: K only grows as N shrinks, so bisect on N in [1, current N].
+    best_n: int | None = None
+    if _kv_ok(estimate(replace(inp, max_num_seqs=1))):
+        lo, hi = 1, result.max_num_seqs
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _kv_ok(estimate(replace(inp, max_num_seqs=mid))):
+                lo = mid
+            else:
+                hi = mid - 1
+        best_n = lo
+
+    # gpu_memory_utilization: the smallest hundredth that fits, no more than the free memory allows.
+    best_u: float | None = None
+    if inp.kv_cache_memory_bytes is None:
+        free = inp.free_memory_bytes if inp.free_memory_bytes is not None else inp.total_memory_bytes
+        workspace = FLASHINFER_WORKSPACE if uses_flashinfer_attention(inp) else 0
+        ceiling = min(1.0, (free - inp.context_overhead_bytes - workspace) / inp.total_memory_bytes)
+        for hundredths in range(1, 101):
+            u = hundredths / 100
+            if u > ceiling + 1e-9:
+                break
+            if _kv_ok(estimate(replace(inp, gpu_memory_utilization=u))):
+                best_u = u
+                break
+    return Suggestion(
+        max_model_len=max_len,
+        max_num_seqs=best_n,
+        gpu_memory_utilization=best_u,
+        max_model_len_nominal=result.max_model_len_fit,
+    )
+
+
+def format_breakdown(result: FitResult) -> str:
+    """A human table of the terms and the KV geometry (GiB, ± uncertainty)."""
+    i = result.inputs
+    lines = [
+        f"GPU {i.gpu_name or '?'}: {i.total_memory_bytes / GIB:.2f} GiB (CUDA total), CC "
+        f"{i.compute_capability[0]}.{i.compute_capability[1]}, TP {i.tensor_parallel_size}"
+        + (f" x PP {i.pipeline_parallel_size}" if i.pipeline_parallel_size > 1 else "")
+        + f", util {i.gpu_memory_utilization}, kv {i.kv_cache_dtype}, MTP k={i.num_speculative_tokens}, "
+        f"max_model_len {i.max_model_len}, max_num_seqs {result.max_num_seqs}, "
+        f"max_num_batched_tokens {result.max_num_batched_tokens}",
+        "",
+        f"  {'term':<14}{'GiB':>9}{'± GiB':>9}  source",
+    ]
+    for term in result.terms:
+        lines.append(f"  {term.name:<14}{term.gib:>9.2f}{term.uncertainty_bytes / GIB:>9.2f}  {term.source}")
+    lines += [
+        "",
+        f"  block size {result.block_size_tokens} tokens, {result.bytes_per_block / MIB:.2f} MiB per block "
+        f"({result.group_size} layers x {result.page_bytes / MIB:.3f} MiB page), "
+        f"S={result.state_blocks_per_gdn_group} state blocks x {result.gdn_groups} GDN groups",
+        f"  one request at {i.max_model_len}: {result.blocks_per_request} blocks = "
+        f"{result.bytes_per_request / GIB:.2f} GiB (+1 null block = {result.bytes_needed_to_start / GIB:.2f} GiB)",
+        f"  pool: {result.num_blocks} blocks, {result.kv_cache_tokens:,} tokens, "
+        f"concurrency {result.concurrency_at_max_len:.2f}x at {i.max_model_len}",
+        f"  margin {result.margin_bytes / GIB:+.2f} GiB vs ±{result.uncertainty_bytes / GIB:.2f} GiB: {result.kv_verdict}",
+        f"  largest max_model_len that starts: {result.max_model_len_fit} (with margin: {result.max_model_len_safe})",
+        f"  start-up: free {result.startup.free_memory_bytes / GIB:.2f} GiB"
+        + (" (assumed idle)" if result.startup.free_memory_assumed else "")
+        + f" - context {result.startup.context_overhead_bytes / GIB:.2f} - requested {result.startup.requested_bytes / GIB:.2f}"
+        + f" - FlashInfer workspace {result.startup.flashinfer_workspace_bytes / GIB:.2f}"
+        + f" = {result.startup.margin_bytes / GIB:+.2f} GiB (±{result.startup.uncertainty_bytes / GIB:.2f}): {result.startup.verdict}",
+        f"verdict: {result.verdict}",
+    ]
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines)

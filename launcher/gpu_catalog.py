@@ -1,0 +1,210 @@
+"""GPU models users type ("RTX 3090", "H100"), with memory as NVML and CUDA report it (no I/O)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from launcher.errors import ProfileError
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+# How far a "~" value of model-facts §5 may be off; a value seen in a real log or capture gets
+# model-facts §3's ±0.05 GiB.
+_SEEN_UNCERTAINTY = int(0.05 * GIB)
+_APPROX_UNCERTAINTY = int(0.25 * GIB)
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """One GPU model.
+
+    `memory_total_bytes` is NVML's total (`nvidia-smi` "MiB" column times 2**20), what an
+    inventory holds. `cuda_total_bytes` is `cudaMemGetInfo` total, what vLLM budgets from
+    (model-facts §2.1, §5 "CUDA GiB"); the difference is memory the driver keeps back.
+    """
+
+    key: str
+    nvml_name: str
+    memory_total_bytes: int
+    cuda_total_bytes: int
+    cuda_total_uncertainty_bytes: int
+    compute_capability: tuple[int, int]
+    nvlink: str  # "none", "bridge" (optional 2-card bridge) or "sxm" (NVLink/NVSwitch baseboard)
+    p2p_expected: bool  # PCIe/NVLink peer-to-peer with the stock driver; GeForce: no
+    geforce: bool
+    ecc: bool
+    source: str
+    aliases: tuple[str, ...] = ()
+    nvml_names: tuple[str, ...] = ()  # other NVML spellings of the same model (SXM/PCIe)
+
+    @property
+    def memory_total_mib(self) -> int:
+        return self.memory_total_bytes // MIB
+
+    @property
+    def cuda_total_gib(self) -> float:
+        return self.cuda_total_bytes / GIB
+
+    @property
+    def driver_reserved_bytes(self) -> int:
+        return self.memory_total_bytes - self.cuda_total_bytes
+
+
+def _gib(value: float) -> int:
+    return int(round(value * GIB))
+
+
+def _m(
+    key: str,
+    nvml_name: str,
+    nvml_mib: int,
+    cuda_gib: float,
+    cc: tuple[int, int],
+    *,
+    nvlink: str,
+    p2p: bool,
+    geforce: bool = False,
+    ecc: bool = True,
+    seen: bool = False,
+    source: str = "model-facts §5",
+    aliases: tuple[str, ...] = (),
+    nvml_names: tuple[str, ...] = (),
+    cuda_bytes: int | None = None,
+) -> GpuModel:
+    return GpuModel(
+        key=key,
+        nvml_name=nvml_name,
+        memory_total_bytes=nvml_mib * MIB,
+        cuda_total_bytes=cuda_bytes if cuda_bytes is not None else _gib(cuda_gib),
+        cuda_total_uncertainty_bytes=_SEEN_UNCERTAINTY if seen else _APPROX_UNCERTAINTY,
+        compute_capability=cc,
+        nvlink=nvlink,
+        p2p_expected=p2p,
+        geforce=geforce,
+        ecc=ecc,
+        source=source,
+        aliases=aliases,
+        nvml_names=nvml_names,
+    )
+
+
+# NVML totals are the usual nvidia-smi figures for each board; CUDA totals are model-facts §5
+# ("seen" where §5 quotes real OOM logs, "~" otherwise). H200: both from the real NVML capture
+# ../shared/data/nvml-h200x2.json (total 150754820096 B; free with no process 150109880320 B,
+# which is the 139.8 GiB CUDA sees).
+_MODELS: tuple[GpuModel, ...] = (
+    _m("RTX 3090", "NVIDIA GeForce RTX 3090", 24576, 23.69, (8, 6), nvlink="bridge", p2p=False,
+       geforce=True, ecc=False, seen=True, aliases=("3090",)),
+    _m("RTX 3090 Ti", "NVIDIA GeForce RTX 3090 Ti", 24564, 23.7, (8, 6), nvlink="bridge", p2p=False,
+       geforce=True, ecc=False, aliases=("3090 Ti",)),
+    _m("RTX 4090", "NVIDIA GeForce RTX 4090", 24564, 23.64, (8, 9), nvlink="none", p2p=False,
+       geforce=True, ecc=False, seen=True, aliases=("4090",)),
+    _m("RTX 5090", "NVIDIA GeForce RTX 5090", 32607, 31.4, (12, 0), nvlink="none", p2p=False,
+       geforce=True, ecc=False, aliases=("5090",)),
+    _m("A10", "NVIDIA A10", 23028, 22.1, (8, 6), nvlink="none", p2p=True),
+    _m("A40", "NVIDIA A40", 46068, 44.3, (8, 6), nvlink="bridge", p2p=True),
+    _m("L4", "NVIDIA L4", 23034, 22.1, (8, 9), nvlink="none", p2p=True),
+    _m("L40S", "NVIDIA L40S", 46068, 44.4, (8, 9), nvlink="none", p2p=True),
+    _m("RTX A6000", "NVIDIA RTX A6000", 49140, 47.54, (8, 6), nvlink="bridge", p2p=True,
+       source="not in model-facts §5 [UNVERIFIED]: nvidia-smi total, CUDA total from PyTorch OOM messages",
+       aliases=("A6000",)),
+    _m("A100-40GB", "NVIDIA A100-SXM4-40GB", 40960, 39.4, (8, 0), nvlink="sxm", p2p=True,
+       aliases=("A100 40GB", "A100-40G", "A100 40"), nvml_names=("NVIDIA A100-PCIE-40GB",)),
+    _m("A100-80GB", "NVIDIA A100-SXM4-80GB", 81920, 79.25, (8, 0), nvlink="sxm", p2p=True, seen=True,
+       aliases=("A100", "A100 80GB", "A100-80G", "A100 80"), nvml_names=("NVIDIA A100 80GB PCIe",)),
+    _m("H100-80GB", "NVIDIA H100 80GB HBM3", 81559, 79.19, (9, 0), nvlink="sxm", p2p=True, seen=True,
+       aliases=("H100", "H100 80GB", "H100 SXM", "H100-SXM"), nvml_names=("NVIDIA H100 PCIe",)),
+    _m("H200", "NVIDIA H200", 143771, 139.8, (9, 0), nvlink="sxm", p2p=True, seen=True,
+       cuda_bytes=150_109_880_320, source="real NVML capture ../shared/data/nvml-h200x2.json; model-facts §5",
+       aliases=("H200 141GB", "H200 SXM")),
+    _m("B200", "NVIDIA B200", 183359, 178.0, (10, 0), nvlink="sxm", p2p=True),
+    _m("RTX 6000 Ada", "NVIDIA RTX 6000 Ada Generation", 49140, 47.4, (8, 9), nvlink="none", p2p=False,
+       aliases=("RTX 6000 Ada Generation", "6000 Ada")),
+    _m("RTX PRO 6000", "NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887, 95.0, (12, 0),
+       nvlink="none", p2p=False,
+       aliases=("RTX PRO 6000 Blackwell", "RTX Pro 6000 Server", "PRO 6000"),
+       nvml_names=("NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+                   "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition")),
+    _m("T4", "Tesla T4", 15360, 14.75, (7, 5), nvlink="none", p2p=True,
+       source="not in model-facts §5: nvidia-smi total, CUDA total from PyTorch OOM messages; "
+              "CC 7.5 is below this model's floor of 8.0 (model-facts §4)",
+       aliases=("Tesla T4", "NVIDIA T4")),
+)
+
+_NOISE = re.compile(r"\b(nvidia|geforce|tesla)\b")
+
+
+def normalize(name: str) -> str:
+    """Fold case, drop vendor words and every space, dash, underscore and dot."""
+    folded = _NOISE.sub(" ", name.lower())
+    return re.sub(r"[\s\-_.]+", "", folded)
+
+
+def _index() -> dict[str, GpuModel]:
+    table: dict[str, GpuModel] = {}
+    for model in _MODELS:
+        for spelling in (model.key, model.nvml_name, *model.aliases, *model.nvml_names):
+            key = normalize(spelling)
+            if key in table and table[key] is not model:
+                raise AssertionError(f"GPU alias {spelling!r} is ambiguous")
+            table[key] = model
+    return table
+
+
+_BY_NAME = _index()
+
+
+def all_models() -> tuple[GpuModel, ...]:
+    """Every GPU model in the table, in display order."""
+    return _MODELS
+
+
+def lookup(name: str) -> GpuModel:
+    """The GPU model for a name as a person types it or as NVML reports it.
+
+    Raises:
+        ProfileError: unknown name; the message lists the closest known names.
+    """
+    found = _BY_NAME.get(normalize(name))
+    if found is not None:
+        return found
+    close = difflib.get_close_matches(normalize(name), list(_BY_NAME), n=3, cutoff=0.5)
+    suggestions = []
+    for key in close:
+        display = _BY_NAME[key].key
+        if display not in suggestions:
+            suggestions.append(display)
+    hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+    known = ", ".join(m.key for m in _MODELS)
+    raise ProfileError(f"unknown GPU model {name!r}{hint} (known: {known})")
+
+
+def match_nvml(name: str) -> GpuModel | None:
+    """The table entry for an NVML device name, or None (no error: inventories hold any GPU)."""
+    return _BY_NAME.get(normalize(name))
+
+
+# When NVML's total is all we have, CUDA sees this much less (driver-reserved memory): 0.31 GiB on
+# a 3090 up to 0.6 GiB on an H200 in the table above.
+DEFAULT_DRIVER_RESERVED_BYTES = int(0.45 * GIB)
+DEFAULT_DRIVER_RESERVED_UNCERTAINTY = int(0.25 * GIB)
+
+
+def cuda_total_from_nvml(name: str, nvml_total_bytes: int) -> tuple[int, int, str]:
+    """Estimate `cudaMemGetInfo` total from an NVML reading.
+
+    Returns (bytes, uncertainty bytes, how it was derived). A known model whose NVML total
+    matches the table (within 1 %) gets the table's CUDA total; anything else is NVML's total
+    minus a typical driver reservation.
+    """
+    model = match_nvml(name)
+    if model is not None and abs(model.memory_total_bytes - nvml_total_bytes) <= 0.01 * nvml_total_bytes:
+        return model.cuda_total_bytes, model.cuda_total_uncertainty_bytes, f"GPU table ({model.key})"
+    return (
+        nvml_total_bytes - DEFAULT_DRIVER_RESERVED_BYTES,
+        DEFAULT_DRIVER_RESERVED_UNCERTAINTY,
+        "NVML total minus a typical 0.45 GiB driver reservation",
+    )
