@@ -1,9 +1,13 @@
 """Read vLLM's own start-up lines from a log and set them against a FitResult (no I/O here).
 
-Wording from vLLM 0.32/0.33 (`v1/worker/gpu_worker.py`, `v1/worker/gpu/model_runner.py`,
-`v1/core/kv_cache_utils.py`, `platforms/interface.py`, `v1/worker/utils.py`); older spellings
-(separate "GPU KV cache size" and "Maximum concurrency" lines, "Model loading took X GiB and")
-are accepted too. Lines may carry the "(Worker_TP0 pid=N) INFO 11-28 20:24:05 [file.py:123]" prefix.
+Wording checked against the installed vLLM 0.33.0: `v1/worker/gpu/model_runner.py` ("Model
+loading took", "Graph capturing finished"), `v1/worker/gpu_worker.py` ("Available KV cache
+memory", the `--kv-cache-memory=` summary, the kv_cache_memory_bytes line),
+`v1/core/kv_cache_utils.py` ("GPU KV cache size: N tokens, Maximum concurrency for L tokens per
+request: Xx", one line), `platforms/interface.py` ("Setting attention block size", "Padding mamba
+page size"), `v1/core/kv_cache_planning.py` and `v1/worker/utils.py` (the start-up errors). Older
+spellings (separate size and concurrency lines, "Model loading took X GiB and") are accepted too.
+Lines may carry the "(Worker_TP0 pid=N) INFO 11-28 20:24:05 [file.py:123]" prefix and colours.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ _PREFIX = re.compile(
 _NUM = r"-?\d+(?:\.\d+)?"
 
 _MODEL_LOADING = re.compile(rf"Model loading took ({_NUM}) GiB(?: memory)? and ({_NUM}) seconds")
-_AVAILABLE_KV = re.compile(rf"Available KV cache memory: ({_NUM}) GiB")
+_AVAILABLE_KV = re.compile(
+    rf"Available KV cache memory: ({_NUM}) GiB"
+    rf"|reserved ({_NUM}) GiB memory for KV Cache as specified by kv_cache_memory_bytes"
+)
 _KV_SIZE = re.compile(r"(?:^|\s|\])((?:GPU|CPU|XPU|TPU)(?: \+ host)?) KV cache size: ([\d,]+) tokens")
 _CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per request: ({_NUM})x")
 _BLOCK_SIZE = re.compile(r"Setting attention block size to (\d+) tokens")
@@ -137,7 +144,7 @@ def parse_log(text: str) -> StartLog:
         if m := _MODEL_LOADING.search(msg):
             loading.append(Seen(float(m.group(1)), number, process))
         if m := _AVAILABLE_KV.search(msg):
-            available.append(Seen(float(m.group(1)), number, process))
+            available.append(Seen(float(m.group(1) or m.group(2)), number, process))
         if m := _KV_SIZE.search(" " + msg):
             found["kv_pool"] = m.group(1)
             found["kv_cache_tokens"] = Seen(int(m.group(2).replace(",", "")), number, process)

@@ -106,7 +106,8 @@ class FitInput:
     max_num_batched_tokens: int | None = None  # None = vLLM's default for this GPU (§2.2)
     enable_prefix_caching: bool = True  # vLLM's default for hybrid models (§2.3)
     language_model_only: bool = False
-    gpu_name: str = ""  # NVML name; "A100" and "GB10" change vLLM's batch defaults
+    skip_mm_profiling: bool = False  # --skip-mm-profiling: no encoder pass, the tower still loads
+    gpu_name: str = ""  # NVML name; "A100" keeps vLLM's small batch defaults
     nvml_total_memory_bytes: int | None = None  # what vLLM's batch defaults compare; None = T
     performance_mode: str = "balanced"
     weights: WeightSizes = _DEFAULT_WEIGHTS
@@ -291,12 +292,16 @@ class FitResult:
 
 
 def batch_defaults(inp: FitInput) -> tuple[int, int]:
-    """vLLM's `vllm serve` defaults (max_num_batched_tokens, max_num_seqs) before user values (§2.2)."""
+    """vLLM's `vllm serve` defaults (max_num_batched_tokens, max_num_seqs) before user values (§2.2).
+
+    engine/arg_utils.py::get_batch_defaults compares NVML's total memory, the device name ("a100")
+    and the compute capability (12.1 is GB10, kept on the small tier).
+    """
     device_memory = inp.nvml_total_memory_bytes or inp.total_memory_bytes
-    name = inp.gpu_name.lower()
+    is_gb10 = tuple(inp.compute_capability) == (12, 1)
     if device_memory >= 160 * GIB:
         return 16384, 1024
-    if device_memory >= 70 * GIB and "a100" not in name and "gb10" not in name:
+    if device_memory >= 70 * GIB and "a100" not in inp.gpu_name.lower() and not is_gb10:
         return 8192, 1024
     return 2048, 256
 
@@ -426,7 +431,7 @@ def estimate(inp: FitInput) -> FitResult:
 
     # A = 0.15 GiB + 0.30 GiB*(M/1024)/t + 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (§2.2, §3).
     act = ACTIVATION_BASE + ACTIVATION_PER_1K_TOKENS * (M / 1024) / t + 3 * min(N, M) * V * SAMPLER_BYTES
-    if not inp.language_model_only and w.vision_bytes > 0:
+    if not inp.language_model_only and not inp.skip_mm_profiling and w.vision_bytes > 0:
         act += ENCODER_PROFILE
     act_bytes = int(act)
     activation = Term("activation", act_bytes, int(SIGMA_A_FRACTION * act_bytes),

@@ -20,22 +20,10 @@ PROFILE = FitInput(
     max_num_seqs=256, language_model_only=True, num_speculative_tokens=2,
 )
 
-# Lines in vLLM 0.32/0.33 wording and prefix format. 4.69 GiB of KV with 26.5625 MiB blocks is
-# 180 blocks; a 262144-token request takes 176: 180/176 x 262144 = 268,101 tokens, 1.02x.
-START_LOG = """\
-(APIServer pid=3765) INFO 11-28 20:23:11 [api_utils.py:273] non-default args: {'model_tag': 'havenoammo/Qwen3.6-27B-INT8-MTP', 'max_model_len': 262144}
-(EngineCore pid=3932) INFO 11-28 20:23:34 [core.py:114] Initializing a V1 LLM engine (v0.33.0) with config: model='havenoammo/Qwen3.6-27B-INT8-MTP', speculative_config=SpeculativeConfig(method='mtp', num_spec_tokens=2)
-(Worker_TP0 pid=4114) INFO 11-28 20:24:05 [interface.py:1097] Setting attention block size to 1600 tokens to ensure that attention page size is >= mamba page size.
-(Worker_TP0 pid=4114) INFO 11-28 20:24:05 [interface.py:1121] Padding mamba page size by 0.88% to ensure that mamba page size and attention page size are exactly equal.
-(Worker_TP1 pid=4115) INFO 11-28 20:24:05 [interface.py:1097] Setting attention block size to 1600 tokens to ensure that attention page size is >= mamba page size.
-(Worker_TP0 pid=4114) INFO 11-28 20:24:46 [model_runner.py:425] Model loading took 15.41 GiB memory and 41.123456 seconds
-(Worker_TP1 pid=4115) INFO 11-28 20:24:46 [model_runner.py:425] Model loading took 15.40 GiB memory and 41.000001 seconds
-(Worker_TP1 pid=4115) INFO 11-28 20:26:11 [gpu_worker.py:760] Available KV cache memory: 4.71 GiB
-(Worker_TP0 pid=4114) INFO 11-28 20:26:11 [gpu_worker.py:760] Available KV cache memory: 4.69 GiB
-(EngineCore pid=3932) INFO 11-28 20:26:12 [kv_cache_utils.py:2328] GPU KV cache size: 268,101 tokens, Maximum concurrency for 262,144 tokens per request: 1.02x
-(Worker_TP0 pid=4114) INFO 11-28 20:26:30 [model_runner.py:1128] Graph capturing finished in 12 secs, took 0.55 GiB
-(Worker_TP0 pid=4114) INFO 11-28 20:26:30 [gpu_worker.py:1040] Free memory on device (23.1/23.69 GiB) on startup. Desired GPU memory utilization is (0.95, 22.51 GiB). Actual usage is 15.9 GiB for consumed memory (weights + non-torch), 1.79 GiB for peak activation, and 0.55 GiB for CUDAGraph memory. Replace gpu_memory_utilization config with `--kv-cache-memory=5035784192` (4.69 GiB) to fit into requested memory, or `--kv-cache-memory=5669896396` (5.28 GiB) to fully utilize gpu memory. Current kv cache memory in use is 4.69 GiB.
-"""
+# Lines in vLLM 0.32/0.33 wording and prefix format (written by hand, not captured: no GPU start
+# of the real model was available). 4.69 GiB of KV with 26.5625 MiB blocks is 180 blocks; a
+# 262144-token request takes 176: 180/176 x 262144 = 268,101 tokens, 1.02x.
+START_LOG = (Path(__file__).resolve().parent.parent / "fixtures" / "logs" / "vllm-0.33-dual-3090-mtp-handwritten.log").read_text()
 
 
 def _by_name(rows):
@@ -136,6 +124,15 @@ def test_free_memory_error_and_no_memory():
     )
     assert log.free_memory_error == (21.9, 23.69, 0.95, 22.51)
     assert log.no_kv_memory
+
+
+def test_kv_cache_memory_bytes_line():
+    log = parse_log(
+        "(Worker_TP0 pid=4114) INFO 11-28 20:26:11 [gpu_worker.py:670] Initial free memory 23.1 GiB, reserved "
+        "5.0 GiB memory for KV Cache as specified by kv_cache_memory_bytes config and skipped memory profiling. "
+        "This does not respect the gpu_memory_utilization config.\n"
+    )
+    assert [s.value for s in log.available_kv_gib] == [5.0]
 
 
 def test_empty_log():

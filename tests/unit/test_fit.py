@@ -248,6 +248,12 @@ def test_batch_defaults_follow_vllm(name, total_gib, nvml_gib, want):
     assert batch_defaults(inp) == want
 
 
+def test_gb10_keeps_the_small_defaults():
+    gb10 = FitInput(total_memory_bytes=119 * GIB, compute_capability=(12, 1), gpu_name="NVIDIA GB10")
+    assert batch_defaults(gb10) == (2048, 256)
+    assert batch_defaults(dataclasses.replace(gb10, compute_capability=(12, 0))) == (8192, 1024)
+
+
 def test_throughput_mode_doubles_only_defaults_and_m_is_capped():
     base = FitInput(total_memory_bytes=round(79.19 * GIB), compute_capability=(9, 0), gpu_name="NVIDIA H100 80GB HBM3")
     assert resolve_batch(dataclasses.replace(base, performance_mode="throughput")) == (16384, 2048)
@@ -308,6 +314,15 @@ def test_startup_check_counts_context_and_flashinfer_workspace():
     assert desktop.startup.verdict == "does-not-fit"
     assert desktop.verdict == "does-not-fit"
     assert desktop.kv_verdict == "fits"
+
+
+def test_skip_mm_profiling_drops_the_encoder_pass_but_not_the_tower():
+    no_lmo = dict(DUAL_3090, language_model_only=False)
+    full = estimate(FitInput(**no_lmo))
+    skipped = estimate(FitInput(**dict(no_lmo, skip_mm_profiling=True)))
+    lmo = estimate(FitInput(**DUAL_3090))
+    assert skipped.activation.bytes == lmo.activation.bytes < full.activation.bytes
+    assert skipped.weights.bytes == full.weights.bytes > lmo.weights.bytes
 
 
 def test_enforce_eager_drops_graph_memory():

@@ -1,0 +1,158 @@
+"""`launcher fit` (the memory estimate) and `launcher calibrate` (the estimate against a real start log)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from launcher.commands._common import echo_notes, load_profile, profile_options
+from launcher.errors import HardwareError, ProfileError
+
+EXIT_DOES_NOT_FIT = 3
+
+
+def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu: Optional[str], count: Optional[int]) -> Any:
+    """The GPUs to fit on: --gpu from the table, an --inventory file, or this machine through NVML."""
+    if gpu and inventory_file:
+        raise click.UsageError("give either --gpu or --inventory, not both")
+    if count is not None and not gpu:
+        raise click.UsageError("--count goes with --gpu")
+    need = (profile.parallel.tensor_parallel_size or 1) * (profile.parallel.pipeline_parallel_size or 1)
+    if gpu:
+        from launcher.gpu_catalog import lookup
+
+        model = lookup(gpu)
+        have = count if count is not None else profile.parallel.world_size
+        if have < need:
+            raise HardwareError(f"the profile needs {need} GPUs for one replica (tensor x pipeline); --count is {have}")
+        return model
+    if inventory_file:
+        from launcher.inventory import load_inventory
+
+        return load_inventory(inventory_file)
+    from launcher.commands.gpus import runtime_of
+
+    return runtime_of(ctx).probe()
+
+
+def _gpu_json(result: Any) -> dict[str, Any]:
+    i = result.inputs
+    return {"name": i.gpu_name, "cuda_total_bytes": i.total_memory_bytes, "compute_capability": list(i.compute_capability)}
+
+
+@click.command()
+@profile_options()
+@click.option("--inventory", "inventory_file", type=click.Path(dir_okay=False), help="Fit on the GPUs of an inventory file (`launcher gpus --json`).")
+@click.option("--gpu", "gpu", metavar="MODEL", help='Fit on a GPU model from the table, e.g. "RTX 3090", "A100-80GB", "H100", "L40S".')
+@click.option("--count", type=click.IntRange(min=1), help="How many --gpu cards (default: the profile's gpu count).")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+@click.pass_context
+def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...],
+        inventory_file: Optional[str], gpu: Optional[str], count: Optional[int], as_json: bool) -> None:
+    """Estimate GPU memory and KV cache for a profile, as vLLM 0.33 will account it.
+
+    \b
+    Per GPU (the smallest decides): budget, weights, persistent buffers, activation peak, CUDA
+    graphs and the KV cache left, each with its uncertainty; the KV block geometry; how many
+    full-length requests fit; the largest max_model_len that fits. Without --gpu/--inventory the
+    GPUs of this machine are read through NVML.
+    Exit code 0 when it fits (a warning is printed when only within the error), 3 when not.
+    """
+    from launcher.fit import format_breakdown, suggest
+    from launcher.fit_profile import fit_profile
+
+    resolved = load_profile(profile_name, profiles_dirs, sets)
+    profile = resolved.profile
+    target = _target(ctx, profile, inventory_file, gpu, count)
+    result = fit_profile(profile, target)
+    suggestion = suggest(result.inputs, result)
+    if as_json:
+        out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json()}
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"profile {resolved.name}: {profile.model.name}")
+        click.echo(format_breakdown(result))
+        if result.kv_verdict != "fits":
+            hints = []
+            if suggestion.max_model_len:
+                hints.append(f"max_model_len {suggestion.max_model_len}")
+            if suggestion.max_num_seqs and suggestion.max_num_seqs < result.max_num_seqs:
+                hints.append(f"max_num_seqs {suggestion.max_num_seqs}")
+            if suggestion.gpu_memory_utilization and suggestion.gpu_memory_utilization > result.inputs.gpu_memory_utilization:
+                hints.append(f"gpu_memory_utilization {suggestion.gpu_memory_utilization:.2f}")
+            click.echo("would fit with margin: " + (" or ".join(hints) if hints else "nothing short of more GPU memory"))
+    if result.verdict == "marginal":
+        echo_notes(["the margin is inside the estimate's error: the start may still fail (see `launcher calibrate` after a real start)"])
+    if result.verdict == "does-not-fit":
+        ctx.exit(EXIT_DOES_NOT_FIT)
+
+
+@click.command()
+@click.argument("logfile", type=click.Path(dir_okay=False))
+@profile_options()
+@click.option("--inventory", "inventory_file", type=click.Path(dir_okay=False), help="The GPUs the log was written on, as an inventory file.")
+@click.option("--gpu", "gpu", metavar="MODEL", help='The GPU model the log was written on, e.g. "RTX 3090".')
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...],
+              inventory_file: Optional[str], gpu: Optional[str], as_json: bool) -> None:
+    """Compare the estimate with a real vLLM start log (predicted against actual).
+
+    \b
+    Reads vLLM's own lines: "Model loading took", "Available KV cache memory", "GPU KV cache
+    size", "Maximum concurrency", "Setting attention block size", "Padding mamba page size",
+    "Graph capturing finished", the "--kv-cache-memory=" summary and the start-up errors.
+    When the log states the GPU's total and free memory, those replace the table's.
+    """
+    import dataclasses
+
+    from launcher.calibrate import compare, format_rows, parse_log
+    from launcher.fit import GIB
+    from launcher.fit_profile import fit_profile
+
+    path = Path(logfile)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    log = parse_log(text)
+    if log.empty:
+        raise ProfileError(f"{path}: no vLLM memory lines found (is this a vLLM start log?)")
+    resolved = load_profile(profile_name, profiles_dirs, sets)
+    result = fit_profile(resolved.profile, _target(ctx, resolved.profile, inventory_file, gpu, None))
+    notes = []
+    measured = log.summaries[0] if log.summaries else None
+    if measured is not None or log.free_memory_error is not None:
+        free_gib, total_gib = (measured.free_gib, measured.total_gib) if measured else log.free_memory_error[:2]  # type: ignore[index]
+        inp = dataclasses.replace(
+            result.inputs,
+            total_memory_bytes=round(total_gib * GIB),
+            free_memory_bytes=round(free_gib * GIB),
+            total_memory_uncertainty_bytes=round(0.005 * GIB),
+        )
+        from launcher.fit import estimate
+
+        result = estimate(inp)
+        notes.append(f"GPU memory from the log: {free_gib} GiB free of {total_gib} GiB")
+    rows = compare(result, log)
+    if as_json:
+        click.echo(json.dumps({
+            "profile": resolved.name,
+            "log": str(path),
+            "vllm_version": log.version,
+            "rows": [{"quantity": r.quantity, "unit": r.unit, "predicted": r.predicted, "actual": r.actual,
+                      "delta": r.delta, "tolerance": r.tolerance, "ok": r.ok, "source": r.source} for r in rows],
+            "suggested_kv_cache_memory_bytes": measured.kv_bytes_to_requested_limit if measured else None,
+        }, indent=2))
+    else:
+        click.echo(f"profile {resolved.name} against {path}" + (f" (vLLM {log.version})" if log.version else ""))
+        click.echo(format_rows(rows))
+        if measured is not None and measured.kv_bytes_to_requested_limit:
+            click.echo(f"vLLM suggests --kv-cache-memory={measured.kv_bytes_to_requested_limit} for this machine "
+                       "(kv_cache.memory_bytes in a profile)")
+    if log.version and not log.version.startswith("0.33"):
+        notes.append(f"the log is from vLLM {log.version}; the estimate models 0.33")
+    echo_notes(notes)
