@@ -93,6 +93,17 @@ def _device_ids(rendered: Rendered, needed: int) -> list[str] | None:
     return ids[:needed]  # vLLM itself would use the first `needed` of them
 
 
+def _single_host(rendered: Rendered, profile: "Profile | None") -> None:
+    """One Compose service is one machine: an engine spanning nodes needs one command per node."""
+    nodes = getattr(getattr(profile, "deployment", None), "nodes", 1) or 1
+    spanning = nodes > 1 or any(flag in ("--nnodes", "--node-rank", "--headless") for flag in _options(rendered))
+    if spanning:
+        raise ProfileError(
+            "deployment.nodes: a Compose service runs on one machine, but this engine spans nodes; "
+            "render each node's command (launcher render --node-rank R) or use --format k8s"
+        )
+
+
 def _escape(text: str) -> str:
     """Compose interpolates `$VAR` everywhere; a literal dollar is written `$$`."""
     return text.replace("$", "$$")
@@ -115,6 +126,7 @@ def compose_service(
     count. IPC: `ipc: host` for NCCL/PyTorch shared memory and CUDA IPC, or `shm_size` when given.
     Secrets are references resolved by Compose from the caller's environment, never values.
     """
+    _single_host(rendered, profile)
     needed = gpus_needed(rendered)
     ids = _device_ids(rendered, needed)
     device: dict[str, Any] = {"driver": "nvidia"}

@@ -226,3 +226,9 @@ def test_render_format_compose_cli() -> None:
     doc = yaml.safe_load(result.stdout)
     assert validate(doc) == []
     assert doc["services"]["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 4
+
+
+def test_an_engine_spanning_nodes_is_refused() -> None:
+    r, profile = rendered("tp4", extra=("--nnodes", "2", "--node-rank", "0"))
+    with pytest.raises(ProfileError, match="spans nodes"):
+        compose_service(r, profile)
