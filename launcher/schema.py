@@ -60,7 +60,16 @@ ContextLength = Annotated[Union[int, str], BeforeValidator(_context_length)]
 class Hardware(StrictModel):
     """What the profile needs from the machine; the preflight checks these against real GPUs."""
 
-    gpu_count: Annotated[int, Field(ge=1, le=64, description="GPUs the profile needs in all (tensor x pipeline x data parallel).")]
+    gpu_count: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description="GPUs one copy of the engine uses in all, over all its nodes: tensor x pipeline x data parallel. "
+            "With deployment.nodes > 1 each machine provides deployment.gpus_per_node of them (default gpu_count / nodes), "
+            "which is what a preflight on one machine compares; deployment.replicas multiplies the total.",
+        ),
+    ]
     min_memory_gib: Annotated[
         float,
         Field(gt=0, description="Minimum total memory per GPU in GiB, as CUDA/NVML reports it (an RTX 3090 reports 23.69)."),
@@ -275,6 +284,114 @@ class Server(StrictModel):
     ] = None
 
 
+class Host(StrictModel):
+    """One machine of a multi-node engine, in node-rank order (the first is rank 0, the head)."""
+
+    ip: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="This node's address on the network the nodes share. Becomes its VLLM_HOST_IP (unique per node); "
+            "the first host's is the default deployment.master_addr.",
+        ),
+    ]
+    gpus: Annotated[
+        Optional[PositiveInt],
+        Field(description="GPUs this node gives the engine; default deployment.gpus_per_node. Tensor x pipeline parallel over nodes needs identical nodes."),
+    ] = None
+    nccl_socket_ifname: Annotated[
+        Optional[str], Field(description="NCCL_SOCKET_IFNAME on this node (e.g. eth0, or ^lo,docker0); default deployment.nccl_socket_ifname.")
+    ] = None
+    gloo_socket_ifname: Annotated[
+        Optional[str], Field(description="GLOO_SOCKET_IFNAME on this node; default deployment.gloo_socket_ifname.")
+    ] = None
+    vllm_version: Annotated[
+        Optional[str],
+        Field(description="The vLLM installed on this node, written down to be checked: it must equal vllm.version (every node runs the same engine)."),
+    ] = None
+    model_path: Annotated[
+        Optional[str],
+        Field(description="Where this node has the checkpoint, written down to be checked: it must equal model.name (vLLM loads one path on every node)."),
+    ] = None
+
+
+class Kubernetes(StrictModel):
+    """What `launcher render --format k8s` needs beyond the vLLM command."""
+
+    image: Annotated[
+        Optional[str], Field(min_length=1, description="Container image with vLLM; default vllm/vllm-openai:v<vllm.version>. Pin a digest in production.")
+    ] = None
+    namespace: Annotated[Optional[str], Field(description="Namespace of every object; default: the one kubectl uses.")] = None
+    hf_token_secret: Annotated[
+        str, Field(min_length=1, description="Secret holding the Hugging Face token, read as HF_TOKEN (optional: public checkpoints start without it).")
+    ] = "hf-token"
+    hf_token_key: Annotated[str, Field(min_length=1, description="Key of the token inside hf_token_secret.")] = "token"
+    api_key_secret: Annotated[
+        str, Field(min_length=1, description="Secret holding the API key, read as VLLM_API_KEY when server.api_key_env is set.")
+    ] = "vllm-api-key"
+    api_key_key: Annotated[str, Field(min_length=1, description="Key of the API key inside api_key_secret.")] = "api-key"
+    shm_size: Annotated[
+        str,
+        Field(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$", description="Size of the in-memory /dev/shm (NCCL and vLLM's workers use shared memory), e.g. 16Gi."),
+    ] = "16Gi"
+    model_cache_pvc: Annotated[
+        Optional[str],
+        Field(description="PersistentVolumeClaim mounted at /root/.cache/huggingface, so pods share downloaded weights (same model path everywhere)."),
+    ] = None
+    service_type: Annotated[
+        Literal["ClusterIP", "NodePort", "LoadBalancer"], Field(description="Type of the Service in front of the API server(s).")
+    ] = "ClusterIP"
+
+
+class Deployment(StrictModel):
+    """Beyond one `vllm serve` on one machine: independent replicas, one engine over several nodes, Kubernetes."""
+
+    replicas: Annotated[
+        PositiveInt,
+        Field(description="Independent copies of the whole engine, each its own vllm serve (its own machine or pod) behind a load balancer."),
+    ] = 1
+    nodes: Annotated[
+        PositiveInt,
+        Field(description="Machines one engine spans (vLLM multi-node: pipeline stages across nodes, tensor parallel within each). 1 = one machine."),
+    ] = 1
+    gpus_per_node: Annotated[
+        Optional[PositiveInt], Field(description="GPUs each node gives the engine; default hardware.gpu_count / nodes.")
+    ] = None
+    backend: Annotated[
+        Literal["mp", "ray"],
+        Field(
+            description="How a multi-node engine starts: mp (vLLM's own: --nnodes/--node-rank/--master-addr, --headless on the "
+            "other nodes) or ray (a Ray cluster, then one vllm serve --distributed-executor-backend ray on the head)."
+        ),
+    ] = "mp"
+    master_addr: Annotated[
+        Optional[str], Field(description="Address the other nodes reach the head on (mp: --master-addr; ray: the Ray head); default hosts[0].ip.")
+    ] = None
+    master_port: Annotated[int, Field(ge=1, le=65535, description="torch.distributed port on the head (mp: --master-port).")] = 29501
+    ray_port: Annotated[int, Field(ge=1, le=65535, description="Ray head port (ray backend).")] = 6379
+    hosts: Annotated[
+        tuple[Host, ...],
+        Field(description="One entry per node in node-rank order; needed to render each node's own command (not for Kubernetes)."),
+    ] = ()
+    nccl_socket_ifname: Annotated[Optional[str], Field(description="NCCL_SOCKET_IFNAME for every node without its own.")] = None
+    gloo_socket_ifname: Annotated[Optional[str], Field(description="GLOO_SOCKET_IFNAME for every node without its own.")] = None
+    load_balancer: Annotated[
+        str,
+        Field(description="Notes on what spreads requests over the replicas (e.g. a router URL); printed with the rendered commands."),
+    ] = ""
+    kubernetes: Annotated[Kubernetes, Field(description="Kubernetes settings for --format k8s.")] = Field(default_factory=Kubernetes)
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @property
+    def head_address(self) -> Optional[str]:
+        """--master-addr / the Ray head: the explicit address, else the first host's."""
+        return self.master_addr or (self.hosts[0].ip if self.hosts else None)
+
+
 class Deviation(StrictModel):
     """One place where the profile knowingly departs from the model card, and why."""
 
@@ -297,6 +414,10 @@ class Profile(StrictModel):
     speculative: Annotated[Optional[Speculative], Field(description="Speculative decoding (MTP).")] = None
     chat: Annotated[Chat, Field(description="Parsers, tools and chat template.")] = Field(default_factory=Chat)
     server: Annotated[Server, Field(description="HTTP server.")] = Field(default_factory=Server)
+    deployment: Annotated[
+        Optional[Deployment],
+        Field(description="Replicas, multi-node (vLLM native or Ray) and Kubernetes; absent = one vllm serve on one machine."),
+    ] = None
     env: Annotated[
         dict[str, str],
         Field(description="Environment variables for vLLM, e.g. CUDA_VISIBLE_DEVICES. Numbers become strings, true/false become 1/0."),
@@ -350,6 +471,7 @@ class Profile(StrictModel):
             _rule_valid_tp,
             _rule_gpu_count,
             _rule_mtp_pipeline,
+            _rule_deployment,
             _rule_auto_tool_choice,
             _rule_xml_parser_reasoning,
             _rule_mamba_block_size,
@@ -397,6 +519,89 @@ def _rule_mtp_pipeline(p: Profile) -> None:
             "parallel.pipeline_parallel_size",
             "MTP speculative decoding does not work with pipeline parallel > 1 (vllm#49355); use tensor parallel or set speculative.enabled: false",
         )
+
+
+# Variables each node of a multi-node engine must set for itself (vLLM docs, field-notes §4).
+PER_NODE_ENV = ("VLLM_HOST_IP",)
+
+
+def node_gpu_counts(p: Profile) -> tuple[int, ...]:
+    """GPUs each node of one engine gives, in node-rank order (one entry for a one-machine engine)."""
+    d = p.deployment
+    if d is None:
+        return (p.hardware.gpu_count,)
+    default = d.gpus_per_node or p.hardware.gpu_count // d.nodes
+    if d.hosts:
+        return tuple(h.gpus or default for h in d.hosts)
+    return (default,) * d.nodes
+
+
+def _rule_deployment(p: Profile) -> None:
+    d = p.deployment
+    if d is None:
+        return
+    par = p.parallel
+    tp, pp, dp = par.tensor_parallel_size or 1, par.pipeline_parallel_size or 1, par.data_parallel_size or 1
+    if d.hosts and len(d.hosts) != d.nodes:
+        raise RuleError("deployment.hosts", f"lists {len(d.hosts)} hosts but deployment.nodes is {d.nodes}; give one entry per node, head first")
+    if d.nodes > 1 and d.gpus_per_node is None and not d.hosts and p.hardware.gpu_count % d.nodes:
+        raise RuleError(
+            "deployment.nodes",
+            f"{d.nodes} nodes do not split hardware.gpu_count {p.hardware.gpu_count} evenly; set deployment.gpus_per_node",
+        )
+    counts = node_gpu_counts(p)
+    given = sum(counts)
+    world = par.world_size
+    if world != given:
+        key = "deployment.hosts" if any(h.gpus for h in d.hosts) else "deployment.gpus_per_node"
+        raise RuleError(
+            key,
+            f"the nodes give {given} GPUs ({' + '.join(map(str, counts))}) but tensor x pipeline x data parallel = "
+            f"{tp} x {pp} x {dp} = {world}; make them equal",
+        )
+    for rank, count in enumerate(counts):
+        if count % tp:
+            raise RuleError(
+                "parallel.tensor_parallel_size",
+                f"{tp} does not divide the {count} GPUs of node {rank}; tensor parallel stays within a node "
+                "(pipeline parallel spans nodes)",
+            )
+    if d.nodes > 1:
+        if len(set(counts)) > 1:
+            raise RuleError(
+                "deployment.hosts",
+                f"nodes differ ({', '.join(map(str, counts))} GPUs); tensor x pipeline parallel over nodes needs identical nodes",
+            )
+        if dp > 1:
+            raise RuleError(
+                "parallel.data_parallel_size",
+                "data parallel across nodes is not rendered; for more copies of the engine use deployment.replicas "
+                "(independent servers behind a load balancer)",
+            )
+        ips = [h.ip for h in d.hosts]
+        dup = next((ip for ip in ips if ips.count(ip) > 1), None)
+        if dup is not None:
+            raise RuleError("deployment.hosts", f"ip {dup} appears twice; every node needs its own VLLM_HOST_IP")
+        for name in PER_NODE_ENV:
+            if name in p.env:
+                raise RuleError(f"env.{name}", "differs per node; give each node's address as deployment.hosts[].ip instead")
+        backend = par.distributed_executor_backend
+        if backend is not None and backend != d.backend:
+            raise RuleError(
+                "parallel.distributed_executor_backend",
+                f"is {backend} but deployment.backend is {d.backend}; a multi-node engine uses the deployment's backend",
+            )
+    for i, host in enumerate(d.hosts):
+        if host.vllm_version is not None and host.vllm_version != p.vllm.version:
+            raise RuleError(
+                f"deployment.hosts.{i}.vllm_version",
+                f"node {i} has vLLM {host.vllm_version} but the profile targets {p.vllm.version}; every node must run the same engine",
+            )
+        if host.model_path is not None and host.model_path != p.model.name:
+            raise RuleError(
+                f"deployment.hosts.{i}.model_path",
+                f"node {i} has the model at {host.model_path} but model.name is {p.model.name}; vLLM loads one path on every node",
+            )
 
 
 def _rule_auto_tool_choice(p: Profile) -> None:

@@ -10,18 +10,53 @@ from launcher.render import FORMATS, render as render_profile
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options()
-@click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS)), default="shell", show_default=True,
-              help="shell: copy-paste command; json: {argv, env}; yaml: a `vllm serve --config` file; env: sourceable environment.")
+@click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS) + ["k8s"]), default="shell", show_default=True,
+              help="shell: copy-paste command; json: {argv, env}; yaml: a `vllm serve --config` file; env: sourceable "
+              "environment; k8s: Kubernetes manifests (Deployment + Service, or a LeaderWorkerSet for a multi-node engine).")
+@click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None, metavar="R",
+              help="For a multi-node profile (deployment.nodes > 1): node R's own command and environment. "
+              "Without it every node's command is printed, one block each.")
 @passthrough
-def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], fmt: str, extra_args: tuple[str, ...]) -> None:
+def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], fmt: str, node_rank: int | None,
+           extra_args: tuple[str, ...]) -> None:
     """Render the exact vllm serve command for a profile. Starts nothing.
 
     Extra vLLM arguments after `--` are appended (and checked) as they would be by `serve`.
+    A profile with a `deployment` block spanning nodes gets one command per node (--node-rank R picks one).
     """
     resolved = load_profile(profile_name, profiles_dirs, sets, extra_args)
-    rendered = render_profile(resolved.profile)
-    echo_notes(rendered.notes)
-    click.echo(FORMATS[fmt](rendered), nl=False)
+    profile = resolved.profile
+    if fmt == "k8s":
+        if node_rank is not None:
+            raise click.UsageError("--node-rank does not apply to --format k8s (the manifests cover every node)")
+        from launcher.k8s import manifests, to_yaml
+
+        docs = manifests(profile, resolved.name)
+        echo_notes(render_profile(profile).notes + docs.notes)
+        click.echo(to_yaml(docs), nl=False)
+        return
+    if profile.deployment is None and node_rank is None:
+        rendered = render_profile(profile)
+        echo_notes(rendered.notes)
+        click.echo(FORMATS[fmt](rendered), nl=False)
+        return
+    from launcher import deploy
+
+    if not deploy.topology(profile).multi_node:
+        if node_rank:
+            deploy.node_command(profile, node_rank)  # refuses with the reason
+        rendered = render_profile(profile)
+        notes = deploy.plan(profile).notes if deploy.is_distributed(profile) else ()
+        echo_notes(rendered.notes + notes)
+        click.echo(FORMATS[fmt](rendered), nl=False)
+        return
+    the_plan = deploy.plan(profile)
+    if node_rank is None:
+        text = deploy.format_plan(the_plan, fmt)
+    else:
+        text = deploy.format_node(deploy.node_command(profile, node_rank), fmt)
+    echo_notes(render_profile(profile).notes + the_plan.notes)
+    click.echo(text, nl=False)
 
 
 @click.command()
