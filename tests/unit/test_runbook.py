@@ -103,6 +103,7 @@ def test_generated_parts_come_from_launcher() -> None:
     assert "launcher profiles --format markdown" in specs
     assert "launcher.errors.EXIT_CODES" in specs
     assert any(s.startswith("launcher check --json") for s in specs)
+    assert "launcher engines" in specs  # what changed between vLLM versions (section 9)
     assert RUNBOOK_TEXT.count("<!-- BEGIN generated") == RUNBOOK_TEXT.count("<!-- END generated -->")
     from launcher.errors import EXIT_CODES
     from launcher.load import list_profiles, shipped_profiles_dir
