@@ -69,6 +69,7 @@ RUN python3 -m pip list --format=freeze > /tmp/image-packages.txt \
        esac \
     && launcher --version \
     && launcher profiles \
+    && launcher render --profile dual-3090 > /dev/null \
     && mkdir -p /etc/launcher/profiles
 
 ENV LAUNCHER_PROFILE=auto \
