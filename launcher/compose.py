@@ -208,10 +208,13 @@ def compose_notes(rendered: Rendered) -> list[str]:
     return notes
 
 
-def format_compose(rendered: Rendered) -> str:
-    """`launcher render --format compose`: a Compose file (YAML) for the rendered profile."""
+def format_compose(rendered: Rendered, profile: "Profile | None" = None) -> str:
+    """`launcher render --format compose`: a Compose file (YAML) for the rendered profile.
+
+    With the profile too, the image tag follows its `vllm.version` and a multi-node deployment is refused.
+    """
     import yaml
 
     header = "".join(f"# {line}\n" for line in compose_notes(rendered))
-    body = yaml.safe_dump(compose_file(rendered), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
+    body = yaml.safe_dump(compose_file(rendered, profile), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
     return header + body

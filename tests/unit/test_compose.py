@@ -232,3 +232,10 @@ def test_an_engine_spanning_nodes_is_refused() -> None:
     r, profile = rendered("tp4", extra=("--nnodes", "2", "--node-rank", "0"))
     with pytest.raises(ProfileError, match="spans nodes"):
         compose_service(r, profile)
+
+
+def test_a_multi_node_deployment_is_refused() -> None:
+    r, profile = rendered("tp4-pp2-2node")
+    assert profile.deployment is not None and profile.deployment.nodes == 2
+    with pytest.raises(ProfileError, match="spans nodes"):
+        format_compose(r, profile)
