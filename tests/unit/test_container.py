@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_vllm import FakeVllm, child_env, read_record, write_fake_vllm
+from container_fakes import FakeVllm, child_env, read_record, write_fake_vllm
 from launcher.load import resolve
 from launcher.render import render
 

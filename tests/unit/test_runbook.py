@@ -3,7 +3,7 @@
 Commands run in a scratch directory, in order, with a recording `vllm` on PATH and an HF token
 in the environment that must never be printed. What this machine lacks is supplied explicitly:
 commands that read the GPUs through NVML get `--inventory` (a recorded 2 x RTX 3090 host), the
-server URL points at a small local server that answers like vLLM (tests/unit/fake_vllm.py),
+server URL points at a small local server that answers like vLLM (tests/unit/container_fakes.py),
 and `docker run` is emulated by running the image's own ENTRYPOINT + CMD with the same `-e`
 variables and arguments. Commands that need real hardware, Docker or the network are marked
 `# needs: ...` in the runbook and listed in NEEDS below; the two lists must agree.
@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from fake_vllm import FakeVllm, child_env, write_fake_vllm
+from container_fakes import FakeVllm, child_env, write_fake_vllm
 from test_container import build_args, entry_command, image_env
 
 REPO = Path(__file__).resolve().parents[2]
