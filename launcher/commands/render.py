@@ -10,9 +10,9 @@ from launcher.render import FORMATS, render as render_profile
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options()
-@click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS) + ["k8s"]), default="shell", show_default=True,
+@click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS) + ["compose", "k8s"]), default="shell", show_default=True,
               help="shell: copy-paste command; json: {argv, env}; yaml: a `vllm serve --config` file; env: sourceable "
-              "environment; k8s: Kubernetes manifests (Deployment + Service, or a LeaderWorkerSet for a multi-node engine).")
+              "environment; compose: a Docker Compose service; k8s: Kubernetes manifests (Deployment + Service, or a LeaderWorkerSet for a multi-node engine).")
 @click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a multi-node profile (deployment.nodes > 1): node R's own command and environment. "
               "Without it every node's command is printed, one block each.")
@@ -34,6 +34,15 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
         docs = manifests(profile, resolved.name)
         echo_notes(render_profile(profile).notes + docs.notes)
         click.echo(to_yaml(docs), nl=False)
+        return
+    if fmt == "compose":
+        if node_rank is not None:
+            raise click.UsageError("--node-rank does not apply to --format compose")
+        from launcher.compose import format_compose
+
+        rendered = render_profile(profile)
+        echo_notes(rendered.notes)
+        click.echo(format_compose(rendered, profile), nl=False)
         return
     if profile.deployment is None and node_rank is None:
         rendered = render_profile(profile)

@@ -213,10 +213,6 @@ def test_docker_compose_accepts_every_shipped_profile(tmp_path: Path, name: str)
 
 
 def test_render_format_compose_cli() -> None:
-    from launcher.render import FORMATS
-
-    if "compose" not in FORMATS:
-        pytest.skip("`compose` is not registered in launcher.render.FORMATS yet (lead: FORMATS['compose'] = format_compose)")
     from click.testing import CliRunner
 
     from launcher.cli import cli
