@@ -556,7 +556,10 @@ def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibil
     - unset: every GPU; empty: no GPU;
     - comma-separated entries: an index, a `GPU-` UUID or unique UUID prefix, or a `MIG-` UUID;
     - the first entry that matches no device ends the list (later entries are ignored);
-    - an index or UUID given twice, or an ambiguous UUID prefix, hides every GPU.
+    - an index or UUID given twice, or an ambiguous UUID prefix, hides every GPU;
+    - `GPU-` alone names no GPU.
+    Checked against CUDA itself (cuInit/cuDeviceGetUuid) on an H200 for "", "0", "0,5", "5,0",
+    "-1,0", "0,0", "1gpu", UUID prefixes, full UUIDs, "GPU-", "GPU-ffff,0" and " 0 ".
     NVIDIA_VISIBLE_DEVICES is the container runtime's selection (host indices or UUIDs). It is applied
     first, and only when the inventory was captured outside that container (its `environment` has
     no NVIDIA_VISIBLE_DEVICES); inside the container NVML already shows only the passed GPUs.
@@ -571,7 +574,8 @@ def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibil
     if nvidia is not None:
         if "NVIDIA_VISIBLE_DEVICES" in inventory.environment:
             notes.append(
-                f"NVIDIA_VISIBLE_DEVICES={inventory.environment['NVIDIA_VISIBLE_DEVICES']} was already applied where the inventory was taken"
+                f"NVIDIA_VISIBLE_DEVICES={inventory.environment['NVIDIA_VISIBLE_DEVICES']} was applied by the container runtime "
+                "before NVML was read (NVML shows only the GPUs passed in)"
             )
         else:
             entries, more, fatal = _apply_nvidia_visible(nvidia, entries)
@@ -603,7 +607,9 @@ def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibil
         gpu_index: Optional[int] = None
         mig: Optional[str] = None
         why = "matches no GPU"
-        if token.upper().startswith("GPU-"):
+        if token.upper() == "GPU-":
+            why = "names no UUID"  # CUDA takes no empty prefix: measured on an H200, cuInit finds no device
+        elif token.upper().startswith("GPU-"):
             gpu_index, reason = _match_uuid(token, entries)
             if reason == "ambiguous":
                 problems.append(f"CUDA_VISIBLE_DEVICES={cvd}: '{token}' matches more than one GPU UUID, so CUDA hides every GPU")
@@ -629,7 +635,7 @@ def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibil
             break
         key = (gpu_index, mig)
         if key in seen:
-            problems.append(f"CUDA_VISIBLE_DEVICES={cvd}: '{token}' names a GPU twice, so CUDA hides every GPU")
+            problems.append(f"CUDA_VISIBLE_DEVICES={cvd}: '{token}' names a GPU twice, so CUDA sees no GPU (cuInit fails: invalid device)")
             return Visibility((), tuple(notes), tuple(problems))
         seen.add(key)
         picked.append(VisibleDevice(len(picked), gpu_index, mig))
