@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -38,8 +39,23 @@ def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]
 @click.command()
 @click.option("--profiles-dir", "profiles_dirs", multiple=True, type=click.Path(file_okay=False), help="Directory of your own profiles.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
-def profiles(profiles_dirs: tuple[str, ...], fmt: str) -> None:
-    """List profiles: name, GPUs, TP, minimum memory per GPU, context, MTP draft tokens."""
+@click.option(
+    "--inventory",
+    "inventory_file",
+    type=click.Path(dir_okay=False),
+    help="Group the profiles by whether this inventory (from `launcher gpus --json`) can run them.",
+)
+@click.option("--live", is_flag=True, help="Group the profiles by whether this machine's GPUs (NVML) can run them.")
+@click.pass_context
+def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None, live: bool) -> None:
+    """List profiles: name, GPUs, TP, minimum memory per GPU, context, MTP draft tokens.
+
+    With --inventory FILE or --live, group them as NVIDIA NIM does: runnable, runnable with a
+    smaller context (which), not runnable (why).
+    """
+    if inventory_file or live:
+        _grouped(ctx, profiles_dirs, fmt, inventory_file)
+        return
     rows = profile_rows(profiles_dirs)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -60,3 +76,49 @@ def profiles(profiles_dirs: tuple[str, ...], fmt: str) -> None:
         if c[0] in errors:
             line += f"  INVALID: {errors[c[0]]}"
         click.echo(line)
+
+
+def _grouped(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None) -> None:
+    from launcher.commands.gpus import runtime_of
+    from launcher.preflight import candidates, get_inventory, grouping, kv_fit_hook
+
+    inventory = get_inventory(inventory_file, runtime_of(ctx).probe)
+    groups = grouping(candidates(inventory, profiles_dirs, kv_fit=kv_fit_hook()))
+    where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+    if fmt == "json":
+        click.echo(json.dumps({"inventory": {"source": where, "summary": inventory.summary()}, **groups}, indent=2))
+        return
+    titles = {
+        "runnable": "RUNNABLE",
+        "smaller-context": "RUNNABLE WITH A SMALLER CONTEXT",
+        "not-runnable": "NOT RUNNABLE",
+    }
+    if fmt == "markdown":
+        click.echo(f"Profiles on {inventory.summary()} ({where})\n")
+        click.echo("| profile | verdict | detail |")
+        click.echo("|---|---|---|")
+        for key, rows in groups.items():
+            for r in rows:
+                click.echo(f"| {r['name']} | {titles[key].lower()} | {_detail(key, r)} |")
+        return
+    click.echo(f"profiles on {inventory.summary()} ({where})")
+    for key, rows in groups.items():
+        click.echo(f"{titles[key]}:")
+        if not rows:
+            click.echo("  (none)")
+        for r in rows:
+            click.echo(f"  {r['name']}  {_detail(key, r)}".rstrip())
+
+
+def _detail(group: str, row: dict[str, Any]) -> str:
+    nodes = f"(as one of {row['nodes']} nodes) " if row.get("nodes") else ""
+    if group == "runnable":
+        warnings: list[str] = row.get("warnings") or []
+        return nodes + (f"warnings: {', '.join(warnings)}" if warnings else "")
+    if group == "smaller-context":
+        return f"{nodes}max_model_len {row['max_model_len']} fits: {row['how']}"
+    failed: list[str] = row.get("failed") or []
+    first = str(row.get("why", "")).split("; ")[0]
+    if failed and first.startswith(f"{failed[0]}: "):
+        first = first[len(failed[0]) + 2 :]
+    return (nodes + (f"{', '.join(failed)}: {first}" if failed else first)).strip()

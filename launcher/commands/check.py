@@ -1,0 +1,115 @@
+"""`launcher check`: preflight a profile (or `auto`) against the live GPUs or an inventory file."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import click
+
+from launcher.checks import Report
+from launcher.commands._common import passthrough, profile_options
+from launcher.commands.gpus import runtime_of
+from launcher.inventory import Inventory
+from launcher.load import Resolved
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@profile_options()
+@click.option(
+    "--inventory",
+    "inventory_file",
+    type=click.Path(dir_okay=False),
+    help="Check against an inventory file (from `launcher gpus --json`) instead of this machine's GPUs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts, adjustments and resulting command as JSON.")
+@passthrough
+@click.pass_context
+def check(
+    ctx: click.Context,
+    profile_name: str,
+    profiles_dirs: tuple[str, ...],
+    sets: tuple[str, ...],
+    inventory_file: Optional[str],
+    as_json: bool,
+    extra_args: tuple[str, ...],
+) -> None:
+    """Preflight a profile: GPU count, memory, compute capability, attention/KV, driver, MIG, P2P.
+
+    --profile auto picks the best profile this machine (or inventory) can run.
+    With --inventory, the CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES recorded in the file apply,
+    not this shell's; the profile's own `env` applies in both cases, as it does for `serve`.
+    Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
+    """
+    from launcher.preflight import choose_auto, get_inventory, kv_fit_hook, require_runnable, run_preflight
+
+    runtime = runtime_of(ctx)
+    inventory = get_inventory(inventory_file, runtime.probe)
+    auto = None
+    if profile_name == "auto":
+        auto = choose_auto(inventory, profiles_dirs, sets, extra_args, kv_fit=kv_fit_hook())
+    resolved, report = run_preflight(profile_name if auto is None else str(auto.resolved.path), profiles_dirs, sets, extra_args, inventory)
+    where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+    if as_json:
+        click.echo(json.dumps(report_json(resolved, report, inventory, where, auto), indent=2))
+    else:
+        if auto is not None:
+            others = ", ".join(f"{c.name} ({c.group})" for c in auto.considered if c.name != resolved.name)
+            click.echo(f"auto: chose {resolved.name}" + (f" over {others}" if others else ""))
+        click.echo(format_report(resolved, report, inventory, where))
+    require_runnable(report, resolved.name)
+
+
+def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str) -> str:
+    lines = [
+        f"profile {resolved.name} ({resolved.path}) on {inventory.summary()}, driver {inventory.driver_version} ({where})"
+    ]
+    for r in report.results:
+        lines.append(f"{r.status.upper():<5} {r.id:<18} {r.message}")
+        if r.fix and r.status != "pass":
+            lines.append(f"{'':<24} Fix: {r.fix}")
+    for a in report.adjustments:
+        lines.append(f"adjusted by the check: {_flat(a.data)} ({a.reason})")
+    n_warn = len(report.warnings)
+    if report.ok:
+        lines.append("result: runnable" + (f" with {n_warn} warning{'s' * (n_warn > 1)}" if n_warn else ""))
+    else:
+        n = len(report.failures)
+        lines.append(f"result: NOT RUNNABLE: {n} check{'s' * (n > 1)} failed ({', '.join(r.id for r in report.failures)})")
+    return "\n".join(lines)
+
+
+def _flat(data: Any, prefix: str = "") -> str:
+    parts: list[str] = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            parts.append(_flat(value, dotted))
+        else:
+            parts.append(f"{dotted}={json.dumps(value) if not isinstance(value, str) else value}")
+    return ", ".join(parts)
+
+
+def report_json(resolved: Resolved, report: Report, inventory: Inventory, where: str, auto: Any = None) -> dict[str, Any]:
+    from launcher.render import render
+
+    rendered = render(resolved.profile)
+    out: dict[str, Any] = {
+        "profile": resolved.name,
+        "path": str(resolved.path),
+        "inventory": {
+            "source": where,
+            "summary": inventory.summary(),
+            "driver_version": inventory.driver_version,
+            "cuda_driver_version": inventory.cuda_driver_version,
+        },
+        "runnable": report.ok,
+        **report.to_json(),
+        "command": rendered.to_json(),
+    }
+    if auto is not None:
+        out["auto"] = {
+            "chosen": resolved.name,
+            "considered": [{"name": c.name, "group": c.group, **({"why": c.why_not} if c.group != "runnable" else {})} for c in auto.considered],
+        }
+    return out

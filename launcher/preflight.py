@@ -1,0 +1,275 @@
+"""Preflight glue: inventory (live NVML or a file) + profile -> checks, adjustments, `auto` choice, NIM-style grouping."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from launcher.checks import CheckResult, KvFit, Report, evaluate
+from launcher.errors import HardwareError, ProfileError
+from launcher.inventory import Gpu, Inventory, load_inventory
+from launcher.load import Layer, Resolved, list_profiles, resolve, search_dirs
+
+AUTO = "auto"
+InventorySource = Union[None, str, "os.PathLike[str]", Inventory]
+Probe = Callable[[], Inventory]
+
+
+def default_probe() -> Inventory:
+    from launcher.gpu import probe  # lazy: NVML only for live checks
+
+    return probe()
+
+
+def get_inventory(source: InventorySource, probe: Optional[Probe] = None) -> Inventory:
+    """An Inventory object as is, a path read as an inventory file, None read live through NVML."""
+    if isinstance(source, Inventory):
+        return source
+    if source is not None:
+        return load_inventory(source)
+    return (probe or default_probe)()
+
+
+def check_environment(inventory: Inventory, environ: Optional[Mapping[str, str]] = None) -> Mapping[str, str]:
+    """The environment vLLM would start in, as far as GPU visibility goes.
+
+    Live (source "nvml"): this process's environment. From a file: the variables recorded where
+    it was captured, since this machine's CUDA_VISIBLE_DEVICES says nothing about that one.
+    """
+    if inventory.source == "nvml":
+        return os.environ if environ is None else environ
+    return inventory.environment
+
+
+# ------------------------------------------------------------------------ the KV fit hook
+
+
+def kv_fit_hook() -> Optional[KvFit]:
+    """The KV-cache fit check of issue 4 (`launcher.fit_profile.kv_fit_check`), when it is installed.
+
+    Contract: `(profile, gpus) -> launcher.checks.CheckResult` with id "kv-fit": fail when one
+    request at max_model_len cannot fit, warn inside the estimate's error, and
+    `data["max_model_len_safe"]` / `data["max_model_len_fit"]` (the largest length that fits,
+    with and without margin) for the "runnable with a smaller context" group.
+    """
+    try:
+        from launcher.fit_profile import kv_fit_check
+    except ImportError:
+        return None
+    return kv_fit_check
+
+
+# ------------------------------------------------------------------------ one profile
+
+
+def adjustment_layers(report: Report) -> list[Layer]:
+    """The check's adjustments as resolve() layers (shown by `launcher explain` as `check: <reason>`)."""
+    return [Layer("check", a.reason, _plain(a.data)) for a in report.adjustments]
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def check_resolved(
+    resolved: Resolved,
+    inventory: Inventory,
+    environ: Optional[Mapping[str, str]] = None,
+    kv_fit: Optional[KvFit] = None,
+) -> Report:
+    return evaluate(resolved.profile, inventory, check_environment(inventory, environ), kv_fit=kv_fit)
+
+
+def run_preflight(
+    profile_name: str,
+    profiles_dirs: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    inventory_source: InventorySource = None,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    probe: Optional[Probe] = None,
+    kv_fit: Optional[KvFit] = None,
+) -> tuple[Resolved, Report]:
+    """Resolve a profile (or `auto`), check it against the inventory, and re-resolve with the check's adjustments.
+
+    The returned Resolved carries the adjustments as a top layer, so rendering it gives the command
+    that will run and `launcher explain` can say they came from the check.
+    Raises ProfileError (2) for a bad profile or inventory file, HardwareError (3) when NVML
+    cannot be read or, for `auto`, when no profile can run.
+    """
+    inventory = get_inventory(inventory_source, probe)
+    kv_fit = kv_fit if kv_fit is not None else kv_fit_hook()
+    if profile_name == AUTO:
+        choice = choose_auto(inventory, profiles_dirs, sets, extra_args, environ=environ, kv_fit=kv_fit)
+        resolved, report = choice.resolved, choice.report
+    else:
+        resolved = resolve(profile_name, profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args, environ=environ)
+        report = check_resolved(resolved, inventory, environ, kv_fit)
+    layers = adjustment_layers(report)
+    if layers:
+        resolved = resolve(
+            str(resolved.path), profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args, environ=environ, extra_layers=layers
+        )
+    return resolved, report
+
+
+def require_runnable(report: Report, profile: str) -> None:
+    """Raise HardwareError (exit 3) naming the failed checks, for `serve` and `check`."""
+    if report.failures:
+        first = report.failures[0]
+        more = f" (and {len(report.failures) - 1} more failed check{'s' * (len(report.failures) > 2)})" if len(report.failures) > 1 else ""
+        raise HardwareError(f"profile {profile} cannot run here: {first.id}: {first.message}{more}")
+
+
+# ------------------------------------------------------------------------ every profile
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One profile checked against the inventory, for `auto` and the grouping."""
+
+    name: str
+    path: Optional[Path]
+    resolved: Optional[Resolved]
+    report: Optional[Report]
+    error: Optional[str] = None  # the profile itself does not load
+
+    @property
+    def group(self) -> str:
+        """runnable | smaller-context | not-runnable (NVIDIA NIM's grouping)."""
+        if self.report is None:
+            return "not-runnable"
+        if self.report.ok:
+            return "runnable"
+        if self.smaller_context is not None:
+            return "smaller-context"
+        return "not-runnable"
+
+    @property
+    def nodes(self) -> int:
+        d = getattr(self.resolved.profile, "deployment", None) if self.resolved is not None else None
+        return d.nodes if d is not None else 1
+
+    @property
+    def smaller_context(self) -> Optional[int]:
+        """The max_model_len that would fit, when memory fit is the only failure and one exists."""
+        if self.report is None:
+            return None
+        failures = self.report.failures
+        if len(failures) != 1 or failures[0].id != "kv-fit":
+            return None
+        for key in ("max_model_len_safe", "max_model_len_fit"):
+            fit = failures[0].data.get(key)
+            if isinstance(fit, int) and fit > 0:
+                return fit
+        return None
+
+    @property
+    def why_not(self) -> str:
+        if self.error:
+            return self.error
+        if self.report is None:
+            return ""
+        return "; ".join(f"{r.id}: {r.message}" for r in self.report.failures)
+
+    def rank(self) -> tuple[Any, ...]:
+        """Bigger is better: fewest warnings, most GPUs (tensor parallel above 4 counted as 4), longest context."""
+        assert self.resolved is not None and self.report is not None
+        p = self.resolved.profile
+        tp = p.parallel.tensor_parallel_size or 1
+        # Above TP 4 this model's 4 KV heads are replicated: TP 8 holds about what TP 4 holds on
+        # twice the GPUs (model-facts §3), so it is no better a use of the machine.
+        effective = p.parallel.world_size // tp * min(tp, 4)  # one node: multi-node profiles never reach the ranking
+        context = p.engine.max_model_len if isinstance(p.engine.max_model_len, int) else 0
+        return (-len(self.report.warnings), effective, context, -p.parallel.world_size, _neg_name(self.name))
+
+
+def _neg_name(name: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in name)
+
+
+def candidates(
+    inventory: Inventory,
+    profiles_dirs: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    kv_fit: Optional[KvFit] = None,
+) -> list[Candidate]:
+    """Every servable profile (user directories first, then shipped) checked against the inventory."""
+    out: list[Candidate] = []
+    for name, path in list_profiles(search_dirs(profiles_dirs, environ)).items():
+        try:
+            resolved = resolve(str(path), profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args, environ=environ)
+        except ProfileError as exc:
+            out.append(Candidate(name, path, None, None, error=str(exc).splitlines()[0]))
+            continue
+        report = check_resolved(resolved, inventory, environ, kv_fit)
+        out.append(Candidate(name, path, resolved, report))
+    return out
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    resolved: Resolved
+    report: Report
+    considered: tuple[Candidate, ...]
+
+
+def choose_auto(
+    inventory: Inventory,
+    profiles_dirs: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    kv_fit: Optional[KvFit] = None,
+) -> AutoChoice:
+    """The best runnable profile for this inventory, or HardwareError saying why none runs."""
+    found = candidates(inventory, profiles_dirs, sets, extra_args, environ=environ, kv_fit=kv_fit)
+    # A multi-node engine needs its other machines and their addresses: never an automatic choice for one machine.
+    runnable = [c for c in found if c.group == "runnable" and c.nodes == 1]
+    if not runnable:
+        reasons = "; ".join(f"{c.name}: {c.why_not.split('; ')[0]}" for c in found) or "no profiles found"
+        raise HardwareError(f"--profile auto: no profile can run on {inventory.summary()}: {reasons}")
+    best = max(runnable, key=lambda c: c.rank())
+    assert best.resolved is not None and best.report is not None
+    return AutoChoice(best.resolved, best.report, tuple(found))
+
+
+def grouping(found: Sequence[Candidate]) -> dict[str, list[dict[str, Any]]]:
+    """NIM-style: runnable, runnable with a smaller context (which), not runnable (why)."""
+    groups: dict[str, list[dict[str, Any]]] = {"runnable": [], "smaller-context": [], "not-runnable": []}
+    for c in found:
+        row: dict[str, Any] = {"name": c.name, "path": str(c.path) if c.path else None}
+        if c.nodes > 1:
+            row["nodes"] = c.nodes  # checked as one of its nodes
+        if c.report is not None:
+            row["status"] = c.report.status
+            row["warnings"] = [r.id for r in c.report.warnings]
+        if c.group == "smaller-context":
+            row["max_model_len"] = c.smaller_context
+            row["how"] = f"--set engine.max_model_len={c.smaller_context}"
+        if c.group == "not-runnable":
+            row["why"] = c.why_not
+            row["failed"] = [r.id for r in c.report.failures] if c.report is not None else ["profile"]
+        groups[c.group].append(row)
+    return groups
+
+
+def gpus_used(report: Report, inventory: Inventory) -> list[Gpu]:
+    """The readable GPUs vLLM would use, in CUDA order."""
+    out = []
+    for d in report.devices:
+        g = inventory.gpu(d.gpu_index)
+        if g is not None:
+            out.append(g)
+    return out
+
+
+def result_line(r: CheckResult) -> str:
+    return f"{r.status.upper():<5} {r.id:<19} {r.message}"
