@@ -121,9 +121,11 @@ def verdict(top: argparse.ArgumentParser, late: Late, argv: list[str]) -> dict[s
         with contextlib.redirect_stderr(err):
             args = top.parse_args(["serve", *argv])
     except SystemExit as exc:
-        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
+        first = next((i for i, ln in enumerate(lines) if " error: " in ln), None)
+        message = " ".join(lines[first:first + 4]) if first is not None else " ".join(lines[-1:])
         stage = "parse" if exc.code else "exit0"
-        return {"ok": False, "stage": stage, "error": lines[-1] if lines else f"exit {exc.code}"}
+        return {"ok": False, "stage": stage, "error": message[:500] or f"exit {exc.code}"}
     except Exception as exc:  # preprocessing raises ValueError/IndexError/AssertionError
         return {"ok": False, "stage": "parse", "error": f"{type(exc).__name__}: {exc}"}
     try:
