@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import click
@@ -12,22 +11,7 @@ from launcher.errors import HardwareError
 from launcher.inventory import GIB, Inventory, dump_inventory, inventory_json_schema, load_inventory, resolve_visible
 
 
-def _probe() -> Inventory:
-    from launcher.gpu import probe
-
-    return probe()
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """The seam `gpus` and `check` read the GPUs through; tests pass a fake probe."""
-
-    probe: Callable[[], Inventory] = _probe
-
-
-def runtime_of(ctx: click.Context) -> Runtime:
-    obj = ctx.find_object(Runtime)
-    return obj if obj is not None else Runtime()
+from launcher.runtime import Runtime, runtime_of  # noqa: F401  (re-exported for tests)
 
 
 @click.command()

@@ -6,6 +6,7 @@ import click
 
 from launcher.commands._common import echo_notes, load_profile, passthrough, profile_options
 from launcher.render import FORMATS, render as render_profile
+from launcher.validate import render_checked
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -40,12 +41,12 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
             raise click.UsageError("--node-rank does not apply to --format compose")
         from launcher.compose import format_compose
 
-        rendered = render_profile(profile)
+        rendered = render_checked(resolved)
         echo_notes(rendered.notes)
         click.echo(format_compose(rendered, profile), nl=False)
         return
     if profile.deployment is None and node_rank is None:
-        rendered = render_profile(profile)
+        rendered = render_checked(resolved)
         echo_notes(rendered.notes)
         click.echo(FORMATS[fmt](rendered), nl=False)
         return
@@ -79,8 +80,8 @@ def diff(profile_a: str, profile_b: str, profiles_dirs: tuple[str, ...]) -> None
     """
     from launcher.diff import diff_rendered
 
-    a = render_profile(load_profile(profile_a, profiles_dirs, ()).profile)
-    b = render_profile(load_profile(profile_b, profiles_dirs, ()).profile)
+    a = render_checked(load_profile(profile_a, profiles_dirs, ()))
+    b = render_checked(load_profile(profile_b, profiles_dirs, ()))
     lines = diff_rendered(a, b)
     click.echo(f"--- {profile_a}\n+++ {profile_b}")
     click.echo("\n".join(lines) if lines else "  (no difference)")

@@ -1,27 +1,24 @@
-"""`launcher serve`: resolve, check, print, and exec vLLM."""
+"""`launcher serve`: resolve, preflight the GPUs, print, and exec vLLM."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any, Callable
 
 import click
 
 from launcher.commands._common import echo_notes, load_profile, passthrough, profile_options
-from launcher.exec import exec_vllm, printable
-from launcher.render import Rendered, render
+from launcher.errors import HardwareError, ProfileError
+from launcher.exec import printable
+from launcher.load import Resolved
+from launcher.validate import render_checked
+from launcher.runtime import Runtime, runtime_of
 
-
-@dataclass(frozen=True)
-class Runtime:
-    """The seams `serve` touches the world through; tests pass recorders instead."""
-
-    exec_fn: Callable[[Rendered], Any] = exec_vllm
+__all__ = ["Runtime", "serve"]
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options(env_default=True)
-@click.option("--dry-run", is_flag=True, help="Print the command that would run, and stop.")
+@click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop.")
+@click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
+              help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
 @passthrough
 @click.pass_context
 def serve(
@@ -30,18 +27,47 @@ def serve(
     profiles_dirs: tuple[str, ...],
     sets: tuple[str, ...],
     dry_run: bool,
+    skip_checks: bool,
     extra_args: tuple[str, ...],
 ) -> None:
-    """Start vLLM for a profile: validate, print the exact command, then exec it.
+    """Start vLLM for a profile: validate, preflight the GPUs, print the exact command, exec it.
 
+    --profile auto (the container's default) picks the best profile these GPUs can run.
     launcher replaces itself with `vllm serve`, so signals and the exit code are vLLM's.
-    Arguments after `--` go to vLLM (after the profile's own).
+    Arguments after `--` go to vLLM (after the profile's own). Exit 3 when the preflight fails.
     """
-    runtime = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime()
-    resolved = load_profile(profile_name, profiles_dirs, sets, extra_args)
-    rendered = render(resolved.profile)
+    runtime = runtime_of(ctx)
+    if not profile_name:
+        raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
+    resolved = _preflight(runtime, profile_name, profiles_dirs, sets, extra_args, skip_checks)
+    rendered = render_checked(resolved)
     echo_notes(rendered.notes)
     if dry_run:
         click.echo(printable(rendered))
         return
     runtime.exec_fn(rendered)
+
+
+def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...],
+               skip_checks: bool) -> Resolved:
+    """Run the checks against the live GPUs; the resolved profile carries the check's adjustments."""
+    from launcher.commands.check import format_report
+    from launcher.preflight import AUTO, get_inventory, require_runnable, run_preflight
+
+    if skip_checks and name == AUTO:
+        raise ProfileError("--profile auto chooses by checking the GPUs; it cannot be combined with --skip-checks")
+    try:
+        inventory = get_inventory(None, runtime.probe)
+    except HardwareError as exc:
+        if not skip_checks:
+            raise HardwareError(f"{exc} (to start anyway: --skip-checks)") from None
+        click.echo(f"launcher: WARNING: --skip-checks: GPUs not checked ({exc})", err=True)
+        return load_profile(name, dirs, sets, extra)
+    resolved, report = run_preflight(name, dirs, sets, extra, inventory_source=inventory)
+    click.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
+    if not report.ok:
+        if not skip_checks:
+            require_runnable(report, resolved.name)
+        failed = ", ".join(r.id for r in report.failures)
+        click.echo(f"launcher: WARNING: --skip-checks: starting although checks failed ({failed})", err=True)
+    return resolved

@@ -10,7 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import cli
-from launcher.commands.serve import Runtime
+from launcher.errors import HardwareError
+from launcher.inventory import load_inventory
+from launcher.runtime import Runtime
+from tests.conftest import FIXTURES
+
+
+def machine(name: str, calls: list):
+    """A Runtime whose GPUs are a captured inventory and whose exec records the command."""
+    inventory = load_inventory(FIXTURES / "inventories" / f"{name}.json")
+    return Runtime(probe=lambda: inventory, exec_fn=calls.append)
 
 
 def run(*args: str, obj=None, env=None):
@@ -44,13 +53,13 @@ def test_render_json() -> None:
 def test_render_full_profile_says_what_it_changed_from_the_card() -> None:
     p = launcher("render", "--profile", "dual-3090-full")
     assert p.returncode == 0
-    assert "launcher: note: differs from the model card: --mamba-cache-mode all -> (dropped)" in p.stderr
+    assert "launcher: note: for vLLM 0.33.0: dropped `--mamba-cache-mode all`" in p.stderr
     assert "--mamba-cache-mode" not in p.stdout
 
 
 def test_serve_execs_the_rendered_command_with_extra_args() -> None:
     calls = []
-    result = run("serve", "--profile", "tp4", "--set", "engine.max_num_seqs=4", "--", "--enforce-eager", obj=Runtime(exec_fn=calls.append))
+    result = run("serve", "--profile", "tp4", "--set", "engine.max_num_seqs=4", "--", "--enforce-eager", obj=machine("a100-80gbx4", calls))
     assert result.exit_code == 0, result.output
     (rendered,) = calls
     assert rendered.argv[-1] == "--enforce-eager"
@@ -59,21 +68,68 @@ def test_serve_execs_the_rendered_command_with_extra_args() -> None:
 
 def test_serve_profile_from_environment() -> None:
     calls = []
-    result = run("serve", obj=Runtime(exec_fn=calls.append), env={"LAUNCHER_PROFILE": "tp8"})
+    result = run("serve", obj=machine("h100x8", calls), env={"LAUNCHER_PROFILE": "tp8"})
     assert result.exit_code == 0 and calls[0].argv[calls[0].argv.index("--tensor-parallel-size") + 1] == "8"
 
 
 def test_serve_dry_run_prints_and_does_not_exec() -> None:
     calls = []
-    result = run("serve", "--profile", "dual-3090", "--dry-run", obj=Runtime(exec_fn=calls.append))
+    result = run("serve", "--profile", "dual-3090", "--dry-run", obj=machine("h200x2", calls))
     assert result.exit_code == 0 and not calls
-    assert result.output.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP --tensor-parallel-size 2")
+    assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP --tensor-parallel-size 2")
+
+
+def test_render_refuses_what_the_target_vllm_rejects() -> None:
+    p = launcher("render", "--profile", "dual-3090", "--", "--max-model-len", "lots", "--not-a-flag")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "vLLM 0.33.0 would reject the command: --max-model-len: invalid integer" in p.stderr
+
+
+def test_render_for_032_translates_spellings() -> None:
+    p = launcher("render", "--profile", "dual-3090", "--set", "vllm.version=0.32.0", "--format", "json")
+    assert p.returncode == 0, p.stderr
+
+
+def test_serve_preflight_failure_is_exit_3_and_does_not_exec() -> None:
+    calls = []
+    result = run("serve", "--profile", "tp4", obj=machine("h200x2", calls))
+    assert isinstance(result.exception, HardwareError) and result.exception.exit_code == 3 and not calls
+    assert "profile tp4 cannot run here: gpu-count" in str(result.exception)
+    assert "FAIL  gpu-count" in result.stderr
+
+
+def test_serve_skip_checks_goes_on_loudly() -> None:
+    calls = []
+    result = run("serve", "--profile", "tp4", "--skip-checks", obj=machine("h200x2", calls))
+    assert result.exit_code == 0 and len(calls) == 1
+    assert "WARNING: --skip-checks: starting although checks failed (gpu-count" in result.stderr
+
+
+def test_serve_auto_picks_from_the_gpus() -> None:
+    calls = []
+    result = run("serve", "--profile", "auto", obj=machine("h200x2", calls))
+    assert result.exit_code == 0, result.output
+    assert calls[0].argv[calls[0].argv.index("--tensor-parallel-size") + 1] == "2"
+
+
+def test_serve_without_p2p_carries_the_checks_adjustments() -> None:
+    calls = []
+    result = run("serve", "--profile", "dual-3090", obj=machine("rtx3090x2-idle", calls))
+    assert result.exit_code == 0, result.output
+    assert "--disable-custom-all-reduce" in calls[0].argv and calls[0].env["NCCL_P2P_DISABLE"] == "1"
+
+
+def test_serve_without_nvml_is_exit_3_unless_skipped() -> None:
+    p = launcher("serve", "--profile", "dual-3090", "--dry-run")
+    assert p.returncode == 3 and "NVML" in p.stderr and "--skip-checks" in p.stderr and "Traceback" not in p.stderr
+    p = launcher("serve", "--profile", "dual-3090", "--dry-run", "--skip-checks")
+    assert p.returncode == 0 and "WARNING: --skip-checks: GPUs not checked" in p.stderr
 
 
 def test_serve_without_vllm_is_exit_4_one_line() -> None:
-    p = launcher("serve", "--profile", "dual-3090", env={"PATH": "/nonexistent"})
+    p = launcher("serve", "--profile", "dual-3090", "--skip-checks", env={"PATH": "/nonexistent"})
     assert p.returncode == 4
-    assert p.stderr.strip().splitlines() == ["launcher: error: 'vllm' not found on PATH; install vLLM (pip install 'launcher[vllm]') or run the launcher container"]
+    assert p.stderr.strip().splitlines()[-1:] == ["launcher: error: 'vllm' not found on PATH; install vLLM (pip install 'launcher[vllm]') or run the launcher container"]
 
 
 def test_serve_really_execs(tmp_path) -> None:
@@ -83,7 +139,7 @@ def test_serve_really_execs(tmp_path) -> None:
     fake.chmod(0o755)
     import os
 
-    p = launcher("serve", "--profile", "dual-3090", "--set", "server.api_key_env=MY_SECRET",
+    p = launcher("serve", "--profile", "dual-3090", "--skip-checks", "--set", "server.api_key_env=MY_SECRET",
                  env={"PATH": f"{tmp_path}:{os.environ['PATH']}", "MY_SECRET": "hunter2"})
     assert p.returncode == 7  # vLLM's exit code, not ours
     assert "argv: serve havenoammo/Qwen3.6-27B-INT8-MTP --tensor-parallel-size 2" in p.stdout
@@ -92,7 +148,7 @@ def test_serve_really_execs(tmp_path) -> None:
 
 
 def test_serve_missing_secret_is_a_profile_error() -> None:
-    p = launcher("serve", "--profile", "dual-3090", "--set", "server.api_key_env=NOT_SET_ANYWHERE")
+    p = launcher("serve", "--profile", "dual-3090", "--skip-checks", "--set", "server.api_key_env=NOT_SET_ANYWHERE")
     assert p.returncode == 2 and "server.api_key_env: environment variable NOT_SET_ANYWHERE is not set" in p.stderr
 
 

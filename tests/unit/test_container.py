@@ -182,7 +182,13 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
 # ------------------------------------------------------------------------------ entrypoint behaviour
 
 
-def run_entry(tmp_path: Path, env: dict[str, str], args: list[str] = ()) -> tuple[subprocess.CompletedProcess[str], Path]:
+FAKE_NVML_ENV = {
+    "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "fakenvml"),
+    "LAUNCHER_TEST_NVML_INVENTORY": str(Path(__file__).resolve().parents[1] / "fixtures" / "inventories" / "h100x8.json"),
+}
+
+
+def run_entry(tmp_path: Path, env: dict[str, str], args: list[str] = (), gpus: bool = True) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run ENTRYPOINT + CMD + `docker run` args with the image's ENV under `env`, vllm faked.
 
     The CompletedProcess carries `pid`, the process started for the entry command.
@@ -190,6 +196,10 @@ def run_entry(tmp_path: Path, env: dict[str, str], args: list[str] = ()) -> tupl
     record = tmp_path / "vllm-record.json"
     fakebin = tmp_path / "bin"
     write_fake_vllm(fakebin, record)
+    # No GPU here: the preflight reads a recorded 8 x H100 host through the stand-in pynvml
+    # (tests/fakenvml); gpus=False leaves no NVML at all, as a container started without --gpus.
+    if gpus:
+        env = {**FAKE_NVML_ENV, **env}
     full_env = child_env({**image_env(), "HOME": str(tmp_path), **env}, path_first=[fakebin])
     argv = entry_command() + list(args)
     with subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path) as proc:
@@ -240,7 +250,7 @@ def test_vllm_is_the_same_process_and_gets_the_stop_signal(tmp_path: Path) -> No
     record = tmp_path / "vllm-record.json"
     fakebin = tmp_path / "bin"
     write_fake_vllm(fakebin, record)
-    env = child_env({**image_env(), "HOME": str(tmp_path), "LAUNCHER_PROFILE": "tp4", "FAKE_VLLM_WAIT": "1", "FAKE_VLLM_EXIT": "0"}, [fakebin])
+    env = child_env({**image_env(), **FAKE_NVML_ENV, "HOME": str(tmp_path), "LAUNCHER_PROFILE": "tp4", "FAKE_VLLM_WAIT": "1", "FAKE_VLLM_EXIT": "0"}, [fakebin])
     proc = subprocess.Popen(entry_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 30
@@ -299,9 +309,7 @@ def test_command_arguments_reach_launcher_serve(tmp_path: Path) -> None:
 def test_default_profile_auto_without_gpus_fails_cleanly(tmp_path: Path) -> None:
     """The image's default (LAUNCHER_PROFILE=auto) reads the GPUs; with none visible (as here, or a
     container started without --gpus) it must stop with a one-line error and exit 3, never start vLLM."""
-    result, record = run_entry(tmp_path, {"HF_TOKEN": HF_TOKEN})
-    if result.returncode == 2 and "no profile named 'auto'" in result.stderr:
-        pytest.skip("`launcher serve --profile auto` is not implemented yet (the container's default needs it)")
+    result, record = run_entry(tmp_path, {"HF_TOKEN": HF_TOKEN}, gpus=False)
     assert result.returncode == 3, result.stderr
     assert not record.exists()
     assert result.stderr.strip().splitlines()[-1].startswith("launcher: error: ") and "Traceback" not in result.stderr

@@ -163,7 +163,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     record = root / ".vllm-record.json"
     fakebin = root / ".bin"
     write_fake_vllm(fakebin, record)
-    env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN}, path_first=[fakebin])
+    # `launcher serve` reads the GPUs itself: the stand-in pynvml answers from the same recorded host.
+    fake_nvml = {"PYTHONPATH": str(REPO / "tests" / "fakenvml"), "LAUNCHER_TEST_NVML_INVENTORY": str(INVENTORY)}
+    env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN, **fake_nvml}, path_first=[fakebin])
     with FakeVllm() as server:
         yield {"root": root, "record": record, "env": env, "server": server}
 
@@ -178,11 +180,6 @@ def adapt(cmd: str, server_url: str) -> str:
 
 @pytest.mark.parametrize("cmd", RUNNABLE, ids=[c[:60] for c in RUNNABLE])
 def test_runbook_command_runs(cmd: str, sandbox: dict[str, object]) -> None:
-    if "--format compose" in cmd:
-        from launcher.render import FORMATS
-
-        if "compose" not in FORMATS:
-            pytest.skip("`--format compose` is not registered in launcher.render.FORMATS yet")
     record: Path = sandbox["record"]  # type: ignore[assignment]
     record.unlink(missing_ok=True)
     server: FakeVllm = sandbox["server"]  # type: ignore[assignment]

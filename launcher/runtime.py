@@ -1,0 +1,37 @@
+"""The seams commands touch the world through (NVML, exec); tests pass fakes via click's ctx.obj."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import click
+
+    from launcher.inventory import Inventory
+    from launcher.render import Rendered
+
+
+def _probe() -> "Inventory":
+    from launcher.gpu import probe  # NVML only where GPUs are read
+
+    return probe()
+
+
+def _exec(rendered: "Rendered") -> Any:
+    from launcher.exec import exec_vllm
+
+    return exec_vllm(rendered)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """probe reads the GPUs; exec_fn replaces the process with vLLM."""
+
+    probe: Callable[[], "Inventory"] = _probe
+    exec_fn: Callable[["Rendered"], Any] = _exec
+
+
+def runtime_of(ctx: "click.Context") -> Runtime:
+    obj = ctx.find_object(Runtime)
+    return obj if obj is not None else Runtime()
