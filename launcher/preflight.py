@@ -108,12 +108,26 @@ def run_preflight(
     else:
         resolved = resolve(profile_name, profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args, environ=environ)
         report = check_resolved(resolved, inventory, environ, kv_fit)
-    layers = adjustment_layers(report)
+    layers = adjustment_layers(report) + auto_context_layers(resolved, report, inventory)
     if layers:
         resolved = resolve(
             str(resolved.path), profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args, environ=environ, extra_layers=layers
         )
     return resolved, report
+
+
+def auto_context_layers(resolved: Resolved, report: Report, inventory: Inventory) -> list[Layer]:
+    """`engine.max_model_len: auto` becomes the largest context that fits these GPUs (whole KV blocks)."""
+    if resolved.profile.engine.max_model_len != "auto" or not report.ok:
+        return []
+    from launcher.fit_profile import auto_max_model_len
+
+    gpus = gpus_used(report, inventory)
+    if not gpus:
+        return []
+    value = auto_max_model_len(resolved.profile, gpus)
+    reason = f"max_model_len auto: the largest context that fits {gpus[0].name} with the estimate's error as margin"
+    return [Layer("check", reason, {"engine": {"max_model_len": value}})]
 
 
 def require_runnable(report: Report, profile: str) -> None:

@@ -50,6 +50,27 @@ def load_profile(profile_name: str | None, profiles_dirs: Sequence[str], sets: S
     return resolve(profile_name, profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args)
 
 
+def inventory_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--inventory",
+        "inventory_file",
+        type=click.Path(dir_okay=False),
+        help="Resolve for the GPUs in this inventory file (from `launcher gpus --json`): the preflight's "
+        "adjustments (no P2P) and `max_model_len: auto` apply. Nothing is refused: `launcher check` does that.",
+    )(fn)
+
+
+def load_for(profile_name: str | None, profiles_dirs: Sequence[str], sets: Sequence[str], extra_args: Sequence[str],
+             inventory_file: str | None) -> Resolved:
+    """load_profile, or, with an inventory, the preflight's resolution of it (adjustments included)."""
+    if inventory_file is None:
+        return load_profile(profile_name, profiles_dirs, sets, extra_args)
+    from launcher.preflight import run_preflight
+
+    resolved, _ = run_preflight(profile_name or "", profiles_dirs, sets, extra_args, inventory_source=inventory_file)
+    return resolved
+
+
 def echo_notes(notes: Sequence[str]) -> None:
     for note in notes:
         click.echo(f"launcher: note: {note}", err=True)

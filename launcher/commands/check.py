@@ -68,8 +68,9 @@ def format_report(resolved: Resolved, report: Report, inventory: Inventory, wher
         lines.append(f"{r.status.upper():<5} {r.id:<18} {r.message}")
         if r.fix and r.status != "pass":
             lines.append(f"{'':<24} Fix: {r.fix}")
-    for a in report.adjustments:
-        lines.append(f"adjusted by the check: {_flat(a.data)} ({a.reason})")
+    for layer in resolved.layers:
+        if layer.name == "check":
+            lines.append(f"adjusted by the check: {_flat(layer.data)} ({layer.source})")
     n_warn = len(report.warnings)
     if report.ok:
         lines.append("result: runnable" + (f" with {n_warn} warning{'s' * (n_warn > 1)}" if n_warn else ""))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from launcher.commands._common import load_profile, profile_options
+from launcher.commands._common import inventory_option, load_for, load_profile, profile_options
 
 
 @click.command()
@@ -30,11 +30,15 @@ def show(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...
 @click.command()
 @profile_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows {key, value, source}.")
-def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], as_json: bool) -> None:
-    """Show every resolved value and the layer that set it (file:line, environment, --set, default)."""
+@inventory_option
+def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], as_json: bool, inventory_file: str | None) -> None:
+    """Show every resolved value and the layer that set it (file:line, environment, --set, check, default).
+
+    With --inventory, values the preflight sets for those GPUs (no P2P, max_model_len auto) show as `check: why`.
+    """
     from launcher.explain import explain_rows
 
-    resolved = load_profile(profile_name, profiles_dirs, sets)
+    resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
     rows = explain_rows(resolved)
     if as_json:
         click.echo(json.dumps([r._asdict() for r in rows], indent=2))

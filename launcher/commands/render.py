@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, load_profile, passthrough, profile_options
+from launcher.commands._common import echo_notes, inventory_option, load_for, load_profile, passthrough, profile_options
 from launcher.render import FORMATS, render as render_profile
 from launcher.validate import render_checked
 
@@ -17,15 +17,16 @@ from launcher.validate import render_checked
 @click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a multi-node profile (deployment.nodes > 1): node R's own command and environment. "
               "Without it every node's command is printed, one block each.")
+@inventory_option
 @passthrough
 def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], fmt: str, node_rank: int | None,
-           extra_args: tuple[str, ...]) -> None:
+           inventory_file: str | None, extra_args: tuple[str, ...]) -> None:
     """Render the exact vllm serve command for a profile. Starts nothing.
 
     Extra vLLM arguments after `--` are appended (and checked) as they would be by `serve`.
     A profile with a `deployment` block spanning nodes gets one command per node (--node-rank R picks one).
     """
-    resolved = load_profile(profile_name, profiles_dirs, sets, extra_args)
+    resolved = load_for(profile_name, profiles_dirs, sets, extra_args, inventory_file)
     profile = resolved.profile
     if fmt == "k8s":
         if node_rank is not None:

@@ -201,3 +201,38 @@ def test_user_profiles_dir_from_environment(tmp_path) -> None:
     assert p.returncode == 0, p.stderr
     argv = json.loads(p.stdout)["argv"]
     assert argv[argv.index("--max-model-len") + 1] == "32768"
+
+
+INV = str(FIXTURES / "inventories" / "rtx3090x2-idle.json")
+
+
+def test_explain_with_inventory_names_the_check() -> None:
+    result = run("explain", "--profile", "dual-3090", "--inventory", INV, "--json")
+    rows = {r["key"]: r for r in json.loads(result.output)}
+    assert rows["env.NCCL_P2P_DISABLE"]["value"] == "1"
+    assert rows["env.NCCL_P2P_DISABLE"]["source"].startswith("check: no GPU peer-to-peer between GPU 0-1")
+    assert rows["parallel.disable_custom_all_reduce"]["source"].startswith("check: ")
+
+
+def test_max_model_len_auto_renders_the_largest_that_fits_the_inventory() -> None:
+    from launcher.fit_profile import auto_max_model_len
+    from launcher.load import resolve
+
+    result = run("render", "--profile", "dual-3090", "--set", "engine.max_model_len=auto", "--inventory", INV, "--format", "json")
+    argv = json.loads(result.stdout)["argv"]
+    value = int(argv[argv.index("--max-model-len") + 1])
+    inventory = load_inventory(INV)
+    expected = auto_max_model_len(resolve("dual-3090", sets=["engine.max_model_len=auto"], environ={}).profile, list(inventory.gpus))
+    assert value == expected and value % 1600 == 0 and 180_000 < value < 262_144  # whole blocks of 1600 tokens on 2 x 3090
+    # Without an inventory vLLM's own auto-fit gets the word.
+    plain = json.loads(run("render", "--profile", "dual-3090", "--set", "engine.max_model_len=auto", "--format", "json").stdout)["argv"]
+    assert plain[plain.index("--max-model-len") + 1] == "auto"
+
+
+def test_serve_renders_auto_context_for_the_live_gpus() -> None:
+    calls = []
+    result = run("serve", "--profile", "dual-3090", "--set", "engine.max_model_len=auto", obj=machine("rtx3090x2-idle", calls))
+    assert result.exit_code == 0, result.output
+    argv = calls[0].argv
+    assert int(argv[argv.index("--max-model-len") + 1]) % 1600 == 0
+    assert "adjusted by the check: engine.max_model_len=" in result.stderr
