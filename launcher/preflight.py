@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,26 @@ def check_resolved(
     environ: Optional[Mapping[str, str]] = None,
     kv_fit: Optional[KvFit] = None,
 ) -> Report:
-    return evaluate(resolved.profile, inventory, check_environment(inventory, environ), kv_fit=kv_fit)
+    report = evaluate(resolved.profile, inventory, check_environment(inventory, environ), kv_fit=kv_fit)
+    advice = scale_out_result(resolved, report, inventory)
+    return dataclasses.replace(report, results=report.results + (advice,)) if advice else report
+
+
+def scale_out_result(resolved: Resolved, report: Report, inventory: Inventory) -> Optional[CheckResult]:
+    """TP above this model's KV-head count (tp8) replicates KV heads: warn, with the alternative's fit numbers."""
+    if not report.ok:
+        return None
+    gpus = gpus_used(report, inventory)
+    if not gpus:
+        return None
+    from launcher import deploy
+    from launcher.fit_profile import fit_profile
+
+    advice = deploy.scale_out_advice(resolved.profile, lambda p: fit_profile(p, gpus))
+    if advice is None:
+        return None
+    fix = f"use profile {advice.profile}" if advice.profile else "use " + " ".join(f"--set {o}" for o in advice.overrides)
+    return CheckResult("scale-out", "warn", advice.message, fix=fix, data=advice.to_json())
 
 
 def run_preflight(
