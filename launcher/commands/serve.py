@@ -8,6 +8,7 @@ from launcher.commands._common import echo_notes, load_profile, passthrough, pro
 from launcher.errors import HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
+from launcher.render import Rendered
 from launcher.validate import render_checked
 from launcher.runtime import Runtime, runtime_of
 
@@ -19,6 +20,8 @@ __all__ = ["Runtime", "serve"]
 @click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop.")
 @click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
               help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
+              help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command.")
 @passthrough
 @click.pass_context
 def serve(
@@ -28,6 +31,7 @@ def serve(
     sets: tuple[str, ...],
     dry_run: bool,
     skip_checks: bool,
+    node_rank: int | None,
     extra_args: tuple[str, ...],
 ) -> None:
     """Start vLLM for a profile: validate, preflight the GPUs, print the exact command, exec it.
@@ -40,7 +44,7 @@ def serve(
     if not profile_name:
         raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
     resolved = _preflight(runtime, profile_name, profiles_dirs, sets, extra_args, skip_checks)
-    rendered = render_checked(resolved)
+    rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
     if dry_run:
         click.echo(printable(rendered))
@@ -71,3 +75,17 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
         failed = ", ".join(r.id for r in report.failures)
         click.echo(f"launcher: WARNING: --skip-checks: starting although checks failed ({failed})", err=True)
     return resolved
+
+
+def _node(resolved: Resolved, rank: int) -> Rendered:
+    """Node `rank` of a multi-node profile: its own argv and environment (VLLM_HOST_IP, NCCL/GLOO interfaces)."""
+    from launcher import deploy
+
+    node = deploy.node_command(resolved.profile, rank)
+    if node.prelude or node.rendered is None:
+        steps = "; then ".join(" ".join(c) for c in node.prelude) or "nothing"
+        raise ProfileError(
+            f"node {rank} of profile {resolved.name} needs Ray started first ({steps}); "
+            f"run `launcher render --profile {resolved.name} --node-rank {rank}` and follow it"
+        )
+    return node.rendered

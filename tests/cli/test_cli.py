@@ -236,3 +236,12 @@ def test_serve_renders_auto_context_for_the_live_gpus() -> None:
     argv = calls[0].argv
     assert int(argv[argv.index("--max-model-len") + 1]) % 1600 == 0
     assert "adjusted by the check: engine.max_model_len=" in result.stderr
+
+
+def test_serve_node_rank_execs_that_nodes_own_command() -> None:
+    calls = []
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", obj=machine("a100-80gbx4", calls))
+    assert result.exit_code == 0, result.output
+    argv, env = calls[0].argv, calls[0].env
+    assert "--headless" in argv and argv[argv.index("--node-rank") + 1] == "1"
+    assert env["VLLM_HOST_IP"] == "192.0.2.11"
