@@ -269,7 +269,8 @@ def serve_supervised(
         echo(f"launcher: started vLLM (pid {sup.proc.pid}); waiting up to {wait_timeout:g} s for {url}")
 
         def progress(p: Progress) -> None:
-            echo(f"launcher: waiting ({p.elapsed_s:.0f} s): {p.detail}")
+            if p.stage != "ready":
+                echo(f"launcher: waiting ({p.elapsed_s:.0f} s): {p.detail}")
 
         try:
             info = wait_ready(url, wait_timeout, model=model, progress=progress, api_key=api_key,

@@ -38,6 +38,8 @@ def _api_key_option(fn):  # type: ignore[no-untyped-def]
 
 
 def _echo_progress(p: Progress) -> None:
+    if p.stage == "ready":
+        return  # the command prints its own ready line
     click.echo(f"launcher: waiting ({p.elapsed_s:.0f} s): {p.detail}", err=True)
 
 

@@ -287,7 +287,9 @@ def test_supervisor_killed_outright_takes_vllm_down(tmp_path: Path) -> None:
     sup.proc.kill()  # SIGKILL: no handler runs; the parent-death signal must stop vLLM
     sup.finish()
     assert wait_gone(child, 10)
-    assert log.read_text().split() == ["SIGTERM"]
+    # Linux sends the parent-death signal at each reparenting: first to a surviving thread of the
+    # dying supervisor (the output pump), then to init; so once or twice, and only SIGTERM.
+    assert set(log.read_text().split()) == {"SIGTERM"}
 
 
 def test_group_members_reads_proc() -> None:
