@@ -620,6 +620,9 @@ def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibil
                 gpu_index, mig = found
             else:
                 why = "matches no MIG instance"
+        elif any(t.strip().upper().startswith(("GPU-", "MIG-")) for t in tokens[:pos]):
+            # Measured on 4 x H200: CUDA_VISIBLE_DEVICES=GPU-<prefix>,0 gives only the UUID's GPU.
+            why = "is an index after a UUID (CUDA takes no index once UUIDs are used)"
         else:
             number = _strtoul(token)
             if number is not None and number < len(entries):
