@@ -267,6 +267,8 @@ def evaluate(
     NVIDIA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER are read); the profile's own `env` overrides it,
     as it does when `launcher serve` execs vLLM. `kv_fit` is the KV-cache fit hook (launcher.fit).
     """
+    if profile.hardware.device == "cpu":
+        return Report((CheckResult("device", "skip", "CPU profile (hardware.device: cpu): the GPU checks do not apply"),))
     environ = dict(environ_visible_devices or {})
     env: dict[str, str] = {}
     source: dict[str, str] = {}

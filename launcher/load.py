@@ -385,8 +385,28 @@ def resolve(
         layers.append(args_layer)
     layers.extend(extra_layers)
     merged = merge(layers)
+    _expand_paths(merged.data, environ)
     profile = validate(merged)
     return Resolved(path.stem, path, profile, tuple(layers), merged.provenance)
+
+
+PATH_KEYS = (("model", "name"), ("model", "tokenizer"), ("chat", "chat_template"))
+
+
+def _expand_paths(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """`~` and `$VAR` in local paths are expanded here, as a shell would: vLLM takes them literally."""
+    import re
+
+    for section, key in PATH_KEYS:
+        block = data.get(section)
+        value = block.get(key) if isinstance(block, dict) else None
+        if not isinstance(value, str) or not (value.startswith("~") or "$" in value):
+            continue
+        if value == "~" or value.startswith("~/"):
+            home = environ.get("HOME") or os.path.expanduser("~")
+            value = home + value[1:]
+        value = re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: environ.get(m.group(1) or m.group(2), m.group(0)), value)
+        block[key] = value
 
 
 def validate(merged: Merged) -> "Profile":

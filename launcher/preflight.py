@@ -242,6 +242,8 @@ def candidates(
         except ProfileError as exc:
             out.append(Candidate(name, path, None, None, error=str(exc).splitlines()[0]))
             continue
+        if resolved.profile.hardware.device != "cuda":
+            continue  # a CPU profile is never what `auto` should start on a GPU host
         report = check_resolved(resolved, inventory, environ, kv_fit)
         out.append(Candidate(name, path, resolved, report))
     return out

@@ -60,6 +60,10 @@ ContextLength = Annotated[Union[int, str], BeforeValidator(_context_length)]
 class Hardware(StrictModel):
     """What the profile needs from the machine; the preflight checks these against real GPUs."""
 
+    device: Annotated[
+        Literal["cuda", "cpu"],
+        Field(description='"cuda" (NVIDIA GPUs, preflighted through NVML) or "cpu" (a CPU build of vLLM: no GPU checks, never picked by `auto`).'),
+    ] = "cuda"
     gpu_count: Annotated[
         int,
         Field(

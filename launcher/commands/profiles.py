@@ -24,7 +24,7 @@ def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]
             {
                 "name": name,
                 "path": str(path),
-                "gpus": p.hardware.gpu_count,
+                "gpus": p.hardware.gpu_count if p.hardware.device == "cuda" else "cpu",
                 "tp": p.parallel.tensor_parallel_size or 1,
                 "min_memory_gib": p.hardware.min_memory_gib,
                 "context": p.engine.max_model_len,

@@ -60,6 +60,11 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
 
     if skip_checks and name == AUTO:
         raise ProfileError("--profile auto chooses by checking the GPUs; it cannot be combined with --skip-checks")
+    if name != AUTO:
+        plain = load_profile(name, dirs, sets, extra)
+        if plain.profile.hardware.device == "cpu":
+            click.echo(f"launcher: note: {plain.name} is a CPU profile: no GPU preflight", err=True)
+            return plain
     try:
         inventory = get_inventory(None, runtime.probe)
     except HardwareError as exc:

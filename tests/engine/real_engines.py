@@ -87,6 +87,17 @@ def _argvs_in(doc: Any, label: str) -> list[tuple[str, list[str]]]:
     return found
 
 
+API_SERVER = ["python", "-m", "vllm.entrypoints.openai.api_server"]
+
+
+def _as_vllm_serve(argv: list[str]) -> list[str]:
+    """The api_server entrypoint (cpu-tiny) takes `--model X`; its options are `vllm serve X`'s."""
+    if argv[:3] == API_SERVER and "--model" in argv:
+        i = argv.index("--model")
+        return ["vllm", "serve", argv[i + 1], *argv[3:i], *argv[i + 2 :]]
+    return argv
+
+
 def shipped_profiles() -> list[Shipped] | str:
     """Every shipped profile rendered with `launcher render --format json`; a str says why none."""
     listing = _launcher("profiles", "--format", "json")
@@ -104,6 +115,7 @@ def shipped_profiles() -> list[Shipped] | str:
         if not commands:
             out.append(Shipped(name, version, None, "no argv in the rendered JSON"))
         for label, argv in commands:
+            argv = _as_vllm_serve(argv)
             if argv[:2] != ["vllm", "serve"]:
                 out.append(Shipped(label, version, None, f"not a `vllm serve` command: {argv[:4]}"))
             else:

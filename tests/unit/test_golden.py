@@ -16,7 +16,8 @@ SHIPPED = sorted(list_profiles([shipped_profiles_dir()]))
 
 
 def _golden_text(name: str) -> str:
-    r = render_checked(resolve(name, environ={}))
+    # A fixed HOME: local model paths (`~/...`) are expanded when profiles load.
+    r = render_checked(resolve(name, environ={"HOME": "/home/operator"}))
     lines = [f"{k}={v}" for k, v in r.env.items()] + ["--"] + list(r.argv)
     return "\n".join(lines) + "\n"
 

@@ -70,3 +70,10 @@ def test_precedence_dicts_merge_scalars_replace(tmp_path, write_profile) -> None
     child = "extends: _b\nenv: {B: child}\n"
     r = _resolve(tmp_path, write_profile, child=child, sets=["env.A=set"])
     assert r.profile.env == {"A": "set", "B": "child"}
+
+
+def test_local_model_paths_expand_home_and_variables(tmp_path, write_profile) -> None:
+    write_profile("_b", BASE.replace("name: havenoammo/Qwen3.6-27B-INT8-MTP", "name: ~/models/$MODEL_DIR/x"))
+    write_profile("c", "extends: _b\n")
+    r = resolve("c", profiles_dirs=[tmp_path / "profiles"], environ={"HOME": "/home/op", "MODEL_DIR": "q36"})
+    assert r.profile.model.name == "/home/op/models/q36/x"
