@@ -24,12 +24,19 @@ def _exec(rendered: "Rendered") -> Any:
     return exec_vllm(rendered)
 
 
+def _supervise(*args: Any, **kwargs: Any) -> int:
+    from launcher.supervise import serve_supervised
+
+    return serve_supervised(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """probe reads the GPUs; exec_fn replaces the process with vLLM."""
+    """probe reads the GPUs; exec_fn replaces the process with vLLM; supervise_fn runs it as a child."""
 
     probe: Callable[[], "Inventory"] = _probe
     exec_fn: Callable[["Rendered"], Any] = _exec
+    supervise_fn: Callable[..., int] = _supervise
 
 
 def runtime_of(ctx: "click.Context") -> Runtime:

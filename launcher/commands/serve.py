@@ -20,6 +20,12 @@ __all__ = ["Runtime", "serve"]
 @click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop.")
 @click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
               help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
+@click.option("--wait", "wait_ready", is_flag=True,
+              help="Start vLLM as a child instead of exec'ing it, wait until it lists the model, then keep serving "
+              "in the foreground (signals forwarded, exit code vLLM's). Exit 5 if it is not ready in time.")
+@click.option("--smoke", is_flag=True, help="With --wait (implied): run the smoke battery once ready; exit 5 on a failure.")
+@click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
+              help="Seconds to wait for readiness (loading 33 GB of weights and compiling takes minutes).")
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command.")
 @passthrough
@@ -31,6 +37,9 @@ def serve(
     sets: tuple[str, ...],
     dry_run: bool,
     skip_checks: bool,
+    wait_ready: bool,
+    smoke: bool,
+    wait_timeout: float,
     node_rank: int | None,
     extra_args: tuple[str, ...],
 ) -> None:
@@ -49,7 +58,31 @@ def serve(
     if dry_run:
         click.echo(printable(rendered))
         return
+    if wait_ready or smoke:
+        ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke))
     runtime.exec_fn(rendered)
+
+
+def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool) -> int:
+    """vLLM as a child: wait for readiness, smoke-test, stay in the foreground; vLLM's exit code."""
+    import os
+
+    from launcher.exec import child_environment
+    from launcher.supervise import local_url
+
+    p = resolved.profile
+    env = child_environment(rendered, os.environ)
+    click.echo(f"launcher: start: {printable(rendered)}", err=True)
+    return runtime.supervise_fn(
+        list(rendered.argv),
+        env,
+        local_url(p.server.host, p.server.port),
+        timeout,
+        smoke,
+        model=p.server.served_model_name or p.model.name,
+        api_key=env.get("VLLM_API_KEY"),
+        smoke_options={"expect_spec_decode": p.mtp_enabled},
+    )
 
 
 def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...],

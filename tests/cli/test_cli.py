@@ -245,3 +245,20 @@ def test_serve_node_rank_execs_that_nodes_own_command() -> None:
     argv, env = calls[0].argv, calls[0].env
     assert "--headless" in argv and argv[argv.index("--node-rank") + 1] == "1"
     assert env["VLLM_HOST_IP"] == "192.0.2.11"
+
+
+def test_serve_wait_smoke_supervises_instead_of_exec() -> None:
+    calls, supervised = [], []
+
+    def supervise(argv, env, url, timeout, smoke, **kw):
+        supervised.append((argv, env, url, timeout, smoke, kw))
+        return 7
+
+    inventory = load_inventory(FIXTURES / "inventories" / "h200x2.json")
+    rt = Runtime(probe=lambda: inventory, exec_fn=calls.append, supervise_fn=supervise)
+    result = run("serve", "--profile", "dual-3090", "--smoke", "--wait-timeout", "60", "--set", "server.port=9001", obj=rt)
+    assert result.exit_code == 7 and not calls  # vLLM's exit code comes back; nothing was exec'd
+    argv, env, url, timeout, smoke, kw = supervised[0]
+    assert argv[:3] == ["vllm", "serve", "havenoammo/Qwen3.6-27B-INT8-MTP"] and env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert url == "http://127.0.0.1:9001" and timeout == 60 and smoke is True
+    assert kw["model"] == "havenoammo/Qwen3.6-27B-INT8-MTP" and kw["smoke_options"] == {"expect_spec_decode": True}

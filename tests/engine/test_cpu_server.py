@@ -173,8 +173,8 @@ def test_serve_wait_smoke_sigterm(venv_python: Path, tiny_model: Path, tmp_path:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     env = engine_env(venv_python)
-    # --skip-checks: the schema cannot yet say "no GPU" (the GPU preflight has no NVML here).
-    cmd = [sys.executable, "-m", "launcher", "serve", "--profile", "cpu-tiny", "--skip-checks",
+    # cpu-tiny says `hardware.device: cpu`, so serve runs no GPU preflight (there is no NVML here).
+    cmd = [sys.executable, "-m", "launcher", "serve", "--profile", "cpu-tiny",
            "--set", f"server.port={port}", "--set", f"model.name={tiny_model}"]
     started = time.monotonic()
     with log.open("wb") as out:
@@ -218,30 +218,17 @@ def test_serve_wait_smoke_sigterm(venv_python: Path, tiny_model: Path, tmp_path:
     })
 
 
-SUPERVISE = """
-import json, sys
-from launcher.supervise import serve_supervised
-spec = json.loads(sys.argv[1])
-sys.exit(serve_supervised(spec["argv"], spec["env"], spec["url"], spec["timeout"], smoke=True,
-                          smoke_options={"expect_spec_decode": True}))
-"""
-
-
 def test_supervised_serve_with_smoke(venv_python: Path, tiny_model: Path, tmp_path: Path) -> None:
     """The `serve --wait --smoke` path: vLLM as our child, smoke once ready, SIGTERM forwarded."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = engine_env(venv_python)
-    rendered = launcher("render", "--profile", "cpu-tiny", "--format", "json",
-                        "--set", f"server.port={port}", "--set", f"model.name={tiny_model}")
-    assert rendered.returncode == 0, rendered.stderr
-    doc = json.loads(rendered.stdout)
-    spec = {"argv": doc["argv"], "env": {**env, **doc["env"]}, "url": url, "timeout": START_TIMEOUT_S}
+    cmd = [sys.executable, "-m", "launcher", "serve", "--profile", "cpu-tiny", "--smoke",
+           "--wait-timeout", str(START_TIMEOUT_S), "--set", f"server.port={port}", "--set", f"model.name={tiny_model}"]
     err_log = tmp_path / "supervisor.err"
     started = time.monotonic()
     with err_log.open("w") as err, (tmp_path / "vllm.out").open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", SUPERVISE, json.dumps(spec)], stdout=out, stderr=err,
-                                env=env, cwd=REPO, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO, start_new_session=True)
     child_rss: PeakRss | None = None  # vLLM's own process group, once the supervisor names its pid
     try:
         deadline = time.monotonic() + START_TIMEOUT_S + 120
