@@ -234,7 +234,7 @@ def auto_max_model_len(profile: "Profile", target: Target, *, safe: bool = True,
     return value
 
 
-def _fix(profile: "Profile", result: FitResult) -> str:
+def fix_hint(profile: "Profile", result: FitResult) -> str:
     s = suggest(result.inputs, result)
     options = []
     if s.max_model_len:
@@ -292,4 +292,4 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
         return CheckResult("kv-fit", "pass", message, gpus=indices, data=data)
     status = "warn" if result.kv_verdict == "marginal" else "fail"
     head = "fits only within the estimate's error: " if status == "warn" else "does not fit: "
-    return CheckResult("kv-fit", status, head + message, fix=_fix(profile, result), gpus=indices, data=data)
+    return CheckResult("kv-fit", status, head + message, fix=fix_hint(profile, result), gpus=indices, data=data)

@@ -62,7 +62,7 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     Exit code 0 when it fits (a warning is printed when only within the error), 3 when not.
     """
     from launcher.fit import format_breakdown, suggest
-    from launcher.fit_profile import fit_profile
+    from launcher.fit_profile import fit_profile, fix_hint
 
     resolved = load_profile(profile_name, profiles_dirs, sets)
     profile = resolved.profile
@@ -76,14 +76,7 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
         click.echo(f"profile {resolved.name}: {profile.model.name}")
         click.echo(format_breakdown(result))
         if result.kv_verdict != "fits":
-            hints = []
-            if suggestion.max_model_len:
-                hints.append(f"max_model_len {suggestion.max_model_len}")
-            if suggestion.max_num_seqs and suggestion.max_num_seqs < result.max_num_seqs:
-                hints.append(f"max_num_seqs {suggestion.max_num_seqs}")
-            if suggestion.gpu_memory_utilization and suggestion.gpu_memory_utilization > result.inputs.gpu_memory_utilization:
-                hints.append(f"gpu_memory_utilization {suggestion.gpu_memory_utilization:.2f}")
-            click.echo("would fit with margin: " + (" or ".join(hints) if hints else "nothing short of more GPU memory"))
+            click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":
         echo_notes(["the margin is inside the estimate's error: the start may still fail (see `launcher calibrate` after a real start)"])
     if result.verdict == "does-not-fit":

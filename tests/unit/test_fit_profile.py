@@ -185,7 +185,7 @@ def test_fit_command_table_and_exit_code(profile_file):
     ok = run("fit", "--profile", str(profile_file), "--gpu", "3090", "--set", "engine.max_num_seqs=4")
     assert ok.exit_code == 0 and "kv_available" in ok.output
     bad = run("fit", "--profile", str(profile_file), "--gpu", "RTX 3090", "--set", "kv_cache.dtype=auto")
-    assert bad.exit_code == 3 and "would fit with margin: max_model_len" in bad.output
+    assert bad.exit_code == 3 and "would fit with margin: --set engine.max_model_len=" in bad.output
 
 
 def test_fit_command_inventory_and_probe(profile_file):
