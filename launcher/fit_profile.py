@@ -259,7 +259,14 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
     gpu_memory_utilization that would fit with margin.
     """
     from launcher.checks import CheckResult
+    from launcher.model_facts import is_known
 
+    if not is_known(profile.facts_key):
+        return CheckResult(
+            "kv-fit", "skip",
+            f"KV-cache fit not evaluated: launcher has no facts for {profile.facts_key} "
+            "(for a local copy of a known model, set model.facts to its id)",
+        )
     try:
         result = fit_profile(profile, list(gpus))
     except ProfileError as exc:

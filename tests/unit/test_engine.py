@@ -74,13 +74,14 @@ E, W = "error", "warning"
 MAMBA_NO_EFFECT = (W, "--mamba-cache-mode", "has no effect in vLLM 0.33.0")
 MAMBA_MEANS_33 = (W, "--mamba-cache-mode", "means something else in vLLM 0.33.0: there it has no effect")
 MAMBA_MEANS_32 = (W, "--mamba-cache-mode", "means something else in vLLM 0.32.0: there it takes effect")
+MAMBA_MEANS_25 = (W, "--mamba-cache-mode", "means something else in vLLM 0.25.1: there it takes effect")
 
 CASES: list[Case] = [
     # --- the model card
     case("card-minimal", CARD_MIN),
     case("card-full", CARD_FULL, both=((E, "--mamba-cache-mode", "invalid choice 'all'"),),
-         v32=(MAMBA_MEANS_33,), v33=(MAMBA_NO_EFFECT, MAMBA_MEANS_32)),
-    case("card-full-align", CARD_FULL_ALIGN, v32=(MAMBA_MEANS_33,), v33=(MAMBA_NO_EFFECT, MAMBA_MEANS_32)),
+         v32=(MAMBA_MEANS_33,), v33=(MAMBA_NO_EFFECT, MAMBA_MEANS_32, MAMBA_MEANS_25)),
+    case("card-full-align", CARD_FULL_ALIGN, v32=(MAMBA_MEANS_33,), v33=(MAMBA_NO_EFFECT, MAMBA_MEANS_32, MAMBA_MEANS_25)),
     case("card-full-no-mamba-mode", CARD_FULL_NO_MAMBA_MODE),
     # --- accepted spellings
     case("abbrev-max-model", "--max-model 512", both=((W, "--max-model-len", "abbreviation of --max-model-len"),)),
@@ -115,13 +116,14 @@ CASES: list[Case] = [
     case("reasoning-parser-none", "--reasoning-parser none",
          v32=((E, "--reasoning-parser", "'none' does not turn it off"),
               (W, "--reasoning-parser", "read as '' there, 'none' here")),
-         v33=((W, "--reasoning-parser", "read as 'none' there, '' here"),)),
+         v33=((W, "--reasoning-parser", "in vLLM 0.32.0: the value 'none' is read as 'none' there, '' here"),
+              (W, "--reasoning-parser", "in vLLM 0.25.1: the value 'none' is read as 'none' there, '' here"))),
     case("disable-prefix-caching", "--disable-prefix-caching",
          v32=((E, "--disable-prefix-caching", "not a vLLM 0.32.0 option (it exists in vLLM 0.33.0)"),)),
     case("kv-dtype-new-in-033", "--kv-cache-dtype octave_k3v4",
          v32=((E, "--kv-cache-dtype", "invalid choice 'octave_k3v4'"),)),
     case("spec-method-medusa", [M, "--speculative-config", '{"method":"medusa","model":"x"}'],
-         v33=((E, "--speculative-config", "'medusa' is not supported by vLLM 0.33.0 (it exists in vLLM 0.32.0)"),)),
+         v33=((E, "--speculative-config", "'medusa' is not supported by vLLM 0.33.0 (it exists in vLLM 0.25.1, 0.32.0)"),)),
     case("tool-strict-level-none", "--tool-strict-level None",
          v32=((E, "--tool-strict-level", "invalid choice 'None'"),)),
     case("new-flag-033", "--monokernel",
@@ -227,7 +229,7 @@ def test_table_has_both_verdicts_per_version() -> None:
 
 
 def test_supported_versions_and_load() -> None:
-    assert engine.supported_versions() == ["0.32.0", "0.33.0"]
+    assert engine.supported_versions() == ["0.25.1", "0.32.0", "0.33.0"]
     s = engine.load_engine("0.33.0")
     assert s.version == "0.33.0" and s.meta["vllm_version"] == "0.33.0"
     assert engine.load_engine("v0.33.0") is s
@@ -402,5 +404,6 @@ def test_engines_command_lists_versions_and_differences() -> None:
     result = CliRunner().invoke(cli, ["engines", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert [v["version"] for v in data["versions"]] == ["0.32.0", "0.33.0"]
-    assert data["diffs"][0]["from"] == "0.32.0" and "--monokernel" in data["diffs"][0]["added"]
+    assert [v["version"] for v in data["versions"]] == ["0.25.1", "0.32.0", "0.33.0"]
+    diff_32_33 = next(d for d in data["diffs"] if d["from"] == "0.32.0")
+    assert diff_32_33["to"] == "0.33.0" and "--monokernel" in diff_32_33["added"]
