@@ -425,7 +425,7 @@ def validate(merged: Merged) -> "Profile":
 def _describe_error(err: Mapping[str, Any], merged: Merged) -> str:
     from launcher.schema import RuleError
 
-    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int) or True]
+    loc = [str(p) for p in err.get("loc", ())]
     key = ".".join(loc)
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
