@@ -59,6 +59,7 @@ from typing import Annotated, Any, Literal, Mapping, Optional, Sequence, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from launcher.errors import ProfileError
+from launcher.schema import parse_compute_capability
 
 FORMAT = "launcher-inventory/1"
 GIB = 1 << 30
@@ -78,25 +79,11 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _cc(value: Any) -> Any:
-    # Hand-written files say "8.6" or 8.6 as often as [8, 6].
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = f"{value:.1f}"
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", value)
-        if not match:
-            raise ValueError(f'expected [major, minor] or "major.minor", got {value!r}')
-        return (int(match.group(1)), int(match.group(2)))
-    if isinstance(value, list):
-        return tuple(value)
-    return value
-
-
 def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-ComputeCapability = Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]], BeforeValidator(_cc)]
+ComputeCapability = Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]], BeforeValidator(parse_compute_capability)]
 Bytes = Annotated[int, Field(ge=0)]
 
 

@@ -33,6 +33,20 @@ def _no_render() -> dict[str, Any]:
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+def parse_compute_capability(value: Any) -> Any:
+    """"8.6", 8.6 or [8, 6] -> (8, 6): YAML turns 8.0 into a float, hand-written JSON may use either."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = f"{value:.1f}"
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", value)
+        if not match:
+            raise ValueError(f'expected a compute capability like "8.6" or [8, 6], got {value!r}')
+        return (int(match.group(1)), int(match.group(2)))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
 def _json_object(value: Any) -> Any:
     """JSON-valued flags may be written as a YAML mapping or as a JSON string."""
     if isinstance(value, str):
@@ -93,17 +107,7 @@ class Hardware(StrictModel):
     @field_validator("min_compute_capability", mode="before")
     @classmethod
     def _parse_cc(cls, value: Any) -> Any:
-        # YAML turns 8.0 into a float and "8.0" into a str; lists arrive as lists.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = f"{value:.1f}"
-        if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", value)
-            if not match:
-                raise ValueError(f'expected a compute capability like "8.0", got {value!r}')
-            return (int(match.group(1)), int(match.group(2)))
-        if isinstance(value, list):
-            return tuple(value)
-        return value
+        return parse_compute_capability(value)
 
     @field_validator("min_driver", mode="before")
     @classmethod

@@ -102,7 +102,7 @@ def test_compute_capability_may_be_written_as_text() -> None:
         (lambda d: d["gpus"][0].update(memory_fre=1), "hand.json: gpus[0].memory_fre: unknown key; did you mean 'memory_free_bytes'?"),
         (lambda d: d.update(driver=1), "hand.json: driver: unknown key; did you mean 'driver_version'?"),
         (lambda d: d.update(driver_version=580), "hand.json: driver_version: Input should be a valid string (got 580)"),
-        (lambda d: d["gpus"][0].update(compute_capability="sm86"), "hand.json: gpus[0].compute_capability: expected [major, minor]"),
+        (lambda d: d["gpus"][0].update(compute_capability="sm86"), 'hand.json: gpus[0].compute_capability: expected a compute capability like "8.6" or [8, 6]'),
         (lambda d: d["gpus"][0].update(memory_free_bytes=10**14), "hand.json: gpus[0].memory_free_bytes: is larger than memory_total_bytes"),
         (lambda d: d["gpus"].append(dict(d["gpus"][0])), "hand.json: gpus: index 0 appears twice"),
         (lambda d: d.update(links=[{"gpus": [0, 3]}]), "hand.json: links[0].gpus: [0, 3] must name two different GPUs"),
