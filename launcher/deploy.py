@@ -1,6 +1,7 @@
 """Deployments beyond one box: the topology, each node's own command, and scale-out advice. Pure: no I/O.
 
-Builds on `launcher.render.render`, whose output for a one-machine profile is left untouched. The
+Every node's command comes from `launcher.validate.command` (rendered, translated and checked for
+the target vLLM, the per-node flags included), so a node runs what `render` prints. The
 multi-node facts (flags, per-node environment, start order) are ../shared/docs/field-notes.md §4 and
 vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; the TP8 advice is model-facts §2.6 and §3.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol
 
 from launcher.errors import ProfileError
-from launcher.render import Arg, Rendered, format_env, format_json, format_shell, format_yaml, render
+from launcher.render import Arg, Rendered, format_env, format_json, format_shell, format_yaml
 from launcher.schema import Deployment, Profile, node_gpu_counts
 
 # Flags this module adds to a node's argv; a profile's extra_args must not set them too.
@@ -188,14 +189,6 @@ def multinode_args(nodes: int, rank: str, master_addr: str, master_port: int, he
     return args
 
 
-def with_args(rendered: Rendered, args: list[Arg], env: dict[str, str]) -> Rendered:
-    """`rendered` with more options appended and the environment replaced (sorted, as render() sorts)."""
-    argv = list(rendered.argv)
-    for arg in args:
-        argv.extend(arg.tokens())
-    return replace(rendered, argv=tuple(argv), args=rendered.args + tuple(args), env=dict(sorted(env.items())))
-
-
 def node_env(profile: Profile, rank: int) -> dict[str, str]:
     """The profile's environment plus node `rank`'s VLLM_HOST_IP and socket interfaces."""
     d = deployment_of(profile)
@@ -213,10 +206,16 @@ def node_env(profile: Profile, rank: int) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def node_command(profile: Profile, rank: int) -> NodeCommand:
-    """Node `rank`'s own command and environment; never one command with the rank left to fill in."""
+def node_command(profile: Profile, rank: int, source: str = "the profile") -> NodeCommand:
+    """Node `rank`'s own command and environment; never one command with the rank left to fill in.
+
+    Each vLLM command is `validate.command` of the profile plus the node's flags and environment,
+    checked for the profile's vLLM version (`source` names the profile file in errors).
+    """
+    from launcher.validate import command
+
     topo = topology(profile)
-    base = render(profile)
+    base = command(profile, source)
     if not topo.multi_node:
         if rank != 0:
             raise ProfileError(
@@ -237,22 +236,22 @@ def node_command(profile: Profile, rank: int) -> NodeCommand:
         if rank == 0:
             prelude = (("ray", "start", "--head", "--port", str(d.ray_port), "--node-ip-address", ip),)
             extra = [] if RAY_FLAG in base.argv else [Arg(RAY_FLAG, "ray", "deployment.backend")]
-            return NodeCommand(0, "head", ip, env, prelude, with_args(base, extra, env), True)
+            return NodeCommand(0, "head", ip, env, prelude, command(profile, source, more=extra, env=env), True)
         prelude = (("ray", "start", "--address", f"{head}:{d.ray_port}", "--node-ip-address", ip, "--block"),)
         return NodeCommand(rank, "worker", ip, env, prelude, None, False)
     _check_extra_args(profile, MULTINODE_FLAGS)
     args = multinode_args(topo.nodes, str(rank), head, d.master_port, headless=rank > 0)
-    return NodeCommand(rank, "head" if rank == 0 else "worker", ip, env, (), with_args(base, args, env), rank == 0)
+    return NodeCommand(rank, "head" if rank == 0 else "worker", ip, env, (), command(profile, source, more=args, env=env), rank == 0)
 
 
-def plan(profile: Profile) -> Plan:
+def plan(profile: Profile, source: str = "the profile") -> Plan:
     """Every node's command for one engine (one entry for a one-machine engine), with start order and notes."""
     topo = topology(profile)
     d = deployment_of(profile)
     port = profile.server.port or DEFAULT_API_PORT
     notes: list[str] = [topo.describe()]
     if topo.multi_node:
-        nodes = tuple(node_command(profile, r) for r in range(topo.nodes))
+        nodes = tuple(node_command(profile, r, source) for r in range(topo.nodes))
         others = "node 1" if topo.nodes == 2 else f"nodes 1..{topo.nodes - 1}"
         if topo.backend == "ray":
             notes.append(
@@ -272,7 +271,7 @@ def plan(profile: Profile) -> Plan:
                 "and spread requests over the groups' node 0"
             )
     else:
-        nodes = (node_command(profile, 0),)
+        nodes = (node_command(profile, 0, source),)
         if topo.replicas > 1:
             notes.append(f"run this same command on each of the {topo.replicas} replicas' machines (each its own GPUs)")
     if topo.replicas > 1:

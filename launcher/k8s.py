@@ -1,6 +1,6 @@
 """Kubernetes manifests for a profile: Deployment + Service, or a LeaderWorkerSet for a multi-node engine. Pure.
 
-The pod runs exactly the argv `launcher.render` gives (exec form, no shell), plus what a cluster needs:
+The pod runs exactly the argv `launcher.validate.command` gives (exec form, no shell), plus what a cluster needs:
 GPUs as `nvidia.com/gpu`, an in-memory /dev/shm, VLLM_HOST_IP from the pod IP, the Hugging Face token
 (and the API key) from Secrets, and readiness only once /v1/models lists the served model. A multi-node
 engine becomes one LeaderWorkerSet group per replica (leader = node 0; workers get `--headless` and their
@@ -11,12 +11,12 @@ LeaderWorkerSet controller in every pod, as in vLLM's own LWS example).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from launcher.deploy import DEFAULT_API_PORT, MULTINODE_FLAGS, deployment_of, multinode_args, topology, with_args
+from launcher.deploy import DEFAULT_API_PORT, MULTINODE_FLAGS, deployment_of, multinode_args, topology
 from launcher.errors import ProfileError
-from launcher.render import Rendered, render
+from launcher.render import Rendered
 from launcher.schema import Profile
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -151,11 +151,16 @@ def _service(profile: Profile, name: str, selector: dict[str, str]) -> dict[str,
     }
 
 
-def manifests(profile: Profile, name: str) -> Manifests:
-    """The objects for `profile`, named after it: Deployment + Service, or LeaderWorkerSet + Service."""
+def manifests(profile: Profile, name: str, source: str = "the profile") -> Manifests:
+    """The objects for `profile`, named after it: Deployment + Service, or LeaderWorkerSet + Service.
+
+    Every container's argv is `validate.command`'s (translated and checked for the profile's vLLM).
+    """
+    from launcher.validate import command
+
     topo = topology(profile)
     d = deployment_of(profile)
-    base = render(profile)
+    base = command(profile, source)
     obj = k8s_name(name)
     notes: list[str] = [topo.describe()]
     if any(k in base.env for k in DROPPED_ENV):
@@ -198,8 +203,12 @@ def manifests(profile: Profile, name: str) -> Manifests:
         if token.split("=", 1)[0] in MULTINODE_FLAGS:
             raise ProfileError(f"extra_args: {token.split('=', 1)[0]} is set per pod by launcher; remove it")
     leader_addr = "$(LWS_LEADER_ADDRESS)"
-    leader = with_args(base, multinode_args(topo.nodes, "0", leader_addr, d.master_port, headless=False), base.env)
-    worker = with_args(base, multinode_args(topo.nodes, "$(LWS_WORKER_INDEX)", leader_addr, d.master_port, headless=True), base.env)
+    # The per-pod flags are checked like every other flag; the pod's own values (the leader's address,
+    # the worker's index) are filled in by the LeaderWorkerSet, so a stand-in is checked and then replaced.
+    leader = _placeholders(command(profile, source, more=multinode_args(topo.nodes, "0", CHECK_ADDR, d.master_port, headless=False)),
+                           {CHECK_ADDR: leader_addr})
+    worker = _placeholders(command(profile, source, more=multinode_args(topo.nodes, "1", CHECK_ADDR, d.master_port, headless=True)),
+                           {CHECK_ADDR: leader_addr}, rank="$(LWS_WORKER_INDEX)")
     gpus = topo.node_gpus[0]
     leader_labels = {**_labels(obj, "leader"), "role": "leader"}
     worker_labels = {**_labels(obj, "worker"), "role": "worker"}
@@ -228,6 +237,20 @@ def manifests(profile: Profile, name: str) -> Manifests:
     notes.append("k8s: needs the LeaderWorkerSet controller (leaderworkerset.x-k8s.io/v1) in the cluster")
     notes.append(f"k8s: one group = {topo.nodes} pods x {gpus} GPUs; the Service sends requests to each group's leader (node 0)")
     return Manifests((lws, _service(profile, obj, selector)), tuple(notes))
+
+
+CHECK_ADDR = "127.0.0.1"  # stands in for $(LWS_LEADER_ADDRESS) while the argv is checked
+
+
+def _placeholders(rendered: Rendered, values: dict[str, str], rank: str | None = None) -> Rendered:
+    """The checked argv with stand-ins replaced by the LeaderWorkerSet's own variables (and --node-rank's value)."""
+    argv = list(rendered.argv)
+    for i, token in enumerate(argv):
+        if i > 0 and argv[i - 1] == "--master-addr" and token in values:
+            argv[i] = values[token]
+        if rank is not None and i > 0 and argv[i - 1] == "--node-rank":
+            argv[i] = rank
+    return replace(rendered, argv=tuple(argv))
 
 
 def to_yaml(m: Manifests) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 from launcher.schema import Profile
 
@@ -88,8 +88,13 @@ def options(profile: Profile) -> list[Arg]:
     return args
 
 
-def render(profile: Profile, extra_notes: tuple[str, ...] = ()) -> Rendered:
-    """Validated profile -> argv + environment. Deterministic, so renders can be diffed."""
+def assemble(profile: Profile, extra_notes: tuple[str, ...] = ()) -> Rendered:
+    """Validated profile -> argv + environment, as the profile says it, NOT yet checked or translated.
+
+    Deterministic, so renders can be diffed. Every command launcher prints, writes or execs comes from
+    `launcher.validate.command` (which calls this, then translates and checks for the target vLLM);
+    call this directly only to look at what the profile itself says.
+    """
     opts = options(profile)
     command = list(profile.vllm.command)
     model_tokens = [profile.model.name] if profile.vllm.model_arg == "positional" else ["--model", profile.model.name]
@@ -101,6 +106,15 @@ def render(profile: Profile, extra_notes: tuple[str, ...] = ()) -> Rendered:
     env_from = {SECRET_TARGET: profile.server.api_key_env} if profile.server.api_key_env else {}
     notes = tuple(f"differs from the model card: {d.card} -> {d.rendered}: {d.why}" for d in profile.deviations)
     return Rendered(tuple(argv), env, env_from, tuple(opts), profile.model.name, len(command) + len(model_tokens), notes + tuple(extra_notes))
+
+
+def with_args(rendered: Rendered, args: Sequence[Arg], env: Mapping[str, str] | None = None) -> Rendered:
+    """`rendered` with more options appended and, when given, the environment replaced (sorted, as assemble() sorts)."""
+    argv = list(rendered.argv)
+    for arg in args:
+        argv.extend(arg.tokens())
+    new_env = dict(sorted(env.items())) if env is not None else rendered.env
+    return replace(rendered, argv=tuple(argv), args=rendered.args + tuple(args), env=new_env)
 
 
 # ------------------------------------------------------------------------ formats

@@ -92,9 +92,9 @@ def _flat(data: Any, prefix: str = "") -> str:
 
 
 def report_json(resolved: Resolved, report: Report, inventory: Inventory, where: str, auto: Any = None) -> dict[str, Any]:
-    from launcher.render import render
+    from launcher.validate import render_checked
 
-    rendered = render(resolved.profile)
+    rendered = render_checked(resolved)
     out: dict[str, Any] = {
         "profile": resolved.name,
         "path": str(resolved.path),

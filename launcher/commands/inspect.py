@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from launcher.commands._common import inventory_option, load_for, load_profile, profile_options
+from launcher.commands._common import echo_notes, inventory_option, load_for, load_profile, profile_options
 
 
 @click.command()
@@ -37,9 +37,11 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
     With --inventory, values the preflight sets for those GPUs (no P2P, max_model_len auto) show as `check: why`.
     """
     from launcher.explain import explain_rows
+    from launcher.validate import render_checked
 
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
     rows = explain_rows(resolved)
+    echo_notes(render_checked(resolved).notes)  # what the command differs from these values by (translation, warnings)
     if as_json:
         click.echo(json.dumps([r._asdict() for r in rows], indent=2))
         return

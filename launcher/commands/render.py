@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from launcher.commands._common import echo_notes, inventory_option, load_for, load_profile, passthrough, profile_options
-from launcher.render import FORMATS, render as render_profile
+from launcher.render import FORMATS
 from launcher.validate import render_checked
 
 
@@ -28,26 +28,24 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
     """
     resolved = load_for(profile_name, profiles_dirs, sets, extra_args, inventory_file)
     profile = resolved.profile
+    source = str(resolved.path)
+    rendered = render_checked(resolved)  # every format below carries this argv (per node: plus the node's flags)
+    if fmt in ("k8s", "compose") and node_rank is not None:
+        raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
     if fmt == "k8s":
-        if node_rank is not None:
-            raise click.UsageError("--node-rank does not apply to --format k8s (the manifests cover every node)")
         from launcher.k8s import manifests, to_yaml
 
-        docs = manifests(profile, resolved.name)
-        echo_notes(render_profile(profile).notes + docs.notes)
+        docs = manifests(profile, resolved.name, source)
+        echo_notes(rendered.notes + docs.notes)
         click.echo(to_yaml(docs), nl=False)
         return
     if fmt == "compose":
-        if node_rank is not None:
-            raise click.UsageError("--node-rank does not apply to --format compose")
         from launcher.compose import format_compose
 
-        rendered = render_checked(resolved)
         echo_notes(rendered.notes)
         click.echo(format_compose(rendered, profile), nl=False)
         return
     if profile.deployment is None and node_rank is None:
-        rendered = render_checked(resolved)
         echo_notes(rendered.notes)
         click.echo(FORMATS[fmt](rendered), nl=False)
         return
@@ -55,18 +53,17 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
 
     if not deploy.topology(profile).multi_node:
         if node_rank:
-            deploy.node_command(profile, node_rank)  # refuses with the reason
-        rendered = render_profile(profile)
-        notes = deploy.plan(profile).notes if deploy.is_distributed(profile) else ()
+            deploy.node_command(profile, node_rank, source)  # refuses with the reason
+        notes = deploy.plan(profile, source).notes if deploy.is_distributed(profile) else ()
         echo_notes(rendered.notes + notes)
         click.echo(FORMATS[fmt](rendered), nl=False)
         return
-    the_plan = deploy.plan(profile)
+    the_plan = deploy.plan(profile, source)
     if node_rank is None:
         text = deploy.format_plan(the_plan, fmt)
     else:
-        text = deploy.format_node(deploy.node_command(profile, node_rank), fmt)
-    echo_notes(render_profile(profile).notes + the_plan.notes)
+        text = deploy.format_node(deploy.node_command(profile, node_rank, source), fmt)
+    echo_notes(rendered.notes + the_plan.notes)
     click.echo(text, nl=False)
 
 

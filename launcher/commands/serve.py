@@ -119,7 +119,7 @@ def _node(resolved: Resolved, rank: int) -> Rendered:
     """Node `rank` of a multi-node profile: its own argv and environment (VLLM_HOST_IP, NCCL/GLOO interfaces)."""
     from launcher import deploy
 
-    node = deploy.node_command(resolved.profile, rank)
+    node = deploy.node_command(resolved.profile, rank, str(resolved.path))
     if node.prelude or node.rendered is None:
         steps = "; then ".join(" ".join(c) for c in node.prelude) or "nothing"
         raise ProfileError(

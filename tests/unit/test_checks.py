@@ -13,7 +13,7 @@ from launcher.explain import explain_rows
 from launcher.inventory import Gpu, GpuError, Inventory, load_inventory
 from launcher.load import resolve
 from launcher.preflight import candidates, choose_auto, grouping, require_runnable, run_preflight
-from launcher.render import render
+from launcher.validate import command as render  # the checked command, as every output gets it
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
 SHIPPED = ("dual-3090", "dual-3090-full", "tp4", "tp8")

@@ -24,7 +24,7 @@ import yaml
 from launcher.compose import compose_file, compose_service, format_compose, gpus_needed
 from launcher.errors import ProfileError
 from launcher.load import resolve
-from launcher.render import render
+from launcher.validate import command as render  # the checked command, as every output gets it
 
 SHIPPED = ("dual-3090", "dual-3090-full", "tp4", "tp8")
 REQUIRE = os.environ.get("LAUNCHER_REQUIRE_ENGINES", "") not in ("", "0")

@@ -22,7 +22,7 @@ import pytest
 
 from container_fakes import FakeVllm, child_env, read_record, write_fake_vllm
 from launcher.load import resolve
-from launcher.render import render
+from launcher.validate import command as render  # the checked command, as every output gets it
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

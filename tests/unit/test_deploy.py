@@ -26,7 +26,8 @@ from launcher.fit import GIB, FitInput, estimate
 from launcher.gpu_catalog import lookup
 from launcher.load import resolve
 from launcher.model_facts import facts_for
-from launcher.render import option_pairs, render
+from launcher.render import option_pairs
+from launcher.validate import command as render
 from launcher.schema import Profile
 from tests.conftest import REPO
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from launcher.load import list_profiles, resolve, shipped_profiles_dir
-from launcher.render import render
+from launcher.render import assemble
 from launcher.validate import render_checked
 from tests.conftest import card_command, option_map
 
@@ -38,7 +38,7 @@ def test_rendered_argv_matches_golden(name: str, request: pytest.FixtureRequest)
 
 def test_dual_3090_is_the_card_minimum_command_flag_for_flag() -> None:
     card_env, card_argv = card_command("minimum")
-    r = render(resolve("dual-3090", environ={}).profile)
+    r = render_checked(resolve("dual-3090", environ={}))
     assert r.env == card_env
     assert list(r.argv[:3]) == card_argv[:3]  # vllm serve MODEL
     assert option_map(list(r.argv[3:])) == option_map(card_argv[3:])
@@ -52,4 +52,4 @@ def test_dual_3090_full_is_the_card_full_command_minus_what_vllm_033_rejects() -
     assert r.env == card_env
     assert option_map(list(r.argv[3:])) == card
     assert any("dropped `--mamba-cache-mode all`" in n and "has no effect" in n and "not even an accepted value" in n for n in r.notes)
-    assert "--mamba-cache-mode" in render(resolve("dual-3090-full", environ={}).profile).argv  # the profile keeps the card's value
+    assert "--mamba-cache-mode" in assemble(resolve("dual-3090-full", environ={}).profile).argv  # the profile keeps the card's value

@@ -29,7 +29,7 @@ from launcher.cli import cli
 from launcher.errors import ProfileError
 from launcher.k8s import READINESS_SCRIPT, k8s_name, manifests, to_yaml
 from launcher.load import list_profiles, resolve, shipped_profiles_dir
-from launcher.render import render
+from launcher.validate import command as render  # the checked command, as every output gets it
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "k8s"
 LWS_SCHEMA = FIXTURES / "leaderworkerset-leaderworkerset-v1.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from launcher.explain import explain_rows
 from launcher.load import resolve
-from launcher.render import render
+from launcher.validate import command as render  # the checked command, as every output gets it
 
 BASE = """
 hardware: {gpu_count: 2, min_memory_gib: 23.5}

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from launcher.load import resolve
-from launcher.render import format_env, format_json, format_shell, format_yaml, render
+from launcher.render import format_env, format_json, format_shell, format_yaml
+from launcher.validate import command as render
 from launcher.schema import Profile
 
 BASE = {
