@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
+from launcher.behaviour import FP8_BACKEND_FIX, Route, attention_route, behaviour, is_fp8, tp_mix  # noqa: F401 (re-exported)
 from launcher.inventory import (
     GIB,
     VISIBILITY_VARIABLES,
     Gpu,
     GpuError,
     Inventory,
-    VisibleDevice,
     Visibility,
+    VisibleDevice,
     cuda_version_text,
     resolve_visible,
     version_tuple,
@@ -25,22 +25,9 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail", "skip"]
 STATUS_ORDER = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
 
-# vLLM 0.33's default (config/cache.py; model-facts §2.1).
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
-# Outside vLLM's budget: CUDA context + NCCL + cuBLAS before the free-memory check (model-facts §3, §6.2:
-# 0.5-1.0 GiB, rule of thumb 0.6), and FlashInfer's 394 MiB workspace taken after KV sizing.
-CONTEXT_MARGIN_GIB = 0.6
-CONTEXT_UNCERTAINTY_GIB = 0.4  # the context + NCCL term can be up to ~1.0 GiB: less headroom than this is a warning
-FLASHINFER_WORKSPACE_GIB = 0.4
-# This model's floor: bf16 activations, FlashInfer, the wheel under CUDA 13 (model-facts §4).
+# This model's floor: bf16 activations, FlashInfer, the CUDA 13 wheels (docs/memory-model.md).
 MODEL_MIN_COMPUTE_CAPABILITY = (8, 0)
-# NVIDIA minor-version compatibility: CUDA 13.x needs driver >= 580, CUDA 12.x >= 525 (model-facts §4).
-DRIVER_FOR_CUDA = ((580, 13000), (525, 12000))
 
-FP8_BACKEND_FIX = (
-    "--set engine.attention_backend=FLASHINFER (the only fp8-KV route below compute capability 8.9), "
-    "or --set engine.attention_backend=none to let vLLM choose"
-)
 MIG_FIX = (
     "disable MIG on the GPUs vLLM should use (`sudo nvidia-smi -i <index> -mig 0`, then reset the GPU or reboot), "
     "or point CUDA_VISIBLE_DEVICES at GPUs without MIG"
@@ -57,11 +44,14 @@ class CheckResult:
     fix: Optional[str] = None
     gpus: tuple[int, ...] = ()  # NVML indices concerned
     data: Mapping[str, Any] = field(default_factory=dict)  # machine-readable extras (e.g. max_model_len_fit)
+    sets: tuple[str, ...] = ()  # the fix as `--set key=value` items, when the profile can express it
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "status": self.status, "message": self.message}
         if self.fix:
             out["fix"] = self.fix
+        if self.sets:
+            out["sets"] = list(self.sets)
         if self.gpus:
             out["gpus"] = list(self.gpus)
         if self.data:
@@ -139,83 +129,6 @@ def _gpu_list(indices: Sequence[int]) -> str:
 
 def _cc_text(cc: tuple[int, int]) -> str:
     return f"{cc[0]}.{cc[1]}"
-
-
-def is_fp8(kv_dtype: Optional[str]) -> bool:
-    return bool(kv_dtype) and str(kv_dtype).lower().startswith("fp8")
-
-
-@dataclass(frozen=True)
-class Route:
-    """Which attention backend serves the KV cache, and whether that works on this compute capability."""
-
-    backend: Optional[str]
-    ok: bool
-    reason: str
-    known: bool = True
-    fix: str = ""
-
-
-def attention_route(cc: tuple[int, int], backend: Optional[str], kv_dtype: Optional[str]) -> Route:
-    """vLLM 0.33's attention backend choice and limits for a compute capability and KV dtype (model-facts §4)."""
-    backend = backend.upper() if backend else None
-    fp8 = is_fp8(kv_dtype)
-    e5m2 = fp8 and "e5m2" in str(kv_dtype).lower()
-    flashinfer_ok = (8, 0) <= cc <= (12, 1)
-    kv = f"{kv_dtype} KV cache" if fp8 else "bf16 KV cache"
-    where = f"compute capability {_cc_text(cc)}"
-    if backend is None:
-        if fp8:
-            if cc[0] == 9 and not e5m2:
-                return Route("FLASH_ATTN", True, f"vLLM picks FLASH_ATTN (FA3) for the {kv} on {where}")
-            if flashinfer_ok:
-                return Route("FLASHINFER", True, f"vLLM picks FLASHINFER for the {kv} on {where} (FLASH_ATTN has no fp8 there)")
-            return Route(
-                None, False, f"no attention backend of vLLM 0.33 serves an {kv} on {where}",
-                fix="--set kv_cache.dtype=auto (bf16 KV, twice the memory per token), or GPUs of compute capability 8.0-12.1",
-            )
-        chosen = "FLASHINFER" if cc[0] == 10 else "FLASH_ATTN"
-        return Route(chosen, True, f"vLLM picks {chosen} for the {kv} on {where}")
-    if backend == "FLASHINFER":
-        if not flashinfer_ok:
-            return Route(
-                backend, False, f"FLASHINFER supports compute capability 8.0-12.1, not {_cc_text(cc)}",
-                fix="use GPUs of compute capability 8.0-12.1 (this model needs 8.0 anyway)",
-            )
-        return Route(backend, True, f"FLASHINFER serves the {kv} on {where}")
-    if backend == "FLASH_ATTN":
-        if fp8 and (e5m2 or cc[0] not in (9, 10)):
-            detail = "FLASH_ATTN never takes fp8_e5m2" if e5m2 else "FLASH_ATTN stores fp8 only with FA3 on 9.0 or FA4 on 10.x"
-            return Route(backend, False, f"FLASH_ATTN cannot serve an {kv} on {where}: {detail}", fix=FP8_BACKEND_FIX)
-        if cc < (8, 0):
-            return Route(
-                backend, False, f"FLASH_ATTN needs compute capability 8.0 or newer, not {_cc_text(cc)}",
-                fix="use GPUs of compute capability 8.0 or newer",
-            )
-        return Route(backend, True, f"FLASH_ATTN serves the {kv} on {where}")
-    if backend == "TRITON_ATTN":
-        if fp8 and cc < (8, 9):
-            return Route(
-                backend, False, f"TRITON_ATTN raises on an {kv} on {where}: native FP8 (fp8e4nv) requires SM89+ (vllm#26431)",
-                fix=FP8_BACKEND_FIX,
-            )
-        return Route(backend, True, f"TRITON_ATTN serves the {kv} on {where}")
-    return Route(backend, True, f"attention backend {backend} with the {kv} is not in launcher's table; not checked", known=False)
-
-
-def required_cuda(min_driver: tuple[int, ...]) -> Optional[int]:
-    """The CUDA version the profile's driver floor stands for (580 -> 13000)."""
-    for driver, cuda in DRIVER_FOR_CUDA:
-        if min_driver and min_driver[0] >= driver:
-            return cuda
-    return None
-
-
-def max_utilization(free: int, total: int, margin_gib: float) -> float:
-    """Largest gpu_memory_utilization (2 decimals, rounded down) the free memory allows."""
-    if total <= 0:
-        return 0.0
-    return math.floor((free - margin_gib * GIB) / total * 100) / 100
 
 
 def node_gpus(profile: "Profile") -> int:
@@ -331,10 +244,12 @@ def _check_visible(ctx: _Ctx) -> CheckResult:
     if v.notes:
         message += "; " + "; ".join(v.notes)
     if v.problems:
+        order = any("CUDA_DEVICE_ORDER" in p for p in v.problems) and ctx.env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID"
         return CheckResult(
             "visible-devices",
             "warn",
             message + "; " + "; ".join(v.problems),
+            sets=("env.CUDA_DEVICE_ORDER=PCI_BUS_ID",) if order and len(v.problems) == 1 else (),
             fix="write CUDA_VISIBLE_DEVICES as comma-separated indices or GPU- UUIDs that `launcher gpus` lists, each once "
             "(and set CUDA_DEVICE_ORDER=PCI_BUS_ID when GPU models are mixed)",
             gpus=v.gpu_indices,
@@ -358,11 +273,10 @@ def _check_count(ctx: _Ctx) -> CheckResult:
     if machine >= need:
         cvd = ctx.env.get("CUDA_VISIBLE_DEVICES")
         who = f"CUDA_VISIBLE_DEVICES={cvd} (from {ctx.env_source.get('CUDA_VISIBLE_DEVICES')})" if cvd is not None else "the visibility variables"
-        fix = (
-            f"let vLLM see {need} GPUs: e.g. --set env.CUDA_VISIBLE_DEVICES={','.join(str(i) for i in range(need))}"
-            f" (the machine has {machine})"
-        )
-        return CheckResult("gpu-count", "fail", f"needs {need} GPUs ({shape}) but only {have} visible ({listed}); {who} hides the rest", fix=fix)
+        ids = ",".join(str(i) for i in range(need))
+        fix = f"let vLLM see {need} GPUs: e.g. --set env.CUDA_VISIBLE_DEVICES={ids} (the machine has {machine})"
+        return CheckResult("gpu-count", "fail", f"needs {need} GPUs ({shape}) but only {have} visible ({listed}); {who} hides the rest", fix=fix,
+                           sets=(f"env.CUDA_VISIBLE_DEVICES={ids}",))
     return CheckResult(
         "gpu-count",
         "fail",
@@ -416,7 +330,7 @@ def _check_cc(ctx: _Ctx) -> CheckResult:
         return CheckResult(
             "compute-capability",
             "fail",
-            f"needs compute capability {_cc_text(need)} or newer (bf16 activations, FlashInfer, vLLM 0.33's CUDA 13 wheel); {detail}",
+            f"needs compute capability {_cc_text(need)} or newer (bf16 activations, FlashInfer, {behaviour(ctx.profile.vllm.version).build_text}); {detail}",
             fix="use Ampere or newer GPUs (A100, A10, RTX 30xx/40xx/50xx, L4, L40S, H100, H200, B200)",
             gpus=tuple(g.index for g in low),
         )
@@ -426,26 +340,26 @@ def _check_cc(ctx: _Ctx) -> CheckResult:
 
 def _check_driver(ctx: _Ctx) -> CheckResult:
     inv = ctx.inventory
-    need = version_tuple(ctx.profile.hardware.min_driver)
-    cuda_need = required_cuda(need)
+    b = behaviour(ctx.profile.vllm.version)
+    floor = max(version_tuple(ctx.profile.hardware.min_driver), version_tuple(b.min_driver))
+    floor_text = ".".join(map(str, floor))
+    cuda_need = int(float(b.cuda_version) * 1000)
+    target = b.build_text
     have = inv.driver_tuple
-    target = f"vLLM {ctx.profile.vllm.version}"
-    if cuda_need is not None:
-        target += f"'s CUDA {cuda_version_text(cuda_need)} build"
     problems = []
-    if have < need:
-        problems.append(f"driver {inv.driver_version} is older than {ctx.profile.hardware.min_driver}")
-    if cuda_need is not None and inv.cuda_driver_version < cuda_need:
+    if have < floor:
+        problems.append(f"driver {inv.driver_version} is older than {floor_text}")
+    if inv.cuda_driver_version < cuda_need:
         problems.append(f"the driver supports CUDA {inv.cuda_text}, not {cuda_version_text(cuda_need)}")
     if problems:
         return CheckResult(
             "driver",
             "fail",
-            f"{'; '.join(problems)}; {target} needs driver {ctx.profile.hardware.min_driver} or newer",
-            fix=f"install NVIDIA driver {ctx.profile.hardware.min_driver} or newer (CUDA forward compatibility does not work on GeForce), "
+            b.tag(f"{'; '.join(problems)}; {target} needs driver {floor_text} or newer"),
+            fix=f"install NVIDIA driver {floor_text} or newer (CUDA forward compatibility does not work on GeForce), "
             "then reboot; or run a vLLM build for the older CUDA and lower hardware.min_driver",
         )
-    return CheckResult("driver", "pass", f"driver {inv.driver_version} (CUDA {inv.cuda_text}) >= {ctx.profile.hardware.min_driver} for {target}")
+    return CheckResult("driver", "pass", b.tag(f"driver {inv.driver_version} (CUDA {inv.cuda_text}) >= {floor_text} for {target}"))
 
 
 def _check_memory_total(ctx: _Ctx) -> CheckResult:
@@ -466,10 +380,6 @@ def _check_memory_total(ctx: _Ctx) -> CheckResult:
     return CheckResult("memory-total", "pass", f"{gib(least)} per GPU >= {need:g} GiB")
 
 
-def _uses_flashinfer(ctx: _Ctx, gpu: Gpu) -> bool:
-    return attention_route(gpu.compute_capability, ctx.profile.engine.attention_backend, ctx.profile.kv_cache.dtype).backend == "FLASHINFER"
-
-
 def _holders(gpu: Gpu) -> str:
     if gpu.processes is None:
         return "NVML could not list the processes"
@@ -481,73 +391,62 @@ def _holders(gpu: Gpu) -> str:
     return "no process holds memory"
 
 
+def interconnect(ctx: "_Ctx") -> Optional[str]:
+    """How NCCL connects the GPUs vLLM will use (the profile's NCCL_P2P_DISABLE=1 wins)."""
+    from launcher.fit_profile import interconnect_for
+
+    return interconnect_for(ctx.profile, ctx.inventory, [g.index for g in ctx.gpus])
+
+
 def _check_memory_free(ctx: _Ctx) -> CheckResult:
+    """vLLM's start-up check per GPU: one computation with `fit`'s start-up line (fit_profile.startup_for)."""
+    from launcher.fit import startup_line
+    from launcher.fit_profile import startup_for
+
     if not ctx.gpus:
         return _no_gpu("memory-free")
-    engine = ctx.profile.engine
     if ctx.profile.kv_cache.memory_bytes is not None:
         return CheckResult(
             "memory-free",
             "skip",
             "kv_cache.memory_bytes is set: vLLM ignores gpu_memory_utilization and skips its free-memory check; the KV fit covers memory",
         )
-    u = engine.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
-    u_text = f"{u:g}" + ("" if engine.gpu_memory_utilization else " (vLLM's default)")
-    short: list[str] = []
-    short_gpus: list[int] = []
-    tight: list[str] = []
-    fixes: list[str] = []
-    allowed: list[float] = []
-    worst_headroom = None
-    for g in ctx.gpus:
-        fi = _uses_flashinfer(ctx, g)
-        margin = CONTEXT_MARGIN_GIB + (FLASHINFER_WORKSPACE_GIB if fi else 0.0)
-        total = g.cuda_total_bytes
-        need = u * total + margin * GIB
-        headroom = g.memory_free_bytes - need
-        worst_headroom = headroom if worst_headroom is None else min(worst_headroom, headroom)
-        parts = f"{u:g} x {gib(total)} + {CONTEXT_MARGIN_GIB} GiB CUDA context/NCCL" + (
-            f" + {FLASHINFER_WORKSPACE_GIB} GiB FlashInfer workspace" if fi else ""
-        )
-        line = f"GPU {g.index}: {gib(g.memory_free_bytes)} free, needs {gib(need)} ({parts})"
-        if headroom < 0:
-            short.append(f"{line}; {_holders(g)}")
-            short_gpus.append(g.index)
-            allowed.append(max_utilization(g.memory_free_bytes, total, margin))
-            if g.processes:
-                fixes.append(f"stop {', '.join(p.describe() for p in g.processes)} on GPU {g.index}")
-        elif headroom < CONTEXT_UNCERTAINTY_GIB * GIB:
-            tight.append(f"{line}; only {gib(headroom)} to spare, inside the context/NCCL estimate's error (0.5-1.0 GiB)")
-            allowed.append(max_utilization(g.memory_free_bytes - int(CONTEXT_UNCERTAINTY_GIB * GIB), total, margin))
-    data = {"gpu_memory_utilization": u, "min_headroom_bytes": int(worst_headroom or 0)}
-    if short:
-        best = min(allowed)
-        lower = (
-            f"lower engine.gpu_memory_utilization to {best:.2f} (--set engine.gpu_memory_utilization={best:.2f}; less KV cache: see `launcher fit`)"
-            if best >= 0.5
-            else "free the GPU: too little is left to lower gpu_memory_utilization usefully"
-        )
-        fix = "; or ".join(fixes + [lower]) if fixes else lower
-        return CheckResult(
-            "memory-free",
-            "fail",
-            f"vLLM refuses to start when free memory is below gpu_memory_utilization {u_text} x total: " + "; ".join(short),
-            fix=fix,
-            gpus=tuple(short_gpus),
-            data={**data, "max_gpu_memory_utilization": best},
-        )
+    link = interconnect(ctx)
+    rules = [(g, startup_for(ctx.profile, g, link)) for g in ctx.gpus]
+    u = rules[0][1].gpu_memory_utilization
+    u_text = f"{u:g}" + ("" if ctx.profile.engine.gpu_memory_utilization else " (vLLM's default)")
+    worst = min(r.headroom_low_bytes for _, r in rules)
+    data: dict[str, Any] = {"gpu_memory_utilization": u, "min_headroom_bytes": int(worst)}
+    note = next((r.note for _, r in rules if r.note), "")
+    failing = [(g, r) for g, r in rules if r.status == "fail"]
+    risky = [(g, r) for g, r in rules if r.status == "warn"]
+    tight = [(g, r) for g, r in rules if r.status == "pass" and r.runtime_warn]
+    best = min(r.max_utilization() for _, r in rules)
+    if failing or risky:
+        data["max_gpu_memory_utilization"] = best
+        lines = "; ".join(f"GPU {g.index}: {startup_line(r)}; {_holders(g)}" for g, r in failing or risky)
+        stop = [f"stop {', '.join(p.describe() for p in g.processes)} on GPU {g.index}" for g, _ in failing or risky if g.processes]
+        lower = (f"lower engine.gpu_memory_utilization to {best:.2f} (--set engine.gpu_memory_utilization={best:.2f})"
+                 if 0 < best < u else "free the GPU: lowering gpu_memory_utilization cannot make room")
+        head = (f"vLLM refuses to start when the free memory at its snapshot is below ceil(gpu_memory_utilization {u_text} x CUDA total): "
+                if failing else f"gpu_memory_utilization {u_text}: vLLM's start-up check passes only if what exists before its snapshot is small: ")
+        return CheckResult("memory-free", "fail" if failing else "warn", head + lines + (f" [{note}]" if note else ""),
+                           fix="; or ".join(stop + [lower]), gpus=tuple(g.index for g, _ in failing or risky), data=data,
+                           sets=(f"engine.gpu_memory_utilization={best:.2f}",) if 0 < best < u else ())
     if tight:
-        best = min(allowed)
+        lines = "; ".join(f"GPU {g.index}: {startup_line(r)}" for g, r in tight)
         return CheckResult(
-            "memory-free",
-            "warn",
-            f"gpu_memory_utilization {u_text}: " + "; ".join(tight),
-            fix=f"keep the GPUs otherwise idle (no desktop), or lower engine.gpu_memory_utilization to {best:.2f} for margin",
-            data={**data, "max_gpu_memory_utilization": best},
+            "memory-free", "warn",
+            f"gpu_memory_utilization {u_text}: starts, but the FlashInfer workspace may not fit above the budget "
+            f"(it is allocated while the KV cache is initialised): {lines}" + (f" [{note}]" if note else ""),
+            fix="keep the GPUs otherwise idle (no desktop), or lower engine.gpu_memory_utilization a little",
+            gpus=tuple(g.index for g, _ in tight), data=data,
         )
     least = min(g.memory_free_bytes for g in ctx.gpus)
     return CheckResult(
-        "memory-free", "pass", f"gpu_memory_utilization {u_text}: every GPU has room (least free {gib(least)}, headroom {gib(worst_headroom or 0)})",
+        "memory-free", "pass",
+        f"gpu_memory_utilization {u_text}: every GPU has room (least free {gib(least)}; "
+        f"{gib(worst)} above the budget with the largest before-snapshot allowance, {rules[0][1].allowance.text})" + (f" [{note}]" if note else ""),
         data=data,
     )
 
@@ -557,11 +456,17 @@ def _check_attention(ctx: _Ctx) -> CheckResult:
         return _no_gpu("attention-kv")
     backend = ctx.profile.engine.attention_backend
     kv = ctx.profile.kv_cache.dtype
-    routes = {g.compute_capability: attention_route(g.compute_capability, backend, kv) for g in ctx.gpus}
+    version = ctx.profile.vllm.version
+    routes = {g.compute_capability: attention_route(g.compute_capability, backend, kv, version) for g in ctx.gpus}
     bad = [r for r in routes.values() if not r.ok]
     if bad:
         fix = "; or ".join(dict.fromkeys(r.fix for r in bad if r.fix))
-        return CheckResult("attention-kv", "fail", "; ".join(r.reason for r in bad), fix=fix or None)
+        sets: tuple[str, ...] = ()
+        if is_fp8(kv) and all(attention_route(c, "FLASHINFER", kv, version).ok for c in routes):
+            sets = ("engine.attention_backend=FLASHINFER",)
+        elif all(attention_route(c, None, "auto", version).ok for c in routes):
+            sets = ("engine.attention_backend=none", "kv_cache.dtype=auto")
+        return CheckResult("attention-kv", "fail", "; ".join(r.reason for r in bad), fix=fix or None, sets=sets)
     unknown = [r for r in routes.values() if not r.known]
     if unknown:
         return CheckResult(
@@ -588,28 +493,37 @@ def _check_homogeneous(ctx: _Ctx) -> CheckResult:
     groups = _tp_groups(ctx)
     if not groups:
         return _lone_gpu("tp-homogeneous", ctx)
+    verdicts = []
     for group in groups:
         if len({g.model_key for g in group}) > 1:
-            desc = ", ".join(f"GPU {g.index} {g.name} ({gib(g.memory_total_bytes)}, {g.cc_text})" for g in group)
-            same: dict[Any, list[int]] = {}
-            for e in ctx.inventory.gpus:
-                same.setdefault(e.model_key, []).append(e.index)
-            enough = [ids for ids in same.values() if len(ids) >= ctx.world]
-            if enough:
-                ids = ",".join(str(i) for i in enough[0][: ctx.world])
-                fix = f"use identical GPUs only: --set env.CUDA_DEVICE_ORDER=PCI_BUS_ID --set env.CUDA_VISIBLE_DEVICES={ids}"
-            else:
-                fix = "tensor parallel needs identical GPUs: use one model of GPU (a profile with fewer GPUs), or replace the odd one"
-            return CheckResult(
-                "tp-homogeneous",
-                "fail",
-                f"tensor-parallel group mixes GPU models: {desc}; shards are equal, so the smaller and slower GPU decides, "
-                "and mixed architectures pick different kernels",
-                fix=fix,
-                gpus=tuple(g.index for g in group),
-            )
-    desc = ", ".join(f"{len(g)} x {g[0].name}" for g in groups)
-    return CheckResult("tp-homogeneous", "pass", f"tensor-parallel group{'s' * (len(groups) > 1)} of identical GPUs: {desc}")
+            status, why = tp_mix([g.compute_capability for g in group], ctx.profile.vllm.version)
+            verdicts.append((group, "warn" if status == "pass" else status, why))
+    if not verdicts:
+        desc = ", ".join(f"{len(g)} x {g[0].name}" for g in groups)
+        return CheckResult("tp-homogeneous", "pass", f"tensor-parallel group{'s' * (len(groups) > 1)} of identical GPUs: {desc}")
+    group, status, why = max(verdicts, key=lambda v: STATUS_ORDER[v[1]])
+    desc = ", ".join(f"GPU {g.index} {g.name} ({gib(g.memory_total_bytes)}, {g.cc_text})" for g in group)
+    same: dict[Any, list[int]] = {}
+    for e in ctx.inventory.gpus:
+        same.setdefault(e.model_key, []).append(e.index)
+    enough = [ids for ids in same.values() if len(ids) >= ctx.world]
+    sets: tuple[str, ...] = ()
+    if enough:
+        ids = ",".join(str(i) for i in enough[0][: ctx.world])
+        identical = f"use identical GPUs only: --set env.CUDA_DEVICE_ORDER=PCI_BUS_ID --set env.CUDA_VISIBLE_DEVICES={ids}"
+        sets = ("env.CUDA_DEVICE_ORDER=PCI_BUS_ID", f"env.CUDA_VISIBLE_DEVICES={ids}")
+    else:
+        identical = "use one model of GPU (a profile with fewer GPUs), or replace the odd one"
+    if status == "fail":
+        return CheckResult("tp-homogeneous", "fail", f"tensor-parallel group mixes GPU models vLLM cannot run together: {desc}; {why}",
+                           fix=identical, gpus=tuple(g.index for g in group), sets=sets)
+    order = "" if ctx.env.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID" else "; set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA and NVML number the GPUs alike"
+    return CheckResult(
+        "tp-homogeneous", "warn",
+        f"tensor-parallel group mixes GPU models: {desc}; shards are equal, so the smaller and slower GPU sets the pace and the memory ({why})",
+        fix=("nothing to do for a working start" + order + "; for full speed, " + identical),
+        gpus=tuple(g.index for g in group),
+    )
 
 
 def _check_p2p(ctx: _Ctx) -> tuple[CheckResult, list[Adjustment]]:

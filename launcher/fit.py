@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from launcher import behaviour
+from launcher.behaviour import DEFAULT_VERSION, Startup
 from launcher.errors import ProfileError
 from launcher.model_facts import DEFAULT_MODEL_ID, MODEL_FACTS, ModelFacts
 
@@ -30,9 +32,6 @@ GRAPH_SMALL_LIMIT = 32
 GRAPH_LARGE_BASE = 0.60 * GIB  # G: 24 GB cards in the §3 table (0.5-1.0 GiB range)
 GRAPH_LARGE_MEMORY_STEP = 0.20 * GIB  # G: 80 GB cards sit at 0.8 in the §3 table
 GRAPH_LARGE_SEQS_STEP = 0.20 * GIB  # G: max_num_seqs 1024 (H100 defaults) sits at 1.0
-FLASHINFER_WORKSPACE = 394 * MIB  # §4: allocated after the KV cache, outside the budget
-CONTEXT_OVERHEAD = int(0.6 * GIB)  # §6 rule 2: CUDA context + NCCL + cuBLAS, outside the budget
-CONTEXT_OVERHEAD_UNCERTAINTY = int(0.4 * GIB)  # §3: 0.5-1.0 GiB [UNVERIFIED]
 
 # --- uncertainties of model-facts §3 "Uncertainty of each term" -----------------------------------
 SIGMA_T = int(0.05 * GIB)
@@ -112,7 +111,7 @@ class FitInput:
     performance_mode: str = "balanced"
     weights: WeightSizes = _DEFAULT_WEIGHTS
     free_memory_bytes: int | None = None  # F before launch; None = assume an idle GPU (F = T)
-    flashinfer_attention: bool | None = None  # None = infer from CC, KV dtype and backend (§4)
+    flashinfer_attention: bool | None = None  # None = vLLM's choice for the CC, KV dtype and backend (launcher.behaviour)
     attention_backend: str | None = None
     gdn_prefill_backend: str | None = None  # None = vLLM's choice (FlashInfer on SM90/100/120)
     mamba_cache_dtype: str = "auto"
@@ -120,8 +119,14 @@ class FitInput:
     enforce_eager: bool = False
     kv_cache_memory_bytes: int | None = None  # --kv-cache-memory-bytes: K given, profiling skipped
     total_memory_uncertainty_bytes: int = SIGMA_T
-    context_overhead_bytes: int = CONTEXT_OVERHEAD
     model: ModelFacts = _DEFAULT_FACTS
+    vllm_version: str = DEFAULT_VERSION  # whose rules (launcher.behaviour) apply
+    interconnect: str | None = None  # "nvlink", "pcie", "p2p-disabled"; None = unknown (widest allowance)
+    local_world_size: int | None = None  # GPUs of the engine on this machine; None = TP x PP
+
+    @property
+    def world_size(self) -> int:
+        return self.local_world_size if self.local_world_size is not None else self.tensor_parallel_size * self.pipeline_parallel_size
 
     @property
     def kv_bytes(self) -> int:
@@ -157,28 +162,36 @@ class Term:
 
 @dataclass(frozen=True)
 class StartupCheck:
-    """vLLM's free-memory check at start (§2.1 step 2) plus what lives outside the budget."""
+    """vLLM's free-memory check at start (launcher.behaviour.startup, the rule `check` uses too) plus the load peak."""
 
-    free_memory_bytes: int
+    rule: Startup  # requested, the before-snapshot allowance, the FlashInfer workspace, pass/warn/fail
     free_memory_assumed: bool  # True when no reading was given (an idle GPU was assumed)
-    context_overhead_bytes: int
-    requested_bytes: int  # R, or everything when --kv-cache-memory-bytes is set
-    flashinfer_workspace_bytes: int
-    margin_bytes: int
-    uncertainty_bytes: int
-    verdict: str
-    load_peak_bytes: int  # weights plus the MTP drafter's transient embed/lm_head copies (§2.4)
+    verdict: str  # fits / marginal / does-not-fit (pass / warn / fail of the rule, or the load peak)
+    load_peak_bytes: int  # weights plus the MTP drafter's transient embed/lm_head copies
     load_margin_bytes: int
+
+    @property
+    def free_memory_bytes(self) -> int:
+        return self.rule.free_bytes
+
+    @property
+    def requested_bytes(self) -> int:
+        return self.rule.requested_bytes
+
+    @property
+    def flashinfer_workspace_bytes(self) -> int:
+        return self.rule.workspace_bytes
+
+    @property
+    def margin_bytes(self) -> int:
+        """Free at vLLM's snapshot minus the budget, with the largest plausible allowance."""
+        return self.rule.headroom_low_bytes
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.rule.to_json(),
             "free_memory_bytes": self.free_memory_bytes,
             "free_memory_assumed": self.free_memory_assumed,
-            "context_overhead_bytes": self.context_overhead_bytes,
-            "requested_bytes": self.requested_bytes,
-            "flashinfer_workspace_bytes": self.flashinfer_workspace_bytes,
-            "margin_bytes": self.margin_bytes,
-            "uncertainty_bytes": self.uncertainty_bytes,
             "verdict": self.verdict,
             "load_peak_bytes": self.load_peak_bytes,
             "load_margin_bytes": self.load_margin_bytes,
@@ -322,25 +335,37 @@ def resolve_batch(inp: FitInput) -> tuple[int, int]:
 
 
 def flashinfer_gdn_prefill(inp: FitInput) -> bool:
-    """c: the FlashInfer GDN prefill (checkpoint blocks) on SM90, SM100 and SM120 (§2.3, §4)."""
+    """c: the FlashInfer GDN prefill (checkpoint blocks), where the target vLLM runs it (launcher.behaviour)."""
     backend = (inp.gdn_prefill_backend or "").lower()
     if backend:
         return backend == "flashinfer"
-    major, minor = inp.compute_capability
-    return (major, minor) == (9, 0) or major in (10, 12)
+    return behaviour.flashinfer_gdn_prefill(inp.compute_capability, inp.vllm_version)
 
 
 def uses_flashinfer_attention(inp: FitInput) -> bool:
-    """Whether the attention backend is FlashInfer (§4 priority: FLASH_ATTN, FLASHINFER, ...)."""
+    """Whether the attention backend is FlashInfer: the forced one, or vLLM's own choice (launcher.behaviour)."""
     if inp.flashinfer_attention is not None:
         return inp.flashinfer_attention
-    if inp.attention_backend:
-        return inp.attention_backend.upper().startswith("FLASHINFER")
-    major, _ = inp.compute_capability
-    if major == 10:
-        return True  # SM100 tries FLASHINFER first
-    fp8 = inp.kv_bytes == 1
-    return fp8 and inp.compute_capability != (9, 0)  # FA3 takes fp8 on SM90 only
+    route = behaviour.attention_route(inp.compute_capability, inp.attention_backend, inp.kv_cache_dtype, inp.vllm_version)
+    return (route.backend or "").upper().startswith("FLASHINFER")
+
+
+def startup_of(inp: FitInput, max_num_batched_tokens: int, requested_bytes: int | None = None) -> Startup:
+    """vLLM's start-up free-memory check for this input (launcher.behaviour.startup)."""
+    facts = inp.model
+    workspace = 0
+    if uses_flashinfer_attention(inp):
+        q_heads = max(1, facts.num_attention_heads // inp.tensor_parallel_size)
+        workspace = behaviour.flashinfer_workspace_bytes(max_num_batched_tokens, q_heads, facts.head_dim, inp.vllm_version)
+    free = inp.total_memory_bytes if inp.free_memory_bytes is None else int(inp.free_memory_bytes)
+    rule = behaviour.startup(inp.total_memory_bytes, free, inp.gpu_memory_utilization, world_size=inp.world_size,
+                             interconnect=inp.interconnect, workspace_bytes=workspace, version=inp.vllm_version)
+    if requested_bytes is not None and requested_bytes != rule.requested_bytes:
+        # --kv-cache-memory-bytes: vLLM takes what the terms need instead of u x total
+        status = "fail" if free - rule.allowance.low_bytes < requested_bytes else (
+            "warn" if free - rule.allowance.high_bytes < requested_bytes else "pass")
+        rule = replace(rule, requested_bytes=requested_bytes, status=status)
+    return rule
 
 
 def _mamba_bytes(value: str, auto: int, key: str) -> int:
@@ -497,35 +522,23 @@ def estimate(inp: FitInput) -> FitResult:
     safe_blocks = max(0, (kv.bytes - kv.uncertainty_bytes)) // bpb - 1 - gdn_groups * S
     max_len_safe = min(max(0, safe_blocks) * B, limit)
 
-    # Start-up: free memory after the context must cover R (ValueError otherwise), and FlashInfer's
-    # workspace comes out of what is left above the budget (§2.1 step 2, §3 PRE-CHECKS, §6 rule 2).
+    # Start-up: vLLM's own check (launcher.behaviour.startup, the same computation as `check`'s
+    # memory-free), then the load peak must fit in what is free after the context.
     free_assumed = inp.free_memory_bytes is None
-    free = T if free_assumed else int(inp.free_memory_bytes)  # type: ignore[arg-type]
-    workspace = FLASHINFER_WORKSPACE if uses_flashinfer_attention(inp) else 0
+    requested = None
     if inp.kv_cache_memory_bytes is not None:
         requested = max(budget.bytes, weights.bytes + persistent.bytes + activation.bytes + cudagraph.bytes + kv.bytes)
-    else:
-        requested = budget.bytes
-    startup_margin = free - inp.context_overhead_bytes - requested - workspace
-    startup_sigma = _rss(CONTEXT_OVERHEAD_UNCERTAINTY, budget.uncertainty_bytes)
+    rule = startup_of(inp, M, requested)
     embed_copy = V * facts.hidden_size * 2  # BF16 embed_tokens or lm_head, 2.37 GiB
-    load_peak = weights.bytes + (2 * embed_copy // t if k > 0 else 0)  # §2.4 transient at load
-    load_margin = free - inp.context_overhead_bytes - load_peak
-    startup_verdict = _verdict(startup_margin, startup_sigma)
-    if load_margin < 0:
+    load_peak = weights.bytes + (2 * embed_copy // t if k > 0 else 0)  # transient at load (docs/memory-model.md)
+    load_margin = rule.free_bytes - rule.allowance.high_bytes - load_peak
+    startup_verdict = {"pass": "fits", "warn": "marginal", "fail": "does-not-fit"}[rule.status]
+    if rule.free_bytes - rule.allowance.low_bytes - load_peak < 0:
         startup_verdict = "does-not-fit"
-    startup = StartupCheck(
-        free_memory_bytes=free,
-        free_memory_assumed=free_assumed,
-        context_overhead_bytes=inp.context_overhead_bytes,
-        requested_bytes=requested,
-        flashinfer_workspace_bytes=workspace,
-        margin_bytes=startup_margin,
-        uncertainty_bytes=startup_sigma,
-        verdict=startup_verdict,
-        load_peak_bytes=load_peak,
-        load_margin_bytes=load_margin,
-    )
+    elif load_margin < 0 and startup_verdict == "fits":
+        startup_verdict = "marginal"
+    startup = StartupCheck(rule=rule, free_memory_assumed=free_assumed, verdict=startup_verdict,
+                           load_peak_bytes=load_peak, load_margin_bytes=load_margin)
 
     if not w.from_local_index:
         notes.append(
@@ -631,9 +644,7 @@ def suggest(inp: FitInput, result: FitResult | None = None) -> Suggestion:
     # gpu_memory_utilization: the smallest hundredth that fits, no more than the free memory allows.
     best_u: float | None = None
     if inp.kv_cache_memory_bytes is None:
-        free = inp.free_memory_bytes if inp.free_memory_bytes is not None else inp.total_memory_bytes
-        workspace = FLASHINFER_WORKSPACE if uses_flashinfer_attention(inp) else 0
-        ceiling = min(1.0, (free - inp.context_overhead_bytes - workspace) / inp.total_memory_bytes)
+        ceiling = min(1.0, result.startup.rule.max_utilization())
         for hundredths in range(1, 101):
             u = hundredths / 100
             if u > ceiling + 1e-9:
@@ -647,6 +658,20 @@ def suggest(inp: FitInput, result: FitResult | None = None) -> Suggestion:
         gpu_memory_utilization=best_u,
         max_model_len_nominal=result.max_model_len_fit,
     )
+
+
+def startup_line(rule: Startup, assumed: bool = False) -> str:
+    """One line of the start-up check, worded the same in `fit` and `check`."""
+    gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
+    text = (
+        f"free {gib(rule.free_bytes)} GiB" + (" (assumed idle)" if assumed else "")
+        + f" - before vLLM's snapshot {rule.allowance.text} vs requested {gib(rule.requested_bytes)} GiB "
+        f"(ceil({rule.gpu_memory_utilization:g} x CUDA total {gib(rule.cuda_total_bytes)} GiB)): "
+        f"{gib(rule.headroom_low_bytes)} to {gib(rule.headroom_high_bytes)} GiB to spare"
+    )
+    if rule.workspace_bytes:
+        text += f"; FlashInfer workspace {gib(rule.workspace_bytes)} GiB comes out of that spare at KV-cache initialisation"
+    return text
 
 
 def format_breakdown(result: FitResult) -> str:
@@ -675,11 +700,7 @@ def format_breakdown(result: FitResult) -> str:
         f"concurrency {result.concurrency_at_max_len:.2f}x at {i.max_model_len}",
         f"  margin {result.margin_bytes / GIB:+.2f} GiB vs ±{result.uncertainty_bytes / GIB:.2f} GiB: {result.kv_verdict}",
         f"  largest max_model_len that starts: {result.max_model_len_fit} (with margin: {result.max_model_len_safe})",
-        f"  start-up: free {result.startup.free_memory_bytes / GIB:.2f} GiB"
-        + (" (assumed idle)" if result.startup.free_memory_assumed else "")
-        + f" - context {result.startup.context_overhead_bytes / GIB:.2f} - requested {result.startup.requested_bytes / GIB:.2f}"
-        + f" - FlashInfer workspace {result.startup.flashinfer_workspace_bytes / GIB:.2f}"
-        + f" = {result.startup.margin_bytes / GIB:+.2f} GiB (±{result.startup.uncertainty_bytes / GIB:.2f}): {result.startup.verdict}",
+        "  start-up: " + startup_line(result.startup.rule, assumed=result.startup.free_memory_assumed) + f": {result.startup.verdict}",
         f"verdict: {result.verdict}",
     ]
     lines += [f"note: {n}" for n in result.notes]

@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
+from launcher.behaviour import Startup, behaviour
 from launcher.errors import HardwareError, ProfileError
-from launcher.fit import GIB, FitInput, FitResult, WeightSizes, estimate, suggest
-from launcher.gpu_catalog import GpuModel, cuda_total_from_nvml, lookup
+from launcher.fit import GIB, FitInput, FitResult, WeightSizes, estimate, resolve_batch, startup_of, suggest
+from launcher.gpu_catalog import GpuModel, lookup
 from launcher.model_facts import ModelFacts, facts_for
+from launcher.schema import node_gpu_counts
 
 if TYPE_CHECKING:
     from launcher.checks import CheckResult
@@ -35,6 +37,7 @@ class GpuSpec:
     free_bytes: int | None  # None: unknown (a GPU from the table), an idle GPU is assumed
     compute_capability: tuple[int, int]
     memory_source: str
+    index: int | None = dataclasses.field(default=None, compare=False)  # NVML index of an inventory GPU
 
     @classmethod
     def from_model(cls, model: GpuModel, label: str | None = None) -> "GpuSpec":
@@ -51,11 +54,9 @@ class GpuSpec:
 
     @classmethod
     def from_gpu(cls, gpu: "Gpu") -> "GpuSpec":
+        total, sigma, how = gpu.cuda_total()
         if gpu.memory_reserved_bytes is not None:
-            total = gpu.memory_total_bytes - gpu.memory_reserved_bytes
-            sigma, how = int(0.05 * GIB), "NVML total minus driver-reserved"
-        else:
-            total, sigma, how = cuda_total_from_nvml(gpu.name, gpu.memory_total_bytes)
+            sigma = int(0.05 * GIB)
         return cls(
             label=gpu.label(),
             name=gpu.name,
@@ -65,6 +66,7 @@ class GpuSpec:
             free_bytes=gpu.memory_free_bytes,
             compute_capability=tuple(gpu.compute_capability),  # type: ignore[arg-type]
             memory_source=how,
+            index=gpu.index,
         )
 
 
@@ -114,12 +116,20 @@ def speculative_tokens(profile: "Profile") -> int:
     return spec.num_speculative_tokens
 
 
+def interconnect_for(profile: "Profile", inventory: "Inventory | None", indices: Sequence[int]) -> str | None:
+    """The link NCCL uses between the engine's GPUs: the profile's NCCL_P2P_DISABLE=1 wins, else the inventory's links."""
+    if profile.env.get("NCCL_P2P_DISABLE") == "1":
+        return "p2p-disabled"
+    return inventory.interconnect(indices) if inventory is not None else None
+
+
 def fit_input(
     profile: "Profile",
     gpu: GpuSpec,
     weights: WeightSizes,
     facts: ModelFacts,
     max_model_len: int | None = None,
+    interconnect: str | None = None,
 ) -> FitInput:
     """The estimator's input for one GPU; `max_model_len` replaces the profile's (used for auto)."""
     e = profile.engine
@@ -130,7 +140,7 @@ def fit_input(
     return FitInput(
         total_memory_bytes=gpu.cuda_total_bytes,
         compute_capability=gpu.compute_capability,
-        gpu_memory_utilization=e.gpu_memory_utilization or 0.92,
+        gpu_memory_utilization=e.gpu_memory_utilization or behaviour(profile.vllm.version).default_gpu_memory_utilization,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
         kv_cache_dtype=profile.kv_cache.dtype or "auto",
@@ -153,6 +163,9 @@ def fit_input(
         kv_cache_memory_bytes=profile.kv_cache.memory_bytes,
         total_memory_uncertainty_bytes=gpu.cuda_total_uncertainty_bytes,
         model=facts,
+        vllm_version=profile.vllm.version,
+        interconnect=interconnect,
+        local_world_size=node_gpu_counts(profile)[0] if profile.deployment is not None and profile.deployment.nodes > 1 else None,
     )
 
 
@@ -191,16 +204,44 @@ def fit_profile(
     facts = facts_for(profile.facts_key)
     weights = weights or profile_weights(profile, environ)
     specs = gpu_specs(profile, target, environ)
-    results = [estimate(fit_input(profile, spec, weights, facts, max_model_len)) for spec in _unique(specs)]
+    link = _interconnect_of_target(profile, target, specs)
+    results = [estimate(fit_input(profile, spec, weights, facts, max_model_len, link)) for spec in _unique(specs)]
     result = _worse_startup(results)
     if max_model_len is None and profile.engine.max_model_len == "auto":
         fitted = result.max_model_len_fit
         if fitted <= 0:
             return dataclasses.replace(result, notes=result.notes + ("max_model_len auto: not even one KV block fits",))
-        results = [estimate(fit_input(profile, spec, weights, facts, fitted)) for spec in _unique(specs)]
+        results = [estimate(fit_input(profile, spec, weights, facts, fitted, link)) for spec in _unique(specs)]
         result = _worse_startup(results)
         result = dataclasses.replace(result, notes=result.notes + (f"max_model_len auto -> {fitted}",))
     return result
+
+
+def _interconnect_of_target(profile: "Profile", target: Target, specs: Sequence[GpuSpec]) -> str | None:
+    inventory = target if hasattr(target, "links") and hasattr(target, "entries") else None
+    indices = [s.index for s in specs if s.index is not None]
+    return interconnect_for(profile, inventory, indices)  # type: ignore[arg-type]
+
+
+def startup_for(profile: "Profile", gpu: "Gpu", interconnect: str | None) -> Startup:
+    """vLLM's start-up check for one inventory GPU: `check`'s memory-free and `fit`'s start-up line both come from here."""
+    from launcher.model_facts import is_known
+
+    spec = GpuSpec.from_gpu(gpu)
+    if is_known(profile.facts_key):
+        facts = facts_for(profile.facts_key)
+        inp = fit_input(profile, spec, WeightSizes.from_facts(facts), facts, interconnect=interconnect)
+        m, _ = resolve_batch(inp)
+        return startup_of(inp, m)
+    # A model launcher has no facts for: vLLM's rule still holds; the FlashInfer workspace is its default size.
+    from launcher import behaviour
+
+    version = profile.vllm.version
+    route = behaviour.attention_route(gpu.compute_capability, profile.engine.attention_backend, profile.kv_cache.dtype, version)
+    workspace = behaviour.flashinfer_workspace_bytes(0, 0, 0, version) if route.backend == "FLASHINFER" else 0
+    return behaviour.startup(spec.cuda_total_bytes, gpu.memory_free_bytes, profile.engine.gpu_memory_utilization
+                             or behaviour.behaviour(version).default_gpu_memory_utilization,
+                             world_size=node_gpu_counts(profile)[0], interconnect=interconnect, workspace_bytes=workspace, version=version)
 
 
 def _unique(specs: Sequence[GpuSpec]) -> list[GpuSpec]:
@@ -299,4 +340,15 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
         return CheckResult("kv-fit", "pass", message, gpus=indices, data=data)
     status = "warn" if result.kv_verdict == "marginal" else "fail"
     head = "fits only within the estimate's error: " if status == "warn" else "does not fit: "
-    return CheckResult("kv-fit", status, head + message, fix=fix_hint(profile, result), gpus=indices, data=data)
+    return CheckResult("kv-fit", status, head + message, fix=fix_hint(profile, result), gpus=indices, data=data,
+                       sets=_kv_sets(result))
+
+
+def _kv_sets(result: FitResult) -> tuple[str, ...]:
+    """The kv-fit fix as overrides for a combined fix: fewer sequences keep the context, else a shorter context."""
+    s = suggest(result.inputs, result)
+    if s.max_num_seqs and s.max_num_seqs < result.max_num_seqs:
+        return (f"engine.max_num_seqs={s.max_num_seqs}",)
+    if s.max_model_len:
+        return (f"engine.max_model_len={s.max_model_len}",)
+    return ()

@@ -143,10 +143,20 @@ class Gpu(_Frozen):
 
     @property
     def cuda_total_bytes(self) -> int:
-        """What cudaMemGetInfo reports as total (vLLM's budget base): NVML total minus driver-reserved when known."""
+        """What cudaMemGetInfo reports as total (vLLM's budget base), never NVML's raw total.
+
+        NVML total minus driver-reserved when the inventory has it (measured equal to the MiB on H200);
+        otherwise the GPU table's CUDA total for this model (gpu_catalog.cuda_total_from_nvml).
+        """
+        return self.cuda_total()[0]
+
+    def cuda_total(self) -> tuple[int, int, str]:
+        """(CUDA total bytes, its uncertainty, how it was derived)."""
         if self.memory_reserved_bytes is not None:
-            return self.memory_total_bytes - self.memory_reserved_bytes
-        return self.memory_total_bytes
+            return self.memory_total_bytes - self.memory_reserved_bytes, 0, "NVML total minus driver-reserved"
+        from launcher.gpu_catalog import cuda_total_from_nvml
+
+        return cuda_total_from_nvml(self.name, self.memory_total_bytes)
 
     @property
     def model_key(self) -> tuple[str, int, tuple[int, int]]:
@@ -286,7 +296,23 @@ class Inventory:
 
     def link(self, a: int, b: int) -> Optional[Link]:
         key = (min(a, b), max(a, b))
-        return next((l for l in self.links if tuple(l.gpus) == key), None)
+        return next((link for link in self.links if tuple(link.gpus) == key), None)
+
+    def interconnect(self, indices: Sequence[int]) -> Optional[str]:
+        """How NCCL would connect these GPUs: "nvlink" (every pair), "pcie" (P2P), "p2p-disabled" (a pair
+        without P2P: launcher then sets NCCL_P2P_DISABLE=1), or None when a pair is unknown."""
+        states = []
+        for i, a in enumerate(indices):
+            for b in indices[i + 1 :]:
+                link = self.link(a, b)
+                if link is None or link.p2p is None:
+                    return None
+                states.append("nvlink" if link.nvlinked else ("pcie" if link.p2p else "p2p-disabled"))
+        if not states:
+            return None
+        if "p2p-disabled" in states:
+            return "p2p-disabled"
+        return "nvlink" if all(s == "nvlink" for s in states) else "pcie"
 
     @property
     def driver_tuple(self) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from launcher.checks import CheckResult, KvFit, Report, evaluate
-from launcher.errors import HardwareError, ProfileError
+from launcher.errors import HardwareError, LauncherError, ProfileError
 from launcher.inventory import Gpu, Inventory, load_inventory
 from launcher.load import Layer, Resolved, list_profiles, resolve, search_dirs
 
@@ -134,6 +134,82 @@ def run_preflight(
             str(resolved.path), profiles_dirs=profiles_dirs, sets=sets, extra_args=extra_args, environ=environ, extra_layers=layers
         )
     return resolved, report
+
+
+@dataclass(frozen=True)
+class CombinedFix:
+    """One set of `--set` overrides under which the checks pass, found by re-running them, or why none exists."""
+
+    sets: tuple[str, ...]
+    passes: bool  # every check passes with `sets`, except `remaining` (which no --set can change)
+    remaining: tuple[str, ...]  # checks still not passing: hardware facts no profile value changes
+    why: str = ""
+
+    def line(self) -> str:
+        flags = " ".join(f"--set {s}" for s in self.sets)
+        rest = f"; still not passing: {', '.join(self.remaining)} (no profile value changes them)" if self.remaining else ""
+        if self.passes and self.sets:
+            return f"Fix all at once (re-checked): {flags}" + rest
+        if self.passes:
+            return ""
+        return f"No set of overrides makes every check pass: {self.why}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sets": list(self.sets), "passes": self.passes, "remaining": list(self.remaining), "why": self.why}
+
+
+def combined_fix(
+    profile_name: str,
+    profiles_dirs: Sequence[str],
+    sets: Sequence[str],
+    extra_args: Sequence[str],
+    inventory: Inventory,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    kv_fit: Optional[KvFit] = None,
+    rounds: int = 4,
+) -> CombinedFix:
+    """Apply every failing or warning check's own `sets`, re-run all checks, repeat until nothing changes.
+
+    A check's fix is computed on the profile with the fixes found so far (so lowering
+    gpu_memory_utilization for memory-free is followed by the kv-fit fix for the smaller budget); a key
+    once chosen is never changed back. The result is verified: `passes` only when the re-run agrees.
+    """
+    chosen: dict[str, str] = {}
+    report: Optional[Report] = None
+    for _ in range(rounds):
+        items = [*sets, *(f"{k}={v}" for k, v in chosen.items())]
+        try:
+            _, report = run_preflight(profile_name, profiles_dirs, items, extra_args, inventory, environ=environ, kv_fit=kv_fit)
+        except LauncherError as exc:
+            return CombinedFix(tuple(f"{k}={v}" for k, v in chosen.items()), False, (), f"the overrides do not load: {exc}")
+        open_ = [r for r in report.results if r.status in ("warn", "fail")]
+        new = {}
+        for r in open_:
+            for item in r.sets:
+                key, _, value = item.partition("=")
+                if key not in chosen or _tighter(value, chosen[key]):
+                    new[key] = value
+        if not new:
+            break
+        chosen.update(new)
+    assert report is not None
+    found = tuple(f"{k}={v}" for k, v in chosen.items())
+    unfixable = [r for r in report.results if r.status in ("warn", "fail") and not r.sets]
+    fixable_left = [r for r in report.results if r.status in ("warn", "fail") and r.sets]
+    if fixable_left or any(r.status == "fail" for r in unfixable):
+        left = fixable_left + [r for r in unfixable if r.status == "fail"]
+        why = "; ".join(f"{r.id}: {r.fix or r.message}" for r in left)
+        return CombinedFix(found, False, tuple(r.id for r in unfixable), why)
+    return CombinedFix(found, True, tuple(r.id for r in unfixable))
+
+
+def _tighter(new: str, old: str) -> bool:
+    """A numeric fix may only move further the same way (a smaller budget, fewer sequences, a shorter context)."""
+    try:
+        return float(new) < float(old)
+    except ValueError:
+        return False
 
 
 def auto_context_layers(resolved: Resolved, report: Report, inventory: Inventory) -> list[Layer]:

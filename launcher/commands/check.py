@@ -41,22 +41,32 @@ def check(
     not this shell's; the profile's own `env` applies in both cases, as it does for `serve`.
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
-    from launcher.preflight import choose_auto, get_inventory, kv_fit_hook, require_runnable, run_preflight
+    from launcher.preflight import choose_auto, combined_fix, get_inventory, kv_fit_hook, require_runnable, run_preflight
 
     runtime = runtime_of(ctx)
     inventory = get_inventory(inventory_file, runtime.probe)
     auto = None
     if profile_name == "auto":
         auto = choose_auto(inventory, profiles_dirs, sets, extra_args, kv_fit=kv_fit_hook())
-    resolved, report = run_preflight(profile_name if auto is None else str(auto.resolved.path), profiles_dirs, sets, extra_args, inventory)
+    name = profile_name if auto is None else str(auto.resolved.path)
+    resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
     where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+    fix = None
+    if report.status != "pass":
+        fix = combined_fix(name, profiles_dirs, sets, extra_args, inventory)
     if as_json:
-        click.echo(json.dumps(report_json(resolved, report, inventory, where, auto), indent=2))
+        out = report_json(resolved, report, inventory, where, auto)
+        if fix is not None:
+            out["combined_fix"] = fix.to_json()
+        click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
             others = ", ".join(f"{c.name} ({c.group})" for c in auto.considered if c.name != resolved.name)
             click.echo(f"auto: chose {resolved.name}" + (f" over {others}" if others else ""))
-        click.echo(format_report(resolved, report, inventory, where))
+        lines = format_report(resolved, report, inventory, where).splitlines()
+        if fix is not None and fix.line():
+            lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
+        click.echo("\n".join(lines))
     require_runnable(report, resolved.name)
 
 

@@ -21,6 +21,16 @@ IDLE = str(FIXTURES / "rtx3090x2-idle.json")
 DESKTOP = str(FIXTURES / "rtx3090x2-desktop.json")
 
 
+@pytest.fixture()
+def busy_desktop(tmp_path: Path) -> str:
+    """The desktop pair with 0.5 GiB more held on GPU 0: vLLM's start-up check surely fails there."""
+    data = json.loads(Path(DESKTOP).read_text())
+    data["gpus"][0]["memory_free_bytes"] -= 1 << 29
+    path = tmp_path / "busy-desktop.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
 class Ran:
     """A CliRunner result with the exit code `launcher.cli.main` would give (LauncherError -> its code)."""
 
@@ -53,8 +63,8 @@ def test_check_runnable_profile_exits_0_and_shows_every_verdict() -> None:
     assert lines[-1].startswith("result: runnable with ")
 
 
-def test_check_failure_exits_3_with_fix_lines() -> None:
-    p = launcher("check", "--profile", "dual-3090", "--inventory", DESKTOP)
+def test_check_failure_exits_3_with_fix_lines(busy_desktop: str) -> None:
+    p = launcher("check", "--profile", "dual-3090", "--inventory", busy_desktop)
     assert p.returncode == 3
     assert "FAIL  memory-free" in p.stdout and "Fix: stop pid 1342 Xorg (0.40 GiB), pid 2087 gnome-shell (0.13 GiB) on GPU 0" in p.stdout
     assert p.stdout.splitlines()[-1] == "result: NOT RUNNABLE: 1 check failed (memory-free)"
@@ -88,7 +98,9 @@ def test_check_json_on_failure_still_prints_json_then_exits_3() -> None:
 def test_check_set_override_applies() -> None:
     result = run("check", "--profile", "dual-3090", "--inventory", IDLE, "--set", "engine.attention_backend=TRITON_ATTN")
     assert result.exit_code == 3
-    assert "FAIL  attention-kv       TRITON_ATTN raises on an fp8_e4m3 KV cache on compute capability 8.6" in result.output
+    assert ("FAIL  attention-kv       TRITON_ATTN cannot serve the fp8_e4m3 KV cache on compute capability 8.6: "
+            "TRITON_ATTN raises on fp8 below 8.9: native FP8 (fp8e4nv) requires SM89+ (vllm#26431)") in result.output
+    assert "Fix all at once (re-checked): --set engine.attention_backend=FLASHINFER" in result.output
 
 
 def test_check_auto_names_its_choice() -> None:
@@ -131,8 +143,8 @@ def test_gpus_json_from_the_probe_seam_is_what_check_reads(tmp_path: Path) -> No
     assert run("check", "--profile", "tp8", "--inventory", str(path)).exit_code == 0
 
 
-def test_check_live_goes_through_the_probe_seam() -> None:
-    inv = load_inventory(FIXTURES / "rtx3090x2-desktop.json")
+def test_check_live_goes_through_the_probe_seam(busy_desktop: str) -> None:
+    inv = load_inventory(busy_desktop)
     result = run("check", "--profile", "dual-3090", obj=Runtime(probe=lambda: inv))
     assert result.exit_code == 3 and "(live NVML)" in result.output.splitlines()[0]
 
@@ -183,8 +195,8 @@ def test_gpus_schema_is_json_schema() -> None:
     assert result.exit_code == 0 and json.loads(result.output)["title"].startswith("launcher GPU inventory")
 
 
-def test_profiles_grouped_by_inventory() -> None:
-    result = run("profiles", "--inventory", DESKTOP, "--format", "json")
+def test_profiles_grouped_by_inventory(busy_desktop: str) -> None:
+    result = run("profiles", "--inventory", busy_desktop, "--format", "json")
     assert result.exit_code == 0
     data = json.loads(result.output)
     assert data["runnable"] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -45,12 +47,12 @@ def only_non_pass(report: Report) -> dict[str, str]:
 
 def test_rtx3090x2_idle_runs_the_card_command_with_p2p_flags_added() -> None:
     report = check(inventory("rtx3090x2-idle"))
-    assert only_non_pass(report) == {"memory-free": "warn", "p2p": "warn", "kv-fit": "skip"}
+    # vLLM 0.33.0's own rule (v1/worker/utils.py::request_memory): ceil(0.95 x CUDA total 23.69 GiB) = 22.50 GiB
+    # against 23.69 GiB free minus at most 1.15 GiB before the snapshot: the card's command is not refused.
+    assert only_non_pass(report) == {"p2p": "warn", "kv-fit": "skip"}
     assert report.ok and report.status == "warn"
     mem = report.result("memory-free")
-    assert mem.message.startswith("gpu_memory_utilization 0.95: GPU 0: 23.69 GiB free, needs 23.50 GiB "
-                                  "(0.95 x 23.69 GiB + 0.6 GiB CUDA context/NCCL + 0.4 GiB FlashInfer workspace); only 0.18 GiB to spare")
-    assert mem.fix == "keep the GPUs otherwise idle (no desktop), or lower engine.gpu_memory_utilization to 0.94 for margin"
+    assert mem.status == "pass" and "0.03 GiB above the budget with the largest before-snapshot allowance" in mem.message
     p2p = report.result("p2p")
     assert p2p.message.startswith("no GPU peer-to-peer between GPU 0-1 (chipset not supported): NCCL can hang")
     assert p2p.fix and p2p.gpus == (0, 1)
@@ -82,36 +84,42 @@ def test_p2p_capable_gpus_get_no_adjustment() -> None:
 
 def test_rtx3090x2_desktop_fails_free_memory_naming_the_processes() -> None:
     report = check(inventory("rtx3090x2-desktop"))
-    assert only_non_pass(report) == {"memory-free": "fail", "p2p": "warn", "kv-fit": "skip"}
+    # 23.15 GiB free: with 0.35 GiB before the snapshot vLLM starts, with 1.15 GiB it raises: a warning, naming the holders
+    assert only_non_pass(report) == {"memory-free": "warn", "p2p": "warn", "kv-fit": "skip"}
     mem = report.result("memory-free")
-    assert mem.message == (
-        "vLLM refuses to start when free memory is below gpu_memory_utilization 0.95 x total: GPU 0: 23.15 GiB free, "
-        "needs 23.50 GiB (0.95 x 23.69 GiB + 0.6 GiB CUDA context/NCCL + 0.4 GiB FlashInfer workspace); "
-        "held by pid 1342 Xorg (0.40 GiB), pid 2087 gnome-shell (0.13 GiB)"
-    )
+    assert "GPU 0: free 23.15 GiB" in mem.message and "-0.50 to 0.30 GiB to spare" in mem.message
+    assert mem.message.endswith("held by pid 1342 Xorg (0.40 GiB), pid 2087 gnome-shell (0.13 GiB)")
     assert mem.fix == (
-        "stop pid 1342 Xorg (0.40 GiB), pid 2087 gnome-shell (0.13 GiB) on GPU 0; or lower engine.gpu_memory_utilization to 0.93 "
-        "(--set engine.gpu_memory_utilization=0.93; less KV cache: see `launcher fit`)"
+        "stop pid 1342 Xorg (0.40 GiB), pid 2087 gnome-shell (0.13 GiB) on GPU 0; or lower engine.gpu_memory_utilization to 0.92 "
+        "(--set engine.gpu_memory_utilization=0.92)"
     )
-    assert mem.gpus == (0,) and mem.data["max_gpu_memory_utilization"] == 0.93
+    assert mem.gpus == (0,) and mem.data["max_gpu_memory_utilization"] == 0.92 and mem.sets == ("engine.gpu_memory_utilization=0.92",)
+    # a little more held memory and even the smallest allowance leaves too little: vLLM surely raises
+    desktop = inventory("rtx3090x2-desktop")
+    g0 = desktop.gpus[0]
+    busy = dataclasses.replace(desktop, gpus=(g0.model_copy(update={"memory_free_bytes": g0.memory_free_bytes - (1 << 29)}), *desktop.gpus[1:]))
+    failing = check(busy)
+    assert failing.result("memory-free").status == "fail"
     with pytest.raises(HardwareError, match=r"^profile dual-3090 cannot run here: memory-free: vLLM refuses") as exc:
-        require_runnable(report, "dual-3090")
+        require_runnable(failing, "dual-3090")
     assert exc.value.exit_code == 3
 
 
 def test_the_suggested_utilization_really_passes() -> None:
-    report = check(inventory("rtx3090x2-desktop"), sets=["engine.gpu_memory_utilization=0.93"])
-    assert report.result("memory-free").status in ("pass", "warn")
+    report = check(inventory("rtx3090x2-desktop"), sets=["engine.gpu_memory_utilization=0.92"])
+    assert report.result("memory-free").status == "pass"
 
 
-def test_rtx4090_with_rtx3090_is_refused_as_a_mixed_tp_group() -> None:
+def test_rtx4090_with_rtx3090_is_a_warning_not_a_refusal() -> None:
+    """Ampere with Ada runs in one TP group (vllm#14452): the slower card sets the pace."""
     report = check(inventory("rtx4090-rtx3090-mixed"))
-    assert only_non_pass(report) == {"visible-devices": "warn", "memory-free": "warn", "tp-homogeneous": "fail", "p2p": "warn", "kv-fit": "skip"}
+    assert only_non_pass(report) == {"visible-devices": "warn", "tp-homogeneous": "warn", "p2p": "warn", "kv-fit": "skip"}
     mixed = report.result("tp-homogeneous")
     assert mixed.message.startswith(
         "tensor-parallel group mixes GPU models: GPU 0 NVIDIA GeForce RTX 3090 (24.00 GiB, 8.6), GPU 1 NVIDIA GeForce RTX 4090 (23.99 GiB, 8.9)"
     )
-    assert mixed.fix.startswith("tensor parallel needs identical GPUs")
+    assert "Ampere and Ada GPUs run in one tensor-parallel group (vllm#14452)" in mixed.message
+    assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in mixed.fix
     assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in report.result("visible-devices").message
 
 
@@ -119,9 +127,10 @@ def test_t4_pair_is_refused_for_compute_capability() -> None:
     report = check(inventory("t4x2"))
     cc = report.result("compute-capability")
     assert cc.status == "fail"
-    assert cc.message == ("needs compute capability 8.0 or newer (bf16 activations, FlashInfer, vLLM 0.33's CUDA 13 wheel); "
+    assert cc.message == ("needs compute capability 8.0 or newer (bf16 activations, FlashInfer, vLLM 0.33.0's CUDA 13.0 build); "
                           "GPU 0 (Tesla T4) is 7.5, GPU 1 (Tesla T4) is 7.5")
-    assert report.result("attention-kv").message == "FLASHINFER supports compute capability 8.0-12.1, not 7.5"
+    assert report.result("attention-kv").message == (
+        "FLASHINFER cannot serve the fp8_e4m3 KV cache on compute capability 7.5: needs compute capability 8.0-12.1, not 7.5")
     assert report.result("memory-total").message == "needs 23.5 GiB per GPU; GPU 0 (Tesla T4) has 14.75 GiB, GPU 1 (Tesla T4) has 14.75 GiB"
     assert report.result("p2p").status == "pass"
 
@@ -130,8 +139,9 @@ def test_a100x4_runs_tp4_with_everything_passing() -> None:
     report = check(inventory("a100-80gbx4"), "tp4")
     assert only_non_pass(report) == {"kv-fit": "skip"}
     assert report.result("attention-kv").message == (
-        "vLLM picks FLASHINFER for the fp8_e4m3 KV cache on compute capability 8.0 (FLASH_ATTN has no fp8 there)")
-    assert "0.4 GiB FlashInfer workspace" not in report.result("memory-free").message  # only shown for failing/tight GPUs
+        "vLLM 0.33.0 picks FLASHINFER for the fp8_e4m3 KV cache on compute capability 8.0 "
+        "(FLASH_ATTN: FLASH_ATTN stores fp8 only with FA3 on 9.0 or FA4 on 10.x, never e5m2)")
+    assert "FlashInfer workspace" not in report.result("memory-free").message  # only shown for failing/tight GPUs
     assert report.result("tp-homogeneous").message == "tensor-parallel group of identical GPUs: 4 x NVIDIA A100-SXM4-80GB"
 
 
@@ -141,7 +151,7 @@ def test_h100x8_runs_tp8_and_tp4_uses_the_first_four() -> None:
     assert report.result("gpu-count").message == (
         "needs 4 GPUs (tensor 4 x pipeline 1 x data 1); 8 visible (GPU 0, GPU 1, GPU 2, GPU 3, GPU 4, GPU 5, GPU 6, GPU 7); vLLM uses the first 4")
     assert [d.gpu_index for d in report.devices] == [0, 1, 2, 3]
-    assert report.result("attention-kv").message == "vLLM picks FLASH_ATTN (FA3) for the fp8_e4m3 KV cache on compute capability 9.0"
+    assert report.result("attention-kv").message == "vLLM 0.33.0 picks FLASH_ATTN for the fp8_e4m3 KV cache on compute capability 9.0"
 
 
 def test_driver_too_old_is_refused_with_the_version_needed() -> None:
@@ -240,20 +250,22 @@ def test_forced_flash_attn_with_fp8_on_ampere_fails_with_the_flashinfer_fix() ->
     report = check(inventory("rtx3090x2-idle"), sets=["engine.attention_backend=FLASH_ATTN"])
     att = report.result("attention-kv")
     assert att.status == "fail"
-    assert att.message == ("FLASH_ATTN cannot serve an fp8_e4m3 KV cache on compute capability 8.6: "
-                           "FLASH_ATTN stores fp8 only with FA3 on 9.0 or FA4 on 10.x")
+    assert att.message == ("FLASH_ATTN cannot serve the fp8_e4m3 KV cache on compute capability 8.6: "
+                           "FLASH_ATTN stores fp8 only with FA3 on 9.0 or FA4 on 10.x, never e5m2")
     assert att.fix.startswith("--set engine.attention_backend=FLASHINFER")
+    assert att.sets == ("engine.attention_backend=FLASHINFER",)
     triton = check(inventory("rtx3090x2-idle"), sets=["engine.attention_backend=TRITON_ATTN"]).result("attention-kv")
     assert triton.status == "fail" and "native FP8 (fp8e4nv) requires SM89+" in triton.message
 
 
-def test_flashinfer_margin_only_when_flashinfer_serves() -> None:
+def test_flashinfer_workspace_is_runtime_headroom_only_when_flashinfer_serves() -> None:
     inv = inventory("h100x8")
-    # H100 free 79.19 GiB; TP4 at u=0.985: 78.00 + 0.6 = 78.60 fits without FlashInfer, 79.00 does with it.
-    bare = check(inv, "tp4", sets=["engine.gpu_memory_utilization=0.985"]).result("memory-free")
-    forced = check(inv, "tp4", sets=["engine.gpu_memory_utilization=0.985", "engine.attention_backend=FLASHINFER"]).result("memory-free")
-    assert bare.status == "pass"
-    assert forced.status == "warn" and "+ 0.4 GiB FlashInfer workspace" in forced.message
+    bare = check(inv, "tp4").result("memory-free")
+    forced = check(inv, "tp4", sets=["engine.attention_backend=FLASHINFER"]).result("memory-free")
+    assert bare.status == forced.status == "pass"  # the workspace never decides the start-up verdict
+    # a GPU almost full above the budget: the start-up check passes (with the smallest allowance) only as a warning
+    tight = check(inv, "tp4", sets=["engine.gpu_memory_utilization=0.985", "engine.attention_backend=FLASHINFER"]).result("memory-free")
+    assert tight.status == "warn" and "FlashInfer workspace" in tight.message
 
 
 def test_unset_utilization_uses_vllms_default() -> None:
@@ -330,7 +342,7 @@ def test_grouping_puts_context_only_failures_in_smaller_context() -> None:
     groups = grouping(found)
     assert [r["name"] for r in groups["runnable"]] == ["dual-3090-full"]  # 200000 fits
     assert groups["smaller-context"] == [
-        {"name": "dual-3090", "path": str(found[0].path), "status": "fail", "warnings": ["memory-free", "p2p"],
+        {"name": "dual-3090", "path": str(found[0].path), "status": "fail", "warnings": ["p2p"],
          "max_model_len": 210000, "how": "--set engine.max_model_len=210000"}
     ]
     assert {r["name"]: r["failed"] for r in groups["not-runnable"]} == {"tp4": ["gpu-count", "kv-fit"], "tp8": ["gpu-count", "kv-fit"]}
