@@ -18,8 +18,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Optional, Sequence
 
-GIB = 1 << 30
-DEFAULT_VERSION = "0.33.0"
+from launcher.defaults import DEFAULT_VLLM_VERSION as DEFAULT_VERSION  # noqa: E402
+from launcher.defaults import GIB  # noqa: E402,F401
 
 
 def _vt(version: str) -> tuple[int, ...]:
@@ -193,9 +193,6 @@ def flashinfer_workspace_bytes(max_num_batched_tokens: int, q_heads_per_gpu: int
 
 
 # ------------------------------------------------------------------------ start-up memory
-
-INTERCONNECTS = ("nvlink", "pcie", "p2p-disabled")
-
 
 @dataclass(frozen=True)
 class Allowance:

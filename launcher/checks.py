@@ -133,9 +133,9 @@ def _cc_text(cc: tuple[int, int]) -> str:
 
 def node_gpus(profile: "Profile") -> int:
     """GPUs one machine gives the engine (deployment.gpus_per_node for a multi-node engine)."""
-    from launcher.schema import node_gpu_counts
+    from launcher.topology import local_gpus
 
-    return node_gpu_counts(profile)[0]
+    return local_gpus(profile)
 
 
 # ------------------------------------------------------------------------ evaluate
@@ -164,7 +164,7 @@ class _Ctx:
 
     @property
     def tp(self) -> int:
-        return self.profile.parallel.tensor_parallel_size or 1
+        return self.profile.parallel.tp
 
 
 def evaluate(
@@ -261,7 +261,7 @@ def _check_count(ctx: _Ctx) -> CheckResult:
     p = ctx.profile.parallel
     need = ctx.world
     have = len(ctx.visibility.devices)
-    shape = f"tensor {p.tensor_parallel_size or 1} x pipeline {p.pipeline_parallel_size or 1} x data {p.data_parallel_size or 1}"
+    shape = f"tensor {p.tp} x pipeline {p.pp} x data {p.dp}"
     if ctx.nodes > 1:
         shape += f" over {ctx.nodes} nodes: this node's share"
     listed = ", ".join(f"GPU {d.gpu_index}" for d in ctx.visibility.devices) or "none"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from launcher.defaults import DEFAULT_PORT, DEFAULT_VLLM_VERSION
 from launcher.errors import ProfileError
-from launcher.render import Rendered, option_pairs, option_tokens
-from launcher.schema import DEFAULT_VLLM_VERSION
+from launcher.render import Rendered
+from launcher.topology import topology
 
 if TYPE_CHECKING:
     from launcher.schema import Profile
 
 SERVICE_NAME = "vllm"
-DEFAULT_PORT = 8000  # vLLM's own default for --port
 # The image built from this repository's Dockerfile; the tag names the vLLM it carries.
 IMAGE_ENV = "LAUNCHER_IMAGE"
 # Inside the image (vllm/vllm-openai runs as root): the Hugging Face cache and vLLM's compile/JIT cache.
@@ -25,15 +25,6 @@ HOST_VLLM_CACHE = "${VLLM_CACHE_ROOT:-~/.cache/vllm}"
 HEALTH = {"interval": "30s", "timeout": "15s", "retries": 3, "start_period": "20m", "start_interval": "10s"}
 STOP_GRACE = "60s"
 
-# vLLM accepts `_` and `-` alike in flag names and these short aliases.
-_PARALLEL_FLAGS = {
-    "--tensor-parallel-size": "tp",
-    "-tp": "tp",
-    "--pipeline-parallel-size": "pp",
-    "-pp": "pp",
-    "--data-parallel-size": "dp",
-    "-dp": "dp",
-}
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -43,38 +34,13 @@ def default_image(profile: "Profile | None" = None) -> str:
     return f"${{{IMAGE_ENV}:-launcher:vllm-{version}}}"
 
 
-def _options(rendered: Rendered) -> dict[str, str | None]:
-    """Flag -> value as vLLM will see it: the last occurrence wins (argparse), `_` == `-`."""
-    out: dict[str, str | None] = {}
-    for flag, value in option_pairs(option_tokens(rendered)):
-        out[flag.replace("_", "-") if flag.startswith("--") else flag] = value
-    return out
+def gpus_needed(profile: "Profile") -> int:
+    """Tensor x pipeline x data parallel: the engine's GPUs, from the profile's one topology."""
+    return topology(profile).engine_gpus
 
 
-def gpus_needed(rendered: Rendered) -> int:
-    """Tensor x pipeline x data parallel, read from the argv that will actually run."""
-    sizes = {"tp": 1, "pp": 1, "dp": 1}
-    for flag, value in _options(rendered).items():
-        which = _PARALLEL_FLAGS.get(flag)
-        if which is None:
-            continue
-        try:
-            sizes[which] = int(value or "")
-        except ValueError:
-            raise ProfileError(f"{flag}: expected a whole number, got {value!r}") from None
-        if sizes[which] < 1:
-            raise ProfileError(f"{flag}: must be at least 1, got {value}")
-    return sizes["tp"] * sizes["pp"] * sizes["dp"]
-
-
-def server_port(rendered: Rendered) -> int:
-    value = _options(rendered).get("--port")
-    if value is None:
-        return DEFAULT_PORT
-    try:
-        return int(value)
-    except ValueError:
-        raise ProfileError(f"--port: expected a number, got {value!r}") from None
+def server_port(profile: "Profile") -> int:
+    return profile.server.port or DEFAULT_PORT
 
 
 def _device_ids(rendered: Rendered, needed: int) -> list[str] | None:
@@ -93,11 +59,10 @@ def _device_ids(rendered: Rendered, needed: int) -> list[str] | None:
     return ids[:needed]  # vLLM itself would use the first `needed` of them
 
 
-def _single_host(rendered: Rendered, profile: "Profile | None") -> None:
+def _single_host(profile: "Profile") -> None:
     """One Compose service is one machine: an engine spanning nodes needs one command per node."""
-    nodes = getattr(getattr(profile, "deployment", None), "nodes", 1) or 1
-    spanning = nodes > 1 or any(flag in ("--nnodes", "--node-rank", "--headless") for flag in _options(rendered))
-    if spanning:
+    spanning_args = any(t.split("=", 1)[0] in ("--nnodes", "--node-rank", "--headless") for t in profile.extra_args)
+    if topology(profile).multi_node or spanning_args:
         raise ProfileError(
             "deployment.nodes: a Compose service runs on one machine, but this engine spans nodes; "
             "render each node's command (launcher render --node-rank R) or use --format k8s"
@@ -111,7 +76,7 @@ def _escape(text: str) -> str:
 
 def compose_service(
     rendered: Rendered,
-    profile: "Profile | None" = None,
+    profile: "Profile",
     *,
     image: str | None = None,
     shm_size: str | None = None,
@@ -121,13 +86,13 @@ def compose_service(
 ) -> dict[str, Any]:
     """One Compose service that runs exactly `rendered.argv` in the launcher image.
 
-    GPUs: exactly `gpus_needed(rendered)`; by id when the profile pins CUDA_VISIBLE_DEVICES (the
+    GPUs: exactly `gpus_needed(profile)`; by id when the profile pins CUDA_VISIBLE_DEVICES (the
     container then sees only those, renumbered from 0, so the variable is not passed on), else by
     count. IPC: `ipc: host` for NCCL/PyTorch shared memory and CUDA IPC, or `shm_size` when given.
     Secrets are references resolved by Compose from the caller's environment, never values.
     """
-    _single_host(rendered, profile)
-    needed = gpus_needed(rendered)
+    _single_host(profile)
+    needed = gpus_needed(profile)
     ids = _device_ids(rendered, needed)
     device: dict[str, Any] = {"driver": "nvidia"}
     if ids is None:
@@ -136,7 +101,7 @@ def compose_service(
         device["device_ids"] = ids
     device["capabilities"] = ["gpu"]
 
-    port = server_port(rendered)
+    port = server_port(profile)
     environment: dict[str, Any] = {k: _escape(v) for k, v in rendered.env.items() if not (ids and k == "CUDA_VISIBLE_DEVICES")}
     for target, source in rendered.env_from.items():
         environment[target] = f"${{{source}:?{source} is not set (it holds {target} for vLLM)}}"
@@ -180,12 +145,12 @@ def compose_service(
     return service
 
 
-def compose_file(rendered: Rendered, profile: "Profile | None" = None, *, service_name: str = SERVICE_NAME, **kwargs: Any) -> dict[str, Any]:
+def compose_file(rendered: Rendered, profile: "Profile", *, service_name: str = SERVICE_NAME, **kwargs: Any) -> dict[str, Any]:
     """A whole Compose file with the one service."""
     return {"services": {service_name: compose_service(rendered, profile, **kwargs)}}
 
 
-def compose_notes(rendered: Rendered) -> list[str]:
+def compose_notes(rendered: Rendered, profile: "Profile") -> list[str]:
     """What the operator must know about this file, as comment lines."""
     notes = [
         "Docker Compose service rendered by launcher (`launcher render --format compose`).",
@@ -194,27 +159,27 @@ def compose_notes(rendered: Rendered) -> list[str]:
         "Secrets come from the shell running `docker compose` (HF_TOKEN, the API key variable); none is stored here.",
         "Offline: HF_HUB_OFFLINE=1 docker compose up -d (the model must already be in the mounted cache).",
     ]
-    port = server_port(rendered)
+    port = server_port(profile)
     notes[1] = notes[1].replace("PORT", str(port))
     if rendered.env.get("CUDA_VISIBLE_DEVICES"):
         notes.append(
             "GPUs are reserved by id from the profile's CUDA_VISIBLE_DEVICES; inside the container they are "
             "numbered from 0, so CUDA_VISIBLE_DEVICES is not passed on."
         )
-    host = _options(rendered).get("--host")
+    host = profile.server.host
     if host in _LOOPBACK:
         notes.append(f"WARNING: --host {host} listens inside the container only; the published port will not answer.")
     notes += [f"note: {n}" for n in rendered.notes]
     return notes
 
 
-def format_compose(rendered: Rendered, profile: "Profile | None" = None) -> str:
-    """`launcher render --format compose`: a Compose file (YAML) for the rendered profile.
+def format_compose(rendered: Rendered, profile: "Profile") -> str:
+    """`launcher render --format compose`: a Compose file (YAML) for the checked command of `profile`.
 
-    With the profile too, the image tag follows its `vllm.version` and a multi-node deployment is refused.
+    The image tag follows its `vllm.version`; a multi-node deployment is refused.
     """
     import yaml
 
-    header = "".join(f"# {line}\n" for line in compose_notes(rendered))
+    header = "".join(f"# {line}\n" for line in compose_notes(rendered, profile))
     body = yaml.safe_dump(compose_file(rendered, profile), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
     return header + body

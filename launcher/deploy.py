@@ -13,105 +13,15 @@ import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol
 
+from launcher.defaults import DEFAULT_PORT
 from launcher.errors import ProfileError
-from launcher.render import Arg, Rendered, format_env, format_json, format_shell, format_yaml
-from launcher.schema import Deployment, Profile, node_gpu_counts
+from launcher.render import Arg, Rendered, format_env, format_shell, format_yaml
+from launcher.schema import Deployment, Profile
+from launcher.topology import Topology, deployment_of, topology
 
 # Flags this module adds to a node's argv; a profile's extra_args must not set them too.
 MULTINODE_FLAGS = ("--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless")
 RAY_FLAG = "--distributed-executor-backend"
-DEFAULT_API_PORT = 8000  # vLLM's default when server.port is unset
-
-
-# ------------------------------------------------------------------------------------ topology
-
-
-@dataclass(frozen=True)
-class Topology:
-    """How one profile lays the engine out: parallel sizes, nodes, replicas."""
-
-    tensor_parallel_size: int
-    pipeline_parallel_size: int
-    data_parallel_size: int
-    nodes: int
-    node_gpus: tuple[int, ...]  # GPUs each node of one engine gives, rank order
-    replicas: int
-    backend: str  # "mp" or "ray" (multi-node only)
-
-    @property
-    def engine_gpus(self) -> int:
-        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
-
-    @property
-    def total_gpus(self) -> int:
-        return self.engine_gpus * self.replicas
-
-    @property
-    def multi_node(self) -> bool:
-        return self.nodes > 1
-
-    @property
-    def kind(self) -> str:
-        """"multi-node" (one engine over nodes), "replicas" (independent servers) or "single"."""
-        if self.multi_node:
-            return "multi-node"
-        return "replicas" if self.replicas > 1 else "single"
-
-    def describe(self) -> str:
-        parts = [f"tensor parallel {self.tensor_parallel_size}"]
-        if self.pipeline_parallel_size > 1:
-            parts.append(f"pipeline parallel {self.pipeline_parallel_size}")
-        if self.data_parallel_size > 1:
-            parts.append(f"data parallel {self.data_parallel_size}")
-        engine = " x ".join(parts)
-        if self.multi_node:
-            where = f"{self.nodes} nodes x {self.node_gpus[0]} GPUs, backend {self.backend}"
-        else:
-            where = f"{self.engine_gpus} GPU{'s' if self.engine_gpus > 1 else ''} on one machine"
-        copies = f"{self.replicas} independent replicas of " if self.replicas > 1 else ""
-        return f"{copies}one engine ({engine}) on {where}; {self.total_gpus} GPUs in all"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "pipeline_parallel_size": self.pipeline_parallel_size,
-            "data_parallel_size": self.data_parallel_size,
-            "nodes": self.nodes,
-            "node_gpus": list(self.node_gpus),
-            "replicas": self.replicas,
-            "backend": self.backend,
-            "engine_gpus": self.engine_gpus,
-            "total_gpus": self.total_gpus,
-        }
-
-
-def deployment_of(profile: Profile) -> Deployment:
-    """The profile's deployment block, or the one-machine default."""
-    return profile.deployment if profile.deployment is not None else Deployment()
-
-
-def topology(profile: Profile) -> Topology:
-    """The validated profile's layout (the schema's rules have already checked it)."""
-    d = deployment_of(profile)
-    par = profile.parallel
-    return Topology(
-        tensor_parallel_size=par.tensor_parallel_size or 1,
-        pipeline_parallel_size=par.pipeline_parallel_size or 1,
-        data_parallel_size=par.data_parallel_size or 1,
-        nodes=d.nodes,
-        node_gpus=node_gpu_counts(profile),
-        replicas=d.replicas,
-        backend=d.backend,
-    )
-
-
-def local_gpu_count(profile: Profile, node_rank: int = 0) -> int:
-    """GPUs the machine at `node_rank` must provide: what a preflight on that machine compares."""
-    counts = node_gpu_counts(profile)
-    if not 0 <= node_rank < len(counts):
-        raise ProfileError(f"--node-rank {node_rank}: the profile has {len(counts)} node(s) (ranks 0..{len(counts) - 1})")
-    return counts[node_rank]
 
 
 def is_distributed(profile: Profile) -> bool:
@@ -248,7 +158,7 @@ def plan(profile: Profile, source: str = "the profile") -> Plan:
     """Every node's command for one engine (one entry for a one-machine engine), with start order and notes."""
     topo = topology(profile)
     d = deployment_of(profile)
-    port = profile.server.port or DEFAULT_API_PORT
+    port = profile.server.port or DEFAULT_PORT
     notes: list[str] = [topo.describe()]
     if topo.multi_node:
         nodes = tuple(node_command(profile, r, source) for r in range(topo.nodes))
@@ -439,7 +349,7 @@ class Advice:
 def engine_variant(profile: Profile, tensor_parallel_size: int, data_parallel_size: int = 1) -> Profile:
     """The profile with another TP/DP on one machine (validated again; deployment dropped)."""
     data = profile.model_dump(mode="python")
-    pp = profile.parallel.pipeline_parallel_size or 1
+    pp = profile.parallel.pp
     data["parallel"] = {
         **data["parallel"],
         "tensor_parallel_size": tensor_parallel_size,
@@ -454,7 +364,7 @@ def _option(profile: Profile, tp: int, engines: int, fit_fn: Callable[[Profile],
     result = fit_fn(engine_variant(profile, tp))
     return Option(
         tensor_parallel_size=tp,
-        pipeline_parallel_size=profile.parallel.pipeline_parallel_size or 1,
+        pipeline_parallel_size=profile.parallel.pp,
         engines=engines,
         concurrency_per_engine=float(result.concurrency_at_max_len),
         kv_tokens_per_engine=int(result.kv_cache_tokens),

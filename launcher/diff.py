@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from launcher.render import Rendered, option_tokens, option_pairs
+from launcher.render import Rendered, option_pairs, option_tokens
 
 
 def _table(r: Rendered) -> dict[str, str | None]:

@@ -13,11 +13,9 @@ from typing import Any
 
 from launcher import behaviour
 from launcher.behaviour import DEFAULT_VERSION, Startup
+from launcher.defaults import GIB, MIB  # noqa: E402,F401
 from launcher.errors import ProfileError
 from launcher.model_facts import DEFAULT_MODEL_ID, MODEL_FACTS, ModelFacts
-
-GIB = 1 << 30
-MIB = 1 << 20
 
 # --- constants of model-facts §3 (all [inferred] there unless noted) -----------------------------
 WEIGHT_OVERHEAD = int(0.03 * GIB)  # W: "+ 0.03 GiB" per GPU beyond the checkpoint bytes

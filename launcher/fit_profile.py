@@ -74,7 +74,7 @@ Target = Union["Inventory", Sequence["Gpu"], Sequence[GpuSpec], GpuModel, GpuSpe
 
 
 def _tp_pp(profile: "Profile") -> tuple[int, int]:
-    return profile.parallel.tensor_parallel_size or 1, profile.parallel.pipeline_parallel_size or 1
+    return profile.parallel.tp, profile.parallel.pp
 
 
 def gpu_specs(profile: "Profile", target: Target, environ: Mapping[str, str] | None = None) -> list[GpuSpec]:

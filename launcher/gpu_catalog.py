@@ -6,10 +6,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from launcher.defaults import GIB, MIB  # noqa: E402,F401
 from launcher.errors import ProfileError
-
-GIB = 1 << 30
-MIB = 1 << 20
 
 # How far a "~" value of model-facts §5 may be off; a value seen in a real log or capture gets
 # model-facts §3's ±0.05 GiB.
@@ -39,10 +37,6 @@ class GpuModel:
     source: str
     aliases: tuple[str, ...] = ()
     nvml_names: tuple[str, ...] = ()  # other NVML spellings of the same model (SXM/PCIe)
-
-    @property
-    def memory_total_mib(self) -> int:
-        return self.memory_total_bytes // MIB
 
     @property
     def cuda_total_gib(self) -> float:

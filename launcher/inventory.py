@@ -62,7 +62,8 @@ from launcher.errors import ProfileError
 from launcher.schema import parse_compute_capability
 
 FORMAT = "launcher-inventory/1"
-GIB = 1 << 30
+from launcher.defaults import GIB  # noqa: E402,F401
+
 VISIBILITY_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 P2P_STATUSES = (
     "ok",

@@ -14,10 +14,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from launcher.deploy import DEFAULT_API_PORT, MULTINODE_FLAGS, deployment_of, multinode_args, topology
+from launcher.defaults import DEFAULT_PORT as DEFAULT_API_PORT
+from launcher.deploy import MULTINODE_FLAGS, multinode_args
 from launcher.errors import ProfileError
 from launcher.render import Rendered
 from launcher.schema import Profile
+from launcher.topology import deployment_of, topology
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -86,9 +86,6 @@ _QWEN36_27B_INT8_MTP = ModelFacts(
 
 MODEL_FACTS: dict[str, ModelFacts] = {_QWEN36_27B_INT8_MTP.hf_id: _QWEN36_27B_INT8_MTP}
 
-VALID_TP: tuple[int, ...] = _QWEN36_27B_INT8_MTP.valid_tensor_parallel_sizes
-
-
 def is_known(model: str | None) -> bool:
     """Whether launcher holds facts for this model id (a local copy names it in `model.facts`)."""
     return bool(model) and model.strip().lower() in {k.lower() for k in MODEL_FACTS}

@@ -289,7 +289,7 @@ class Candidate:
         """Bigger is better: fewest warnings, most GPUs (tensor parallel above 4 counted as 4), longest context."""
         assert self.resolved is not None and self.report is not None
         p = self.resolved.profile
-        tp = p.parallel.tensor_parallel_size or 1
+        tp = p.parallel.tp
         # Above TP 4 this model's 4 KV heads are replicated: TP 8 holds about what TP 4 holds on
         # twice the GPUs (model-facts §3), so it is no better a use of the machine.
         effective = p.parallel.world_size // tp * min(tp, 4)  # one node: multi-node profiles never reach the ranking
@@ -381,7 +381,3 @@ def gpus_used(report: Report, inventory: Inventory) -> list[Gpu]:
         if g is not None:
             out.append(g)
     return out
-
-
-def result_line(r: CheckResult) -> str:
-    return f"{r.status.upper():<5} {r.id:<19} {r.message}"

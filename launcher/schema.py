@@ -8,11 +8,12 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from launcher.defaults import DEFAULT_VLLM_VERSION
+
 # Upstream vllm#37035: num_speculative_tokens > 4 crashes the GDN spec-decode path.
 MAX_SPECULATIVE_TOKENS = 4
 # vllm#51679: these XML tool parsers swallow </think> unless the qwen3 reasoning parser runs.
 TOOL_PARSERS_NEEDING_QWEN3_REASONING = ("qwen3_xml", "qwen3_coder")
-DEFAULT_VLLM_VERSION = "0.33.0"
 
 
 class StrictModel(BaseModel):
@@ -185,8 +186,21 @@ class Parallel(StrictModel):
     ] = None
 
     @property
+    def tp(self) -> int:
+        """Tensor parallel size as vLLM resolves it (unset = 1)."""
+        return self.tensor_parallel_size or 1
+
+    @property
+    def pp(self) -> int:
+        return self.pipeline_parallel_size or 1
+
+    @property
+    def dp(self) -> int:
+        return self.data_parallel_size or 1
+
+    @property
     def world_size(self) -> int:
-        return (self.tensor_parallel_size or 1) * (self.pipeline_parallel_size or 1) * (self.data_parallel_size or 1)
+        return self.tp * self.pp * self.dp
 
 
 class Engine(StrictModel):
@@ -503,7 +517,7 @@ def _rule_valid_tp(p: Profile) -> None:
     from launcher.model_facts import MODEL_FACTS
 
     facts = MODEL_FACTS.get(p.facts_key)
-    tp = p.parallel.tensor_parallel_size or 1
+    tp = p.parallel.tp
     if facts is not None and tp not in facts.valid_tensor_parallel_sizes:
         valid = ", ".join(str(v) for v in facts.valid_tensor_parallel_sizes)
         raise RuleError(
@@ -522,7 +536,7 @@ def _rule_gpu_count(p: Profile) -> None:
 
 
 def _rule_mtp_pipeline(p: Profile) -> None:
-    if p.mtp_enabled and (p.parallel.pipeline_parallel_size or 1) > 1:
+    if p.mtp_enabled and p.parallel.pp > 1:
         raise RuleError(
             "parallel.pipeline_parallel_size",
             "MTP speculative decoding does not work with pipeline parallel > 1 (vllm#49355); use tensor parallel or set speculative.enabled: false",
@@ -549,7 +563,7 @@ def _rule_deployment(p: Profile) -> None:
     if d is None:
         return
     par = p.parallel
-    tp, pp, dp = par.tensor_parallel_size or 1, par.pipeline_parallel_size or 1, par.data_parallel_size or 1
+    tp, pp, dp = par.tp, par.pp, par.dp
     if d.hosts and len(d.hosts) != d.nodes:
         raise RuleError("deployment.hosts", f"lists {len(d.hosts)} hosts but deployment.nodes is {d.nodes}; give one entry per node, head first")
     if d.nodes > 1 and d.gpus_per_node is None and not d.hosts and p.hardware.gpu_count % d.nodes:

@@ -20,7 +20,7 @@ def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu
         raise click.UsageError("give either --gpu or --inventory, not both")
     if count is not None and not gpu:
         raise click.UsageError("--count goes with --gpu")
-    need = (profile.parallel.tensor_parallel_size or 1) * (profile.parallel.pipeline_parallel_size or 1)
+    need = profile.parallel.tp * profile.parallel.pp
     if gpu:
         from launcher.gpu_catalog import lookup
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from typing import Optional
 
 import click
 
 from launcher.errors import HardwareError
 from launcher.inventory import GIB, Inventory, dump_inventory, inventory_json_schema, load_inventory, resolve_visible
-
-
 from launcher.runtime import Runtime, runtime_of  # noqa: F401  (re-exported for tests)
 
 

@@ -25,7 +25,7 @@ def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]
                 "name": name,
                 "path": str(path),
                 "gpus": p.hardware.gpu_count if p.hardware.device == "cuda" else "cpu",
-                "tp": p.parallel.tensor_parallel_size or 1,
+                "tp": p.parallel.tp,
                 "min_memory_gib": p.hardware.min_memory_gib,
                 "context": p.engine.max_model_len,
                 "mtp": p.speculative.num_speculative_tokens if p.mtp_enabled and p.speculative else 0,

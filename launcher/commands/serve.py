@@ -9,8 +9,8 @@ from launcher.errors import HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
 from launcher.render import Rendered
-from launcher.validate import render_checked
 from launcher.runtime import Runtime, runtime_of
+from launcher.validate import render_checked
 
 __all__ = ["Runtime", "serve"]
 

@@ -89,7 +89,7 @@ def rendered(name: str, sets: tuple[str, ...] = (), profiles_dirs: tuple[str, ..
 def test_every_shipped_profile_validates_against_the_compose_spec(name: str) -> None:
     r, profile = rendered(name)
     assert validate(compose_file(r, profile)) == []
-    text = format_compose(r)
+    text = format_compose(r, profile)
     assert validate(yaml.safe_load(text)) == []
 
 
@@ -112,7 +112,7 @@ def test_gpu_count_reserved_is_what_the_profile_needs(name: str, count: int) -> 
     r, profile = rendered(name)
     device = compose_service(r, profile)["deploy"]["resources"]["reservations"]["devices"]
     assert device == [{"driver": "nvidia", "count": count, "capabilities": ["gpu"]}]
-    assert count == profile.hardware.gpu_count == gpus_needed(r)
+    assert count == profile.hardware.gpu_count == gpus_needed(profile)
 
 
 def test_pinned_devices_are_reserved_by_id_and_renumbered(write_profile) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +128,7 @@ def test_pinned_devices_are_reserved_by_id_and_renumbered(write_profile) -> None
 def test_data_parallel_counts_too(write_profile) -> None:  # type: ignore[no-untyped-def]
     path = write_profile("dp2", "extends: tp4\nhardware:\n  gpu_count: 8\nparallel:\n  tensor_parallel_size: 4\n  data_parallel_size: 2\n")
     r, profile = rendered(str(path))
-    assert gpus_needed(r) == 8
+    assert gpus_needed(profile) == 8
     assert compose_service(r, profile)["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 8
 
 
@@ -171,8 +171,8 @@ def test_local_model_path_is_mounted_read_only() -> None:
 
 def test_docker_compose_reads_it_as_intended(tmp_path: Path) -> None:
     """Interpolation: the API key and HF token come from the caller's shell; `$` stays literal."""
-    r, _ = rendered("dual-3090", sets=("server.api_key_env=MY_VLLM_KEY", "env.NOTE=cost$HOME"))
-    text = format_compose(r)
+    r, profile = rendered("dual-3090", sets=("server.api_key_env=MY_VLLM_KEY", "env.NOTE=cost$HOME"))
+    text = format_compose(r, profile)
     assert "sk-secret" not in text and "hf_secret" not in text
     ok = compose_config(tmp_path, text, {"MY_VLLM_KEY": "sk-secret", "HF_TOKEN": "hf_secret"})
     assert ok.returncode == 0, ok.stderr
@@ -196,16 +196,16 @@ def test_docker_compose_reads_it_as_intended(tmp_path: Path) -> None:
 
 
 def test_docker_compose_refuses_to_start_without_the_api_key(tmp_path: Path) -> None:
-    r, _ = rendered("tp4", sets=("server.api_key_env=MY_VLLM_KEY",))
-    missing = compose_config(tmp_path, format_compose(r), {})
+    r, profile = rendered("tp4", sets=("server.api_key_env=MY_VLLM_KEY",))
+    missing = compose_config(tmp_path, format_compose(r, profile), {})
     assert missing.returncode != 0
     assert "MY_VLLM_KEY is not set" in missing.stderr
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_docker_compose_accepts_every_shipped_profile(tmp_path: Path, name: str) -> None:
-    r, _ = rendered(name)
-    result = compose_config(tmp_path, format_compose(r), {})
+    r, profile = rendered(name)
+    result = compose_config(tmp_path, format_compose(r, profile), {})
     assert result.returncode == 0, result.stderr
 
 

@@ -15,20 +15,19 @@ from launcher.deploy import (
     format_node,
     format_plan,
     is_distributed,
-    local_gpu_count,
     node_command,
     plan,
     scale_out_advice,
     topology,
 )
 from launcher.errors import ProfileError
-from launcher.fit import GIB, FitInput, estimate
+from launcher.fit import FitInput, estimate
 from launcher.gpu_catalog import lookup
 from launcher.load import resolve
 from launcher.model_facts import facts_for
 from launcher.render import option_pairs
+from launcher.schema import Profile, node_gpu_counts
 from launcher.validate import command as render
-from launcher.schema import Profile
 from tests.conftest import REPO
 
 SERVE_ARGS = REPO.parent / "shared" / "data" / "vllm-0.33.0-serve-args.json"
@@ -114,10 +113,10 @@ def test_valid_layouts(write_profile) -> None:
 
 def test_local_gpu_count_is_per_node(write_profile) -> None:
     p = load(write_profile, TWO_NODES)
-    assert p.hardware.gpu_count == 8 and local_gpu_count(p, 0) == local_gpu_count(p, 1) == 4
-    assert local_gpu_count(resolve("tp8", environ={}).profile) == 8
-    with pytest.raises(ProfileError, match="ranks 0..1"):
-        local_gpu_count(p, 2)
+    assert p.hardware.gpu_count == 8 and node_gpu_counts(p) == (4, 4)
+    assert node_gpu_counts(resolve("tp8", environ={}).profile) == (8,)
+    with pytest.raises(ProfileError, match=r"ranks 0..1"):
+        node_command(p, 2)
 
 
 # ------------------------------------------------------------------------- one command per node
@@ -237,7 +236,7 @@ def test_shipped_multi_node_example_renders_both_nodes() -> None:
     head, worker = plan(p).nodes
     assert isinstance(head, NodeCommand) and head.host != worker.host
     assert "--speculative-config" not in head.rendered.argv  # MTP off with pipeline parallel
-    assert local_gpu_count(p) == 4 and p.hardware.gpu_count == 8
+    assert node_gpu_counts(p)[0] == 4 and p.hardware.gpu_count == 8
 
 
 # ---------------------------------------------------------------------------- TP8 scale-out advice

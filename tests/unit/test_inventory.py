@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ProfileError
+from launcher.gpu_catalog import lookup
 from launcher.inventory import (
     GIB,
     Gpu,
@@ -56,7 +57,8 @@ def test_minimal_hand_written_file_needs_only_the_required_keys() -> None:
     assert inv.driver_version == "580.95.05" and inv.cuda_driver_version == 13000 and inv.cuda_text == "13.0"
     assert gpu.compute_capability == (8, 6)
     assert gpu.processes is None  # absent = unknown, not "none"
-    assert gpu.memory_reserved_bytes is None and gpu.cuda_total_bytes == gpu.memory_total_bytes
+    # without a reserved field, CUDA's total comes from the GPU table (never NVML's raw total)
+    assert gpu.memory_reserved_bytes is None and gpu.cuda_total_bytes == lookup("RTX 3090").cuda_total_bytes < gpu.memory_total_bytes
     assert inv.links == () and inv.environment == {}
 
 
