@@ -25,16 +25,17 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail", "skip"]
 STATUS_ORDER = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
 
-# vLLM 0.33's default (config/cache.py; model-facts §2.1).
+# vLLM 0.33's default (config/cache.py; docs/memory-model.md#budget-r).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
-# Outside vLLM's budget: CUDA context + NCCL + cuBLAS before the free-memory check (model-facts §3, §6.2:
-# 0.5-1.0 GiB, rule of thumb 0.6), and FlashInfer's 394 MiB workspace taken after KV sizing.
+# Outside vLLM's budget: CUDA context + NCCL + cuBLAS before the free-memory check (0.5-1.0 GiB, rule of
+# thumb 0.6: docs/memory-model.md#outside-the-budget), and FlashInfer's 394 MiB workspace taken after KV
+# sizing (docs/memory-model.md#flashinfer-workspace).
 CONTEXT_MARGIN_GIB = 0.6
 CONTEXT_UNCERTAINTY_GIB = 0.4  # the context + NCCL term can be up to ~1.0 GiB: less headroom than this is a warning
 FLASHINFER_WORKSPACE_GIB = 0.4
-# This model's floor: bf16 activations, FlashInfer, the wheel under CUDA 13 (model-facts §4).
+# This model's floor: bf16 activations, FlashInfer, the wheel under CUDA 13 (docs/memory-model.md#compute-capability-floor).
 MODEL_MIN_COMPUTE_CAPABILITY = (8, 0)
-# NVIDIA minor-version compatibility: CUDA 13.x needs driver >= 580, CUDA 12.x >= 525 (model-facts §4).
+# NVIDIA minor-version compatibility: CUDA 13.x needs driver >= 580, CUDA 12.x >= 525 (docs/memory-model.md#driver-and-cuda).
 DRIVER_FOR_CUDA = ((580, 13000), (525, 12000))
 
 FP8_BACKEND_FIX = (
@@ -157,7 +158,7 @@ class Route:
 
 
 def attention_route(cc: tuple[int, int], backend: Optional[str], kv_dtype: Optional[str]) -> Route:
-    """vLLM 0.33's attention backend choice and limits for a compute capability and KV dtype (model-facts §4)."""
+    """vLLM 0.33's attention backend choice and limits for a compute capability and KV dtype (docs/memory-model.md#attention-backend-and-fp8-kv)."""
     backend = backend.upper() if backend else None
     fp8 = is_fp8(kv_dtype)
     e5m2 = fp8 and "e5m2" in str(kv_dtype).lower()

@@ -1,8 +1,9 @@
 """Deployments beyond one box: the topology, each node's own command, and scale-out advice. Pure: no I/O.
 
 Builds on `launcher.render.render`, whose output for a one-machine profile is left untouched. The
-multi-node facts (flags, per-node environment, start order) are ../shared/docs/field-notes.md §4 and
-vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; the TP8 advice is model-facts §2.6 and §3.
+multi-node facts (flags, per-node environment, start order) are docs/multi-node.md#rendering and
+vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; the TP8 advice is
+docs/memory-model.md#tensor-and-pipeline-parallel and docs/multi-node.md#which-layout.
 """
 
 from __future__ import annotations
