@@ -70,7 +70,7 @@ class Seen:
 
 @dataclass(frozen=True)
 class MemorySummary:
-    """The worker's post-start line that suggests `--kv-cache-memory=<bytes>` (§2.1 step 7)."""
+    """The worker's post-start line that suggests `--kv-cache-memory=<bytes>` (docs/memory-model.md#the-start-up-sequence)."""
 
     free_gib: float
     total_gib: float
@@ -227,7 +227,7 @@ def compare(result: FitResult, log: StartLog) -> list[Row]:
     """Predicted against actual for every quantity the log states.
 
     Tolerances: the estimate's own ± for memory terms (plus the log's 0.01 GiB rounding);
-    zero for the KV geometry, which model-facts §3 calls exact.
+    zero for the KV geometry, which is exact (docs/memory-model.md#kv-geometry).
     """
     rows: list[Row] = []
     r = result

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail", "skip"]
 STATUS_ORDER = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
 
-# This model's floor: bf16 activations, FlashInfer, the CUDA 13 wheels (docs/memory-model.md).
+# This model's floor: bf16 activations, FlashInfer, the CUDA 13 wheels (docs/memory-model.md#compute-capability-floor).
 MODEL_MIN_COMPUTE_CAPABILITY = (8, 0)
 
 MIG_FIX = (

@@ -2,8 +2,9 @@
 
 Every node's command comes from `launcher.validate.command` (rendered, translated and checked for
 the target vLLM, the per-node flags included), so a node runs what `render` prints. The
-multi-node facts (flags, per-node environment, start order) are ../shared/docs/field-notes.md §4 and
-vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; the TP8 advice is model-facts §2.6 and §3.
+multi-node facts (flags, per-node environment, start order) are docs/multi-node.md#rendering and
+vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; the TP8 advice is
+docs/memory-model.md#tensor-and-pipeline-parallel and docs/multi-node.md#which-layout.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pure memory-fit estimator for vLLM 0.33 serving the hybrid Gated-DeltaNet + attention model.
 
-Follows ../shared/docs/model-facts.md §2 (vLLM's accounting) and §3 (the formula) term by term;
-every term carries its source and its uncertainty. No I/O: weight sizes come in as `WeightSizes`
+Follows docs/memory-model.md (vLLM's accounting and the formula) term by term; every term
+carries its source (an anchor of that document) and its uncertainty. No I/O: weight sizes come in as `WeightSizes`
 (read by `launcher.weights`), GPU memory as numbers (from an inventory or `launcher.gpu_catalog`).
 """
 
@@ -17,7 +17,7 @@ from launcher.defaults import GIB, MIB  # noqa: E402,F401
 from launcher.errors import ProfileError
 from launcher.model_facts import DEFAULT_MODEL_ID, MODEL_FACTS, ModelFacts
 
-# --- constants of model-facts §3 (all [inferred] there unless noted) -----------------------------
+# --- constants of docs/memory-model.md (all [inferred] there unless noted) -----------------------
 WEIGHT_OVERHEAD = int(0.03 * GIB)  # W: "+ 0.03 GiB" per GPU beyond the checkpoint bytes
 PERSISTENT_BASE = int(0.25 * GIB)  # P: buffers and workspaces independent of max_num_seqs
 PERSISTENT_PER_SEQ_PER_VOCAB = 4.125  # P: penalty tables int32 [N, V] plus ~1/32 extra, bytes
@@ -27,11 +27,11 @@ SAMPLER_BYTES = 4  # A: fp32 logits; the sampler peak holds 3 copies of [min(N, 
 ENCODER_PROFILE = int(1.5 * GIB)  # A: vision encoder profiling without --language-model-only (1-2 GiB, [UNVERIFIED])
 GRAPH_SMALL = int(0.20 * GIB)  # G: N*(1+k)*2 <= 32 capture sizes (0.15-0.3 GiB)
 GRAPH_SMALL_LIMIT = 32
-GRAPH_LARGE_BASE = 0.60 * GIB  # G: 24 GB cards in the §3 table (0.5-1.0 GiB range)
-GRAPH_LARGE_MEMORY_STEP = 0.20 * GIB  # G: 80 GB cards sit at 0.8 in the §3 table
+GRAPH_LARGE_BASE = 0.60 * GIB  # G: 24 GB cards in docs/memory-model.md#worked-numbers (0.5-1.0 GiB range)
+GRAPH_LARGE_MEMORY_STEP = 0.20 * GIB  # G: 80 GB cards sit at 0.8 in docs/memory-model.md#worked-numbers
 GRAPH_LARGE_SEQS_STEP = 0.20 * GIB  # G: max_num_seqs 1024 (H100 defaults) sits at 1.0
 
-# --- uncertainties of model-facts §3 "Uncertainty of each term" -----------------------------------
+# --- uncertainties: docs/memory-model.md#uncertainty-and-verdicts ----------------------------------
 SIGMA_T = int(0.05 * GIB)
 SIGMA_W_LOCAL = int(0.05 * GIB)
 SIGMA_W_FACTS_TIMES_TP = int(1.0 * GIB)  # ±0.5 GiB per GPU at TP2 from shipped facts
@@ -52,7 +52,7 @@ VERDICTS = ("fits", "marginal", "does-not-fit")
 
 
 def kv_bytes_per_element(kv_cache_dtype: str) -> int:
-    """KV bytes per element for a `--kv-cache-dtype` value (model-facts §2.5)."""
+    """KV bytes per element for a `--kv-cache-dtype` value (docs/memory-model.md#attention-bytes-per-token)."""
     try:
         return KV_DTYPE_BYTES[kv_cache_dtype.lower()]
     except KeyError:
@@ -93,15 +93,15 @@ class FitInput:
 
     total_memory_bytes: int  # T: cudaMemGetInfo total of the smallest GPU
     compute_capability: tuple[int, int]
-    gpu_memory_utilization: float = 0.92  # vLLM 0.33 default (§2.1)
+    gpu_memory_utilization: float = 0.92  # vLLM 0.33 default (docs/memory-model.md#budget-r)
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     kv_cache_dtype: str = "auto"
     num_speculative_tokens: int = 0  # k; 0 = no MTP
     max_model_len: int = 262144
-    max_num_seqs: int | None = None  # None = vLLM's default for this GPU (§2.2)
-    max_num_batched_tokens: int | None = None  # None = vLLM's default for this GPU (§2.2)
-    enable_prefix_caching: bool = True  # vLLM's default for hybrid models (§2.3)
+    max_num_seqs: int | None = None  # None = vLLM's default for this GPU (docs/memory-model.md#batch-defaults)
+    max_num_batched_tokens: int | None = None  # None = vLLM's default for this GPU (docs/memory-model.md#batch-defaults)
+    enable_prefix_caching: bool = True  # vLLM's default for hybrid models (docs/memory-model.md#state-blocks-s)
     language_model_only: bool = False
     skip_mm_profiling: bool = False  # --skip-mm-profiling: no encoder pass, the tower still loads
     gpu_name: str = ""  # NVML name; "A100" keeps vLLM's small batch defaults
@@ -303,7 +303,7 @@ class FitResult:
 
 
 def batch_defaults(inp: FitInput) -> tuple[int, int]:
-    """vLLM's `vllm serve` defaults (max_num_batched_tokens, max_num_seqs) before user values (§2.2).
+    """vLLM's `vllm serve` defaults (max_num_batched_tokens, max_num_seqs) before user values (docs/memory-model.md#batch-defaults).
 
     engine/arg_utils.py::get_batch_defaults compares NVML's total memory, the device name ("a100")
     and the compute capability (12.1 is GB10, kept on the small tier).
@@ -318,7 +318,7 @@ def batch_defaults(inp: FitInput) -> tuple[int, int]:
 
 
 def resolve_batch(inp: FitInput) -> tuple[int, int]:
-    """(M, N) as vLLM ends up with them: defaults, throughput doubling, M capped at N*L (§2.2)."""
+    """(M, N) as vLLM ends up with them: defaults, throughput doubling, M capped at N*L (docs/memory-model.md#batch-defaults)."""
     default_m, default_n = batch_defaults(inp)
     n = inp.max_num_seqs if inp.max_num_seqs is not None else default_n
     m = inp.max_num_batched_tokens if inp.max_num_batched_tokens is not None else default_m
@@ -416,7 +416,7 @@ def _clamp01(x: float) -> float:
 
 
 def estimate(inp: FitInput) -> FitResult:
-    """Run model-facts §3 for one GPU and return every term.
+    """Run the estimate of docs/memory-model.md for one GPU and return every term.
 
     Raises:
         ProfileError: an input the estimator cannot model (invalid TP, unknown KV dtype, ...).
@@ -434,11 +434,11 @@ def estimate(inp: FitInput) -> FitResult:
     M, N = resolve_batch(inp)
     notes: list[str] = []
 
-    # R = ceil(T*u): utils.request_memory (§2.1 step 2).
+    # R = ceil(T*u): utils.request_memory (docs/memory-model.md#budget-r).
     budget = Term("budget", math.ceil(T * u), int(round(u * inp.total_memory_uncertainty_bytes)),
-                  "model-facts §2.1: ceil(total x gpu_memory_utilization)")
+                  "docs/memory-model.md#budget-r: ceil(total x gpu_memory_utilization)")
 
-    # W = (S_main - lmo*S_vis + [k>0]*S_mtp)/t + 0.03 GiB (§3). With PP, language layers split
+    # W = (S_main - lmo*S_vis + [k>0]*S_mtp)/t + 0.03 GiB (docs/memory-model.md#weights-w). With PP, language layers split
     # over stages; the vision tower (stage 0) and MTP (last stage) are charged whole [inferred].
     w = inp.weights
     vision = w.vision_bytes if not inp.language_model_only else 0
@@ -446,21 +446,21 @@ def estimate(inp: FitInput) -> FitResult:
     mtp = w.mtp_bytes if k > 0 else 0
     weight_bytes = int(language / (t * pp) + vision / t + mtp / t) + WEIGHT_OVERHEAD
     sigma_w = SIGMA_W_LOCAL if w.from_local_index else SIGMA_W_FACTS_TIMES_TP // (t * pp)
-    weights = Term("weights", weight_bytes, sigma_w, f"model-facts §3 W; bytes from {w.source}")
+    weights = Term("weights", weight_bytes, sigma_w, f"docs/memory-model.md#weights-w; bytes from {w.source}")
 
-    # P = 0.25 GiB + N*V*4.125 B: penalty tables [N, V] int32 and other persistent buffers (§2.2, §3).
+    # P = 0.25 GiB + N*V*4.125 B: penalty tables [N, V] int32 and other persistent buffers (docs/memory-model.md#persistent-buffers-p).
     persistent = Term("persistent", int(PERSISTENT_BASE + N * V * PERSISTENT_PER_SEQ_PER_VOCAB), SIGMA_P,
-                      "model-facts §3 P: 0.25 GiB + max_num_seqs x vocab x 4.125 B")
+                      "docs/memory-model.md#persistent-buffers-p: 0.25 GiB + max_num_seqs x vocab x 4.125 B")
 
-    # A = 0.15 GiB + 0.30 GiB*(M/1024)/t + 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (§2.2, §3).
+    # A = 0.15 GiB + 0.30 GiB*(M/1024)/t + 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (docs/memory-model.md#activation-peak-a).
     act = ACTIVATION_BASE + ACTIVATION_PER_1K_TOKENS * (M / 1024) / t + 3 * min(N, M) * V * SAMPLER_BYTES
     if not inp.language_model_only and not inp.skip_mm_profiling and w.vision_bytes > 0:
         act += ENCODER_PROFILE
     act_bytes = int(act)
     activation = Term("activation", act_bytes, int(SIGMA_A_FRACTION * act_bytes),
-                      "model-facts §3 A: profile-run peak (batched tokens, sampler, encoder), ±50 %")
+                      "docs/memory-model.md#activation-peak-a: profile-run peak (batched tokens, sampler, encoder), ±50 %")
 
-    # G: CUDA graphs (§2.2 capture sizes, §3). The large-regime value interpolates the §3 table's
+    # G: CUDA graphs (docs/memory-model.md#cuda-graphs-g). The large-regime value interpolates the worked numbers'
     # anchors (0.6 GiB on 24 GB cards, 0.8 on 80 GB cards, 1.0 with 1024 sequences) [inferred];
     # its slope in T (0.2 GiB over 55 GiB) stays far below u so more memory never costs capacity.
     if inp.enforce_eager:
@@ -474,18 +474,18 @@ def estimate(inp: FitInput) -> FitResult:
             + GRAPH_LARGE_SEQS_STEP * _clamp01((N - 256) / 768)
         )
     cudagraph = Term("cudagraph", graph_bytes, 0 if inp.enforce_eager else SIGMA_G,
-                     "model-facts §3 G: captured CUDA graphs, ±0.3 GiB")
+                     "docs/memory-model.md#cuda-graphs-g: captured CUDA graphs, ±0.3 GiB")
 
-    # K = R - W - P - A - G (§2.1 step 5), or the --kv-cache-memory-bytes value.
+    # K = R - W - P - A - G (docs/memory-model.md#kv-cache-k), or the --kv-cache-memory-bytes value.
     if inp.kv_cache_memory_bytes is not None:
-        kv = Term("kv_available", inp.kv_cache_memory_bytes, 0, "--kv-cache-memory-bytes (profiling skipped, §2.1)")
+        kv = Term("kv_available", inp.kv_cache_memory_bytes, 0, "--kv-cache-memory-bytes (profiling skipped, docs/memory-model.md#kv-cache-k)")
     else:
         kv_bytes = budget.bytes - weights.bytes - persistent.bytes - activation.bytes - cudagraph.bytes
         sigma_k = _rss(budget.uncertainty_bytes, weights.uncertainty_bytes, persistent.uncertainty_bytes,
                        activation.uncertainty_bytes, cudagraph.uncertainty_bytes)
-        kv = Term("kv_available", kv_bytes, sigma_k, "model-facts §3 K = R - W - P - A - G")
+        kv = Term("kv_available", kv_bytes, sigma_k, "docs/memory-model.md#kv-cache-k: K = R - W - P - A - G")
 
-    # KV geometry (§2.3, exact). a: attention bytes per token per layer, KV heads replicated past TP4.
+    # KV geometry (docs/memory-model.md#kv-geometry, exact). a: attention bytes per token per layer, KV heads replicated past TP4.
     heads = max(1, facts.num_key_value_heads // t)
     a = 2 * heads * facts.head_dim * b
     # m: GDN state per layer per slot: conv (3+k rows, conv dtype) + recurrent (fp32 by default).
@@ -506,7 +506,7 @@ def estimate(inp: FitInput) -> FitResult:
     gdn_groups = facts.linear_attention_layers // facts.full_attention_layers
     S = (2 + k + c) if pc else (1 + k)  # MambaSpec.max_memory_usage_bytes: align vs none
     r = math.ceil(L / B) + gdn_groups * S
-    need = bpb * (r + 1)  # one request at L plus the null block (§2.1 step 6)
+    need = bpb * (r + 1)  # one request at L plus the null block (docs/memory-model.md#blocks-per-request-and-the-null-block)
 
     num_blocks = max(0, kv.bytes // bpb)
     concurrency = num_blocks / r
@@ -544,9 +544,10 @@ def estimate(inp: FitInput) -> FitResult:
             "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
         )
     if inp.compute_capability < (8, 0):
-        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 (model-facts §4)")
+        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 "
+                     "(docs/memory-model.md#compute-capability-floor)")
     if k > 0 and pp > 1:
-        notes.append("MTP does not work with pipeline parallel > 1 (model-facts §2.6)")
+        notes.append("MTP does not work with pipeline parallel > 1 (docs/troubleshooting.md#mtp-with-pipeline-parallel)")
     if pp > 1:
         notes.append("pipeline parallel: per-stage split of layers and weights is approximate [inferred]")
     if L > limit:

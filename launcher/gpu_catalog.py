@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from launcher.defaults import GIB, MIB  # noqa: E402,F401
 from launcher.errors import ProfileError
 
-# How far a "~" value of model-facts §5 may be off; a value seen in a real log or capture gets
-# model-facts §3's ±0.05 GiB.
+# How far a "~" value of docs/memory-model.md#gpu-memory-table may be off; a value seen in a real
+# log or capture gets ±0.05 GiB (docs/memory-model.md#budget-r).
 _SEEN_UNCERTAINTY = int(0.05 * GIB)
 _APPROX_UNCERTAINTY = int(0.25 * GIB)
 
@@ -21,7 +21,7 @@ class GpuModel:
 
     `memory_total_bytes` is NVML's total (`nvidia-smi` "MiB" column times 2**20), what an
     inventory holds. `cuda_total_bytes` is `cudaMemGetInfo` total, what vLLM budgets from
-    (model-facts §2.1, §5 "CUDA GiB"); the difference is memory the driver keeps back.
+    (docs/memory-model.md#gpu-memory-table); the difference is memory the driver keeps back.
     """
 
     key: str
@@ -63,7 +63,7 @@ def _m(
     geforce: bool = False,
     ecc: bool = True,
     seen: bool = False,
-    source: str = "model-facts §5",
+    source: str = "docs/memory-model.md#gpu-memory-table",
     aliases: tuple[str, ...] = (),
     nvml_names: tuple[str, ...] = (),
     cuda_bytes: int | None = None,
@@ -85,10 +85,10 @@ def _m(
     )
 
 
-# NVML totals are the usual nvidia-smi figures for each board; CUDA totals are model-facts §5
-# ("seen" where §5 quotes real OOM logs, "~" otherwise). H200: both from the real NVML capture
-# ../shared/data/nvml-h200x2.json (total 150754820096 B; free with no process 150109880320 B,
-# which is the 139.8 GiB CUDA sees).
+# NVML totals are the usual nvidia-smi figures for each board; CUDA totals are those of
+# docs/memory-model.md#gpu-memory-table ("seen" where real OOM logs show them, "~" otherwise).
+# H200: both from a real NVML capture of 2 x H200 (a copy is in tests/fixtures: total 150754820096 B;
+# free with no process 150109880320 B, which is the 139.8 GiB CUDA sees).
 _MODELS: tuple[GpuModel, ...] = (
     _m("RTX 3090", "NVIDIA GeForce RTX 3090", 24576, 23.69, (8, 6), nvlink="bridge", p2p=False,
        geforce=True, ecc=False, seen=True, aliases=("3090",)),
@@ -103,7 +103,7 @@ _MODELS: tuple[GpuModel, ...] = (
     _m("L4", "NVIDIA L4", 23034, 22.1, (8, 9), nvlink="none", p2p=True),
     _m("L40S", "NVIDIA L40S", 46068, 44.4, (8, 9), nvlink="none", p2p=True),
     _m("RTX A6000", "NVIDIA RTX A6000", 49140, 47.54, (8, 6), nvlink="bridge", p2p=True,
-       source="not in model-facts §5 [UNVERIFIED]: nvidia-smi total, CUDA total from PyTorch OOM messages",
+       source="docs/memory-model.md#gpu-memory-table [UNVERIFIED]: nvidia-smi total, CUDA total from PyTorch OOM messages",
        aliases=("A6000",)),
     _m("A100-40GB", "NVIDIA A100-SXM4-40GB", 40960, 39.4, (8, 0), nvlink="sxm", p2p=True,
        aliases=("A100 40GB", "A100-40G", "A100 40"), nvml_names=("NVIDIA A100-PCIE-40GB",)),
@@ -112,7 +112,7 @@ _MODELS: tuple[GpuModel, ...] = (
     _m("H100-80GB", "NVIDIA H100 80GB HBM3", 81559, 79.19, (9, 0), nvlink="sxm", p2p=True, seen=True,
        aliases=("H100", "H100 80GB", "H100 SXM", "H100-SXM"), nvml_names=("NVIDIA H100 PCIe",)),
     _m("H200", "NVIDIA H200", 143771, 139.8, (9, 0), nvlink="sxm", p2p=True, seen=True,
-       cuda_bytes=150_109_880_320, source="real NVML capture ../shared/data/nvml-h200x2.json; model-facts §5",
+       cuda_bytes=150_109_880_320, source="real NVML capture of 2 x H200; docs/memory-model.md#gpu-memory-table",
        aliases=("H200 141GB", "H200 SXM")),
     _m("B200", "NVIDIA B200", 183359, 178.0, (10, 0), nvlink="sxm", p2p=True),
     _m("RTX 6000 Ada", "NVIDIA RTX 6000 Ada Generation", 49140, 47.4, (8, 9), nvlink="none", p2p=False,
@@ -123,8 +123,8 @@ _MODELS: tuple[GpuModel, ...] = (
        nvml_names=("NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
                    "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition")),
     _m("T4", "Tesla T4", 15360, 14.75, (7, 5), nvlink="none", p2p=True,
-       source="not in model-facts §5: nvidia-smi total, CUDA total from PyTorch OOM messages; "
-              "CC 7.5 is below this model's floor of 8.0 (model-facts §4)",
+       source="docs/memory-model.md#gpu-memory-table: nvidia-smi total, CUDA total from PyTorch OOM messages; "
+              "CC 7.5 is below this model's floor of 8.0 (docs/memory-model.md#compute-capability-floor)",
        aliases=("Tesla T4", "NVIDIA T4")),
 )
 

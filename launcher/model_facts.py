@@ -1,4 +1,4 @@
-"""Architecture and size facts for the served model, from ../shared/docs/model-facts.md §1 (no I/O)."""
+"""Architecture and size facts for the served model, as in docs/memory-model.md#the-model (no I/O)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ DEFAULT_MODEL_ID = "havenoammo/Qwen3.6-27B-INT8-MTP"
 class ModelFacts:
     """What the memory estimator and the schema rules need to know about one checkpoint.
 
-    Sizes are bytes on disk (decimal GB in model-facts). `weights_main_bytes` is everything but the
+    Sizes are bytes on disk (decimal GB in docs/memory-model.md). `weights_main_bytes` is everything but the
     MTP layer, vision tower included; `weights_vision_bytes` is the part `--language-model-only`
     drops; `weights_mtp_bytes` is loaded only when speculating.
     """
@@ -31,7 +31,7 @@ class ModelFacts:
     linear_value_head_dim: int
     linear_conv_kernel_dim: int
     # Bytes per element of the GDN recurrent state: mamba_ssm_dtype float32 is copied into
-    # mamba_ssm_cache_dtype (model-facts §2.3).
+    # mamba_ssm_cache_dtype (docs/memory-model.md#gdn-state-per-slot).
     ssm_state_dtype_bytes: int
     # Bytes per element of the conv state: mamba_cache_dtype auto means the model dtype, bf16.
     conv_state_dtype_bytes: int
@@ -54,7 +54,7 @@ class ModelFacts:
         )
 
 
-# model-facts §1 (architecture shared by Qwen3.5/3.6-27B) and §2.6 (TP must divide 24 query
+# docs/memory-model.md#the-model (architecture shared by Qwen3.5/3.6-27B; TP must divide 24 query
 # heads, 16 GDN key heads and 48 GDN value heads). Sizes: model card, 33 GB main (vision tower of
 # ~0.92 GB included) plus 0.85 GB BF16 MTP layer; a local model.safetensors.index.json wins.
 _QWEN36_27B_INT8_MTP = ModelFacts(

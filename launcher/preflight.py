@@ -291,7 +291,7 @@ class Candidate:
         p = self.resolved.profile
         tp = p.parallel.tp
         # Above TP 4 this model's 4 KV heads are replicated: TP 8 holds about what TP 4 holds on
-        # twice the GPUs (model-facts §3), so it is no better a use of the machine.
+        # twice the GPUs (docs/memory-model.md#tensor-and-pipeline-parallel), so it is no better a use of the machine.
         effective = p.parallel.world_size // tp * min(tp, 4)  # one node: multi-node profiles never reach the ranking
         context = p.engine.max_model_len if isinstance(p.engine.max_model_len, int) else 0
         return (-len(self.report.warnings), effective, context, -p.parallel.world_size, _neg_name(self.name))

@@ -543,7 +543,7 @@ def _rule_mtp_pipeline(p: Profile) -> None:
         )
 
 
-# Variables each node of a multi-node engine must set for itself (vLLM docs, field-notes §4).
+# Variables each node of a multi-node engine must set for itself (vLLM docs; docs/multi-node.md#rendering).
 PER_NODE_ENV = ("VLLM_HOST_IP",)
 
 

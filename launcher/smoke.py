@@ -1,7 +1,8 @@
 """The post-start smoke battery: a short, fixed set of requests that tells "started" from "right".
 
 Each check passes, warns, fails or is not applicable, and carries its evidence. The battery
-targets what breaks on this model (../shared/docs/field-notes.md §3.A and §3.E):
+targets what breaks on this model (docs/troubleshooting.md#mtp-and-the-hybrid-gdn-model and
+#parsers-and-chat-template):
 
 - `chat`: a chat completion answers (with a real model: "Paris" for the capital of France).
 - `reasoning`: with thinking on, the reasoning comes back in `reasoning` (or the older

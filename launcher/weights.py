@@ -1,7 +1,7 @@
 """Weight bytes of a local checkpoint (a path or the Hugging Face cache), else the shipped facts.
 
-model-facts §1: "The launcher should take weight bytes from model.safetensors.index.json ->
-metadata.total_size, not from a constant". The split into vision tower and MTP layer comes from
+docs/memory-model.md#weights-w: weight bytes come from model.safetensors.index.json ->
+metadata.total_size, not from a constant. The split into vision tower and MTP layer comes from
 the shard headers when the shards are present (8-byte length plus a JSON header, no tensor data is
 read), else from the tensor names in the index and the shipped sizes.
 """

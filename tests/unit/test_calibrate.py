@@ -13,7 +13,7 @@ from launcher.model_facts import MODEL_FACTS
 
 REAL_EXCERPT = Path("/work/shared/gpu-e2e/measured-serve-log-excerpt.txt")
 
-# 2 x RTX 3090, TP2, u 0.95, fp8 KV, --language-model-only, MTP k=2, 262144 (model-facts §3 row 2).
+# 2 x RTX 3090, TP2, u 0.95, fp8 KV, --language-model-only, MTP k=2, 262144 (docs/memory-model.md#worked-numbers row 2).
 PROFILE = FitInput(
     total_memory_bytes=round(23.69 * GIB), compute_capability=(8, 6), gpu_name="NVIDIA GeForce RTX 3090",
     gpu_memory_utilization=0.95, tensor_parallel_size=2, kv_cache_dtype="fp8", max_model_len=262144,

@@ -391,6 +391,6 @@ def test_run_preflight_uses_the_memory_fit_when_installed() -> None:
     pytest.importorskip("launcher.fit_profile")
     _, report = run_preflight("dual-3090", inventory_source=FIXTURES / "rtx3090x2-idle.json", environ={})
     fit = report.result("kv-fit")
-    # model-facts §3: 2 x 3090, TP2, u .95, L 262144, MTP k=2: K about 4.89 GiB against 4.59 needed, a 0.3 GiB margin.
+    # docs/memory-model.md#worked-numbers: 2 x 3090, TP2, u .95, L 262144, MTP k=2: K about 4.89 GiB against 4.59 needed, a 0.3 GiB margin.
     assert fit.status == "warn" and fit.data["max_model_len"] == 262144
     assert fit.fix and "--set engine.max_model_len=" in fit.fix

@@ -281,7 +281,7 @@ def test_tp8_advice_matches_the_worked_numbers_of_model_facts() -> None:
     assert advice is not None
     assert seen == [(8, 1, 8), (4, 1, 4)]  # one engine each, data parallel 1
     assert advice.kv_heads == 4 and advice.kv_head_copies == 2
-    # model-facts §3 worked rows (A100-80, k=2): TP4 ~28 and TP8 ~31 full-length requests.
+    # docs/memory-model.md#worked-numbers (A100-80, k=2): TP4 ~28 and TP8 ~31 full-length requests.
     assert advice.current.concurrency == pytest.approx(31, rel=0.1)
     assert advice.alternative.concurrency_per_engine == pytest.approx(28, rel=0.1)
     assert advice.current.gpus == advice.alternative.gpus == 8

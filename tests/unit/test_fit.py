@@ -1,4 +1,4 @@
-"""The memory estimator against model-facts §3's worked numbers, §5's GPU table and common sense."""
+"""The memory estimator against docs/memory-model.md's worked numbers, its GPU table and common sense."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from launcher.fit import (
 from launcher.gpu_catalog import lookup
 from launcher.model_facts import MODEL_FACTS, ModelFacts
 
-# model-facts §3 "Worked numbers": fp8 KV, S_main = 33.0 GB, RTX 3090 T = 23.69 GiB (SM86),
+# docs/memory-model.md#worked-numbers: fp8 KV, S_main = 33.0 GB, RTX 3090 T = 23.69 GiB (SM86),
 # A100 T = 79.25, H100 T = 79.19.
 DUAL_3090 = dict(
     total_memory_bytes=round(23.69 * GIB),
@@ -82,7 +82,7 @@ WORKED = [
 
 
 @pytest.mark.parametrize("inputs, want", WORKED)
-def test_worked_numbers_of_model_facts_section_3(inputs, want):
+def test_worked_numbers_of_the_memory_model(inputs, want):
     r = estimate(FitInput(**inputs))
     gib = lambda term: term.bytes / GIB  # noqa: E731
     assert gib(r.budget) == pytest.approx(want["R"], abs=0.005)
@@ -133,7 +133,7 @@ def test_two_full_length_requests_at_200k():
 
 
 def test_gdn_state_per_slot_anchor():
-    # §2.3: TP2, k=0 -> 30,720 + 1,572,864 = 1,603,584 B; TP4 0.77 MiB; TP8 0.38 MiB (the doc
+    # docs/memory-model.md#gdn-state-per-slot: TP2, k=0 -> 30,720 + 1,572,864 = 1,603,584 B; TP4 0.77 MiB; TP8 0.38 MiB (the doc
     # halves the rounded 1.53 MiB, hence ±0.01).
     base = dict(DUAL_3090)
     assert estimate(FitInput(**base)).gdn_state_bytes_per_slot == 1_603_584
@@ -149,7 +149,7 @@ def test_tp8_replicates_kv_heads():
     assert tp4.attn_bytes_per_token_per_layer == tp8.attn_bytes_per_token_per_layer == 2 * 1 * 256 * 1
 
 
-# model-facts §5: full-length 262k requests per replica at vLLM defaults (util 0.92, fp8 KV, LMO,
+# docs/memory-model.md#gpu-table-concurrency: full-length 262k requests per replica at vLLM defaults (util 0.92, fp8 KV, LMO,
 # MTP k=2, prefix caching on), GPU memory from the package's table. The table's "~" figures are
 # approximations: ±6 % or ±0.15, whichever is larger.
 GPU_TABLE = [
@@ -185,7 +185,7 @@ def _catalog_input(name: str, tp: int, **extra) -> FitInput:
 
 
 @pytest.mark.parametrize("name, tp, conc", GPU_TABLE, ids=[f"{n}-tp{t}" for n, t, _ in GPU_TABLE])
-def test_gpu_table_concurrency_of_model_facts_section_5(name, tp, conc):
+def test_gpu_table_concurrency_of_the_memory_model(name, tp, conc):
     r = estimate(_catalog_input(name, tp))
     assert r.concurrency_at_max_len == pytest.approx(conc, abs=max(0.06 * conc, 0.15))
 
@@ -305,7 +305,7 @@ def test_flashinfer_attention_inference(cc, kv, backend, want):
 
 
 def test_startup_check_counts_context_and_flashinfer_workspace():
-    # §3: at u 0.95 on a 3090 "the memory left over above the budget is about 0.4-0.6 GiB, which
+    # docs/memory-model.md#flashinfer-workspace: at u 0.95 on a 3090 "the memory left over above the budget is about 0.4-0.6 GiB, which
     # barely covers the 394 MiB FlashInfer workspace"; a desktop on the GPU breaks it.
     idle = estimate(FitInput(**DUAL_3090))
     assert idle.startup.flashinfer_workspace_bytes == 394 * MIB
@@ -344,7 +344,7 @@ def test_local_index_narrows_weight_uncertainty():
     read = estimate(FitInput(**dict(DUAL_3090, weights=local)))
     assert facts.weights.uncertainty_bytes / GIB == pytest.approx(0.5, abs=0.01)
     assert read.weights.uncertainty_bytes / GIB == pytest.approx(0.05, abs=0.001)
-    # §3: "With S_main = 30.8 GB, K rises to about 5.9 GiB" (the MTP case).
+    # docs/memory-model.md#worked-numbers: "with a 30.8 GB checkpoint K rises to about 5.9 GiB" (the MTP case).
     mtp = estimate(FitInput(**dict(DUAL_3090, weights=local, num_speculative_tokens=2)))
     assert mtp.kv_available.bytes / GIB == pytest.approx(5.9, abs=0.05)
 
@@ -371,7 +371,7 @@ def test_to_json_has_the_issue_keys():
     assert j["concurrency_at_max_len"] == pytest.approx(1.07, abs=0.005)
     assert j["verdict"] in ("fits", "marginal", "does-not-fit")
     for name in ("budget", "weights", "persistent", "activation", "cudagraph", "kv_available"):
-        assert j["terms"][name]["source"].startswith(("model-facts", "--kv"))
+        assert j["terms"][name]["source"].startswith(("docs/memory-model.md#", "--kv"))
         assert j["terms"][name]["uncertainty_bytes"] >= 0
 
 

@@ -47,7 +47,7 @@ def _profile(path: Path, *sets: str):
     return resolve(str(path), sets=sets).profile
 
 
-# model-facts §3 row 2 (2 x 3090, TP2, u .95, fp8, LMO, k=2, N=256).
+# docs/memory-model.md#worked-numbers row 2 (2 x 3090, TP2, u .95, fp8, LMO, k=2, N=256).
 ROW2 = FitInput(total_memory_bytes=lookup("RTX 3090").cuda_total_bytes, compute_capability=(8, 6),
                 gpu_name="NVIDIA GeForce RTX 3090", nvml_total_memory_bytes=lookup("RTX 3090").memory_total_bytes,
                 gpu_memory_utilization=0.95, tensor_parallel_size=2, kv_cache_dtype="fp8", max_model_len=262144,

@@ -78,7 +78,7 @@ def test_h200_matches_the_real_nvml_capture():
     model = match_nvml(gpu["name"])
     assert model is not None and model.key == "H200"
     assert model.memory_total_bytes == gpu["memory_total"]
-    # With no process on it, NVML's free is what cudaMemGetInfo reports as total (139.8 GiB, §5).
+    # With no process on it, NVML's free is what cudaMemGetInfo reports as total (139.8 GiB, docs/memory-model.md#gpu-memory-table).
     assert model.cuda_total_bytes == gpu["memory_free"]
     assert model.cuda_total_gib == pytest.approx(139.8, abs=0.05)
     assert tuple(gpu["cc"]) == model.compute_capability
@@ -120,7 +120,7 @@ def test_every_model_is_consistent():
         assert 0 < model.driver_reserved_bytes < 1.5 * GIB, model.key  # CUDA sees a bit less than NVML
         assert model.memory_total_bytes % (1 << 20) == 0
         if model.geforce:
-            assert not model.p2p_expected, model.key  # §4: GeForce has no P2P on the stock driver
+            assert not model.p2p_expected, model.key  # docs/memory-model.md#peer-to-peer-and-all-reduce: GeForce has no P2P on the stock driver
         assert model.nvlink in ("none", "bridge", "sxm")
 
 

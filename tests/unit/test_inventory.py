@@ -155,7 +155,7 @@ def test_schema_documents_required_keys() -> None:
 
 
 def test_cuda_total_is_nvml_total_minus_reserved() -> None:
-    # RTX 3090: NVML 24576 MiB total, CUDA reports 23.69 GiB (model-facts §5).
+    # RTX 3090: NVML 24576 MiB total, CUDA reports 23.69 GiB (docs/memory-model.md#gpu-memory-table).
     inv = load_inventory(FIXTURES / "rtx3090x2-idle.json")
     assert inv.gpus[0].memory_total_bytes == 24576 << 20
     assert inv.gpus[0].cuda_total_bytes / GIB == pytest.approx(23.69, abs=0.01)

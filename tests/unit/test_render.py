@@ -74,7 +74,7 @@ def test_json_format_is_the_contract(name) -> None:
 
 
 def _config_to_argv(mapping: dict) -> list[str]:
-    """What vLLM 0.33's --config loader does with a YAML mapping (vllm-engine-notes §4)."""
+    """What vLLM 0.33's --config loader does with a YAML mapping (docs/troubleshooting.md#config-file-false-dropped)."""
     args = []
     for key, value in mapping.items():
         if key == "model":

@@ -15,7 +15,7 @@ def test_tp8_on_8_h100_warns_and_offers_tp4x2_with_numbers() -> None:
     assert "stores each of this model's 4 KV heads twice" in advice.message
     assert advice.fix == "use profile tp4x2"
     current, alternative = advice.data["current"], advice.data["alternative"]
-    # model-facts §3: TP8 on 8 x H100 holds ~29.5 full-length requests; two TP4 engines about twice TP4's ~27.
+    # docs/memory-model.md#worked-numbers: TP8 on 8 x H100 holds ~29.5 full-length requests; two TP4 engines about twice TP4's ~27.
     assert 26 < current["concurrency"] < 31 and alternative["concurrency"] > 1.7 * current["concurrency"]
     _, tp4x2 = run_preflight("tp4x2", inventory_source=inventory, environ={})
     assert tp4x2.ok and tp4x2.result("scale-out") is None
