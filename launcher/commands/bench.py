@@ -421,6 +421,7 @@ def serve_hook(resolved: "Resolved", args_text: str, api_key: str | None, runtim
             raise ProfileError(f"--bench-args: --{forbidden.split('_')[0]} does not apply to the server being started")
     if params["json_out"] == "-":
         raise ProfileError("--bench-args: --json - would mix with vLLM's output on stdout; use --json FILE")
+    bench_command(params["vllm_path"], resolved)  # vLLM's load generator is there, before a long start
 
     def after_ready(info: "ReadyInfo") -> None:
         run_bench(dict(params, url=info.url, model=info.model, api_key=api_key), runtime,
