@@ -217,7 +217,8 @@ def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str],
         started = time.monotonic()
         try:
             with log.open("wb") as out:
-                proc = subprocess.run(program + args, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=opts.timeout)
+                proc = subprocess.run(program + args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      timeout=opts.timeout)
         except subprocess.TimeoutExpired:
             raise NotReadyError(f"vllm bench serve at concurrency {c} did not finish within {opts.timeout:g} s (log: {log})") from None
         except OSError as exc:
