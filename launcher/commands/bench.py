@@ -393,6 +393,9 @@ def run_bench(params: dict[str, Any], runtime: "Runtime", echo: Callable[[str], 
         program = bench_command(params["vllm_path"], resolved)
         if params["keep_dir"]:
             directory = Path(params["keep_dir"])
+            old = sorted(directory.glob("c*.json")) + sorted(directory.glob("meta.json")) if directory.is_dir() else []
+            if old:
+                raise ProfileError(f"--keep {directory}: already holds a run ({old[0].name}); name a new directory")
             run_live(opts, resolved, program, directory, runtime, lambda s: click.echo(s, err=True))
             reports = [report_run(directory, resolved, opts.gpu)]
         else:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from launcher import bench as analysis
 from launcher.cli import cli
+from launcher.errors import ProfileError
 from launcher.runtime import Runtime
 from tests.conftest import FIXTURES
 from tests.fake_vllm import FakeVllm
@@ -163,6 +164,9 @@ def test_live_run_writes_the_layout_and_reports(tmp_path: Path) -> None:
     again = run("bench", "--replay", str(keep), "--json", "-")
     assert json.loads(again.output)["runs"][0]["levels"] == doc["runs"][0]["levels"]
     assert "launcher: bench: concurrency 1, 4 prompts: " in result.output
+    # a kept run is not overwritten or mixed with a new one
+    again = run("bench", "--url", fake.url, "--keep", str(keep), env=env)
+    assert isinstance(again.exception, ProfileError) and "already holds a run (c1.json)" in str(again.exception)
 
 
 def test_live_run_failure_of_the_load_generator_is_exit_5(tmp_path: Path) -> None:
