@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "engines": "launcher.commands.engines:engines",
     "wait": "launcher.commands.wait:wait",
     "smoke": "launcher.commands.wait:smoke",
+    "bench": "launcher.commands.bench:bench",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -46,6 +47,7 @@ SHORT_HELP: dict[str, str] = {
     "engines": "List supported vLLM versions and what differs.",
     "wait": "Wait until a server lists its model.",
     "smoke": "Run the post-start smoke battery against a server.",
+    "bench": "Measure a server: tokens/s, latency, MTP acceptance, roofline.",
 }
 
 

@@ -37,6 +37,10 @@ class GpuModel:
     source: str
     aliases: tuple[str, ...] = ()
     nvml_names: tuple[str, ...] = ()  # other NVML spellings of the same model (SXM/PCIe)
+    # Peak memory bandwidth in GB/s (10**9 bytes/s), NVIDIA's datasheet figure for `nvml_name`;
+    # `bandwidth_variants` gives it for other NVML spellings that differ (the PCIe boards).
+    memory_bandwidth_gbs: float | None = None
+    bandwidth_variants: tuple[tuple[str, float], ...] = ()
 
     @property
     def cuda_total_gib(self) -> float:
@@ -67,6 +71,8 @@ def _m(
     aliases: tuple[str, ...] = (),
     nvml_names: tuple[str, ...] = (),
     cuda_bytes: int | None = None,
+    bandwidth: float | None = None,
+    bandwidth_variants: tuple[tuple[str, float], ...] = (),
 ) -> GpuModel:
     return GpuModel(
         key=key,
@@ -82,6 +88,8 @@ def _m(
         source=source,
         aliases=aliases,
         nvml_names=nvml_names,
+        memory_bandwidth_gbs=bandwidth,
+        bandwidth_variants=bandwidth_variants,
     )
 
 
@@ -89,43 +97,63 @@ def _m(
 # docs/memory-model.md#gpu-memory-table ("seen" where real OOM logs show them, "~" otherwise).
 # H200: both from a real NVML capture of 2 x H200 (a copy is in tests/fixtures: total 150754820096 B;
 # free with no process 150109880320 B, which is the 139.8 GiB CUDA sees).
+# Bandwidth: the peak memory bandwidth of NVIDIA's product datasheet / spec page for each board
+# (GB/s, decimal): SXM and PCIe boards differ for A100 80GB (2039 / 1935) and H100 (3350 / 2000).
+# `launcher bench` divides it by the bytes one decode step reads per GPU (its roofline).
 _MODELS: tuple[GpuModel, ...] = (
     _m("RTX 3090", "NVIDIA GeForce RTX 3090", 24576, 23.69, (8, 6), nvlink="bridge", p2p=False,
-       geforce=True, ecc=False, seen=True, aliases=("3090",)),
+       geforce=True, ecc=False, seen=True, aliases=("3090",),
+       bandwidth=936),
     _m("RTX 3090 Ti", "NVIDIA GeForce RTX 3090 Ti", 24564, 23.7, (8, 6), nvlink="bridge", p2p=False,
-       geforce=True, ecc=False, aliases=("3090 Ti",)),
+       geforce=True, ecc=False, aliases=("3090 Ti",),
+       bandwidth=1008),
     _m("RTX 4090", "NVIDIA GeForce RTX 4090", 24564, 23.64, (8, 9), nvlink="none", p2p=False,
-       geforce=True, ecc=False, seen=True, aliases=("4090",)),
+       geforce=True, ecc=False, seen=True, aliases=("4090",),
+       bandwidth=1008),
     _m("RTX 5090", "NVIDIA GeForce RTX 5090", 32607, 31.4, (12, 0), nvlink="none", p2p=False,
-       geforce=True, ecc=False, aliases=("5090",)),
-    _m("A10", "NVIDIA A10", 23028, 22.1, (8, 6), nvlink="none", p2p=True),
-    _m("A40", "NVIDIA A40", 46068, 44.3, (8, 6), nvlink="bridge", p2p=True),
-    _m("L4", "NVIDIA L4", 23034, 22.1, (8, 9), nvlink="none", p2p=True),
-    _m("L40S", "NVIDIA L40S", 46068, 44.4, (8, 9), nvlink="none", p2p=True),
+       geforce=True, ecc=False, aliases=("5090",),
+       bandwidth=1792),
+    _m("A10", "NVIDIA A10", 23028, 22.1, (8, 6), nvlink="none", p2p=True,
+       bandwidth=600),
+    _m("A40", "NVIDIA A40", 46068, 44.3, (8, 6), nvlink="bridge", p2p=True,
+       bandwidth=696),
+    _m("L4", "NVIDIA L4", 23034, 22.1, (8, 9), nvlink="none", p2p=True,
+       bandwidth=300),
+    _m("L40S", "NVIDIA L40S", 46068, 44.4, (8, 9), nvlink="none", p2p=True,
+       bandwidth=864),
     _m("RTX A6000", "NVIDIA RTX A6000", 49140, 47.54, (8, 6), nvlink="bridge", p2p=True,
        source="docs/memory-model.md#gpu-memory-table [UNVERIFIED]: nvidia-smi total, CUDA total from PyTorch OOM messages",
-       aliases=("A6000",)),
+       aliases=("A6000",),
+        bandwidth=768),
     _m("A100-40GB", "NVIDIA A100-SXM4-40GB", 40960, 39.4, (8, 0), nvlink="sxm", p2p=True,
-       aliases=("A100 40GB", "A100-40G", "A100 40"), nvml_names=("NVIDIA A100-PCIE-40GB",)),
+       aliases=("A100 40GB", "A100-40G", "A100 40"), nvml_names=("NVIDIA A100-PCIE-40GB",),
+       bandwidth=1555),
     _m("A100-80GB", "NVIDIA A100-SXM4-80GB", 81920, 79.25, (8, 0), nvlink="sxm", p2p=True, seen=True,
-       aliases=("A100", "A100 80GB", "A100-80G", "A100 80"), nvml_names=("NVIDIA A100 80GB PCIe",)),
+       aliases=("A100", "A100 80GB", "A100-80G", "A100 80"), nvml_names=("NVIDIA A100 80GB PCIe",),
+       bandwidth=2039, bandwidth_variants=(("NVIDIA A100 80GB PCIe", 1935),)),
     _m("H100-80GB", "NVIDIA H100 80GB HBM3", 81559, 79.19, (9, 0), nvlink="sxm", p2p=True, seen=True,
-       aliases=("H100", "H100 80GB", "H100 SXM", "H100-SXM"), nvml_names=("NVIDIA H100 PCIe",)),
+       aliases=("H100", "H100 80GB", "H100 SXM", "H100-SXM"), nvml_names=("NVIDIA H100 PCIe",),
+       bandwidth=3350, bandwidth_variants=(("NVIDIA H100 PCIe", 2000),)),
     _m("H200", "NVIDIA H200", 143771, 139.8, (9, 0), nvlink="sxm", p2p=True, seen=True,
        cuda_bytes=150_109_880_320, source="real NVML capture of 2 x H200; docs/memory-model.md#gpu-memory-table",
-       aliases=("H200 141GB", "H200 SXM")),
-    _m("B200", "NVIDIA B200", 183359, 178.0, (10, 0), nvlink="sxm", p2p=True),
+       aliases=("H200 141GB", "H200 SXM"),
+        bandwidth=4800),
+    _m("B200", "NVIDIA B200", 183359, 178.0, (10, 0), nvlink="sxm", p2p=True,
+        bandwidth=8000),
     _m("RTX 6000 Ada", "NVIDIA RTX 6000 Ada Generation", 49140, 47.4, (8, 9), nvlink="none", p2p=False,
-       aliases=("RTX 6000 Ada Generation", "6000 Ada")),
+       aliases=("RTX 6000 Ada Generation", "6000 Ada"),
+       bandwidth=960),
     _m("RTX PRO 6000", "NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887, 95.0, (12, 0),
        nvlink="none", p2p=False,
        aliases=("RTX PRO 6000 Blackwell", "RTX Pro 6000 Server", "PRO 6000"),
        nvml_names=("NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
-                   "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition")),
+                   "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"),
+       bandwidth=1792),
     _m("T4", "Tesla T4", 15360, 14.75, (7, 5), nvlink="none", p2p=True,
        source="docs/memory-model.md#gpu-memory-table: nvidia-smi total, CUDA total from PyTorch OOM messages; "
               "CC 7.5 is below this model's floor of 8.0 (docs/memory-model.md#compute-capability-floor)",
-       aliases=("Tesla T4", "NVIDIA T4")),
+       aliases=("Tesla T4", "NVIDIA T4"),
+        bandwidth=320),
 )
 
 _NOISE = re.compile(r"\b(nvidia|geforce|tesla)\b")
@@ -174,6 +202,20 @@ def lookup(name: str) -> GpuModel:
     hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
     known = ", ".join(m.key for m in _MODELS)
     raise ProfileError(f"unknown GPU model {name!r}{hint} (known: {known})")
+
+
+BANDWIDTH_SOURCE = "NVIDIA datasheet peak memory bandwidth"
+
+
+def memory_bandwidth(name: str) -> tuple[GpuModel, float] | None:
+    """(table entry, peak GB/s) for a GPU name as NVML reports it or a person types it; None if unknown."""
+    model = _BY_NAME.get(normalize(name))
+    if model is None or model.memory_bandwidth_gbs is None:
+        return None
+    for variant, gbs in model.bandwidth_variants:
+        if normalize(variant) == normalize(name):
+            return model, gbs
+    return model, model.memory_bandwidth_gbs
 
 
 def match_nvml(name: str) -> GpuModel | None:

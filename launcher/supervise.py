@@ -22,7 +22,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Mapping, Sequence
 
-from launcher.errors import EngineStartError, NotReadyError
+from launcher.errors import EngineStartError, LauncherError, NotReadyError
 from launcher.readiness import Progress, wait_ready
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -232,6 +232,7 @@ def serve_supervised(
     api_key: str | None = None,
     smoke_options: Mapping[str, Any] | None = None,
     on_report: Callable[[Any], None] | None = None,
+    after_ready: Callable[[Any], None] | None = None,
     echo: Callable[[str], None] = _stderr,
     output: IO[bytes] | None = None,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
@@ -250,6 +251,8 @@ def serve_supervised(
         smoke_options: more keyword arguments for `run_smoke` (random_weights,
             expect_spec_decode, checks, request_timeout, max_tokens).
         on_report: receives the SmokeReport (default: its text on stderr).
+        after_ready: called with the ReadyInfo once ready (after the smoke), e.g. `serve --bench`;
+            a LauncherError from it stops vLLM and is raised.
         echo: where launcher's own lines go (default stderr).
         output: where vLLM's output goes (default our stdout).
         stop_timeout: seconds between SIGTERM and SIGKILL when we stop vLLM.
@@ -288,24 +291,11 @@ def serve_supervised(
             raise NotReadyError(f"{exc}; vLLM was stopped") from None
         echo(f"launcher: ready after {info.elapsed_s:.1f} s: '{info.model}' at {info.url}")
 
-        if smoke:
-            from launcher.smoke import run_smoke
-
-            try:
-                report = run_smoke(url, info.model, api_key, **dict(smoke_options or {}))
-            except NotReadyError as exc:
-                if sup.signals:
-                    return sup.wait()
-                sup.stop()
-                raise NotReadyError(f"{exc}; vLLM was stopped") from None
-            if sup.signals:  # stopped while the smoke ran: not a smoke failure
-                return sup.wait()
-            (on_report or (lambda r: echo(r.format_text())))(report)
-            if not report.ok:
-                code = sup.proc.poll()
-                sup.stop()
-                why = f"vLLM had exited with code {exit_code(code)}" if code is not None else "vLLM was stopped"
-                raise NotReadyError(f"smoke failed: {', '.join(report.failed())}; {why}")
+        stopped = _smoke(sup, url, info, api_key, smoke_options, on_report, echo) if smoke else None
+        if stopped is None and after_ready is not None:
+            stopped = _after_ready(sup, after_ready, info)
+        if stopped is not None:
+            return stopped
 
         echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})")
         return sup.wait()
@@ -315,6 +305,42 @@ def serve_supervised(
         raise
     finally:
         sup.close()
+
+
+def _smoke(sup: Supervisor, url: str, info: Any, api_key: str | None, smoke_options: Mapping[str, Any] | None,
+           on_report: Callable[[Any], None] | None, echo: Callable[[str], None]) -> int | None:
+    """The smoke battery against the ready child; vLLM's exit code when a signal stopped it meanwhile."""
+    from launcher.smoke import run_smoke
+
+    assert sup.proc is not None
+    try:
+        report = run_smoke(url, info.model, api_key, **dict(smoke_options or {}))
+    except NotReadyError as exc:
+        if sup.signals:
+            return sup.wait()
+        sup.stop()
+        raise NotReadyError(f"{exc}; vLLM was stopped") from None
+    if sup.signals:  # stopped while the smoke ran: not a smoke failure
+        return sup.wait()
+    (on_report or (lambda r: echo(r.format_text())))(report)
+    if not report.ok:
+        code = sup.proc.poll()
+        sup.stop()
+        why = f"vLLM had exited with code {exit_code(code)}" if code is not None else "vLLM was stopped"
+        raise NotReadyError(f"smoke failed: {', '.join(report.failed())}; {why}")
+    return None
+
+
+def _after_ready(sup: Supervisor, hook: Callable[[Any], None], info: Any) -> int | None:
+    """Run the hook (serve --bench); a LauncherError stops vLLM and is raised, unless a signal stopped it first."""
+    try:
+        hook(info)
+    except LauncherError:
+        if sup.signals:  # stopped while it ran: vLLM's exit, not the hook's failure
+            return sup.wait()
+        sup.stop()
+        raise
+    return None
 
 
 def _group_members(pgid: int) -> list[int]:

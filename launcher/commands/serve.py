@@ -24,6 +24,11 @@ __all__ = ["Runtime", "serve"]
               help="Start vLLM as a child instead of exec'ing it, wait until it lists the model, then keep serving "
               "in the foreground (signals forwarded, exit code vLLM's). Exit 5 if it is not ready in time.")
 @click.option("--smoke", is_flag=True, help="With --wait (implied): run the smoke battery once ready; exit 5 on a failure.")
+@click.option("--bench", is_flag=True,
+              help="With --wait (implied): once ready (and smoke-tested), run `launcher bench` against it and print the "
+              "report on stderr, then keep serving. Needs `vllm bench serve` (see `launcher bench --help`); exit 5 if requests fail.")
+@click.option("--bench-args", default=None, metavar='"OPTIONS"',
+              help='`launcher bench` options for --bench (implies it), e.g. "--concurrency 1,4 --json bench.json --keep runs/x".')
 @click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
               help="Seconds to wait for readiness (loading 33 GB of weights and compiling takes minutes).")
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
@@ -39,6 +44,8 @@ def serve(
     skip_checks: bool,
     wait_ready: bool,
     smoke: bool,
+    bench: bool,
+    bench_args: str | None,
     wait_timeout: float,
     node_rank: int | None,
     extra_args: tuple[str, ...],
@@ -58,13 +65,14 @@ def serve(
     if dry_run:
         click.echo(printable(rendered))
         return
-    if wait_ready or smoke:
-        ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke))
+    if wait_ready or smoke or bench or bench_args is not None:
+        ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None))
     runtime.exec_fn(rendered)
 
 
-def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool) -> int:
-    """vLLM as a child: wait for readiness, smoke-test, stay in the foreground; vLLM's exit code."""
+def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool,
+                bench_args: str | None = None) -> int:
+    """vLLM as a child: wait for readiness, smoke-test, (benchmark,) stay in the foreground; vLLM's exit code."""
     import os
 
     from launcher.exec import child_environment
@@ -72,6 +80,11 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
 
     p = resolved.profile
     env = child_environment(rendered, os.environ)
+    extra = {}
+    if bench_args is not None:  # checked (options, vLLM's load generator) before the long start
+        from launcher.commands.bench import serve_hook
+
+        extra["after_ready"] = serve_hook(resolved, bench_args, env.get("VLLM_API_KEY"), runtime)
     click.echo(f"launcher: start: {printable(rendered)}", err=True)
     return runtime.supervise_fn(
         list(rendered.argv),
@@ -82,6 +95,7 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
         model=p.server.served_model_name or p.model.name,
         api_key=env.get("VLLM_API_KEY"),
         smoke_options={"expect_spec_decode": p.mtp_enabled},
+        **extra,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import EngineStartError, NotReadyError
+from launcher.errors import EngineStartError, NotReadyError, ProfileError
 from launcher.supervise import _group_members, exit_code, local_url, serve_supervised
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -174,6 +174,42 @@ def test_smoke_options_reach_run_smoke() -> None:
     assert rc == 0
     assert [c.name for c in reports[0].checks] == ["chat", "spec_decode"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_after_ready_failure_stops_child_and_is_raised(tmp_path: Path) -> None:
+    """serve --bench: the hook runs once ready (after the smoke); its LauncherError stops vLLM."""
+    echo, port, log = Lines(), free_port(), tmp_path / "signals"
+    seen = []
+
+    def hook(info) -> None:
+        seen.append(info.model)
+        raise ProfileError("bench: no `vllm` on PATH")
+
+    with pytest.raises(ProfileError, match="no `vllm` on PATH"):
+        serve_supervised(fake_argv(port, "--signal-log", str(log)), None, local_url(None, port), 20, smoke=True,
+                         smoke_options={"checks": ["chat"]}, on_report=lambda r: echo("smoke done"), after_ready=hook,
+                         echo=echo, output=io.BytesIO(), poll_interval=0.1)
+    assert seen == ["tiny"]
+    assert echo.lines.index("smoke done") < len(echo.lines)  # the smoke ran before the hook
+    assert log.read_text().split() == ["SIGTERM"]
+    assert wait_gone(echo.child_pid(), 1)
+    assert not any("serving in the foreground" in line for line in echo.lines)
+
+
+def test_after_ready_success_keeps_serving() -> None:
+    echo, port = Lines(), free_port()
+    seen = []
+
+    def stop_soon() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("serving in the foreground" in line for line in echo.lines):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_soon, daemon=True).start()
+    rc = serve_supervised(fake_argv(port, "--term-exit-code", "0"), None, local_url(None, port), 20, smoke=False,
+                          after_ready=lambda info: seen.append(info.url), echo=echo, output=io.BytesIO(), poll_interval=0.1)
+    assert rc == 0 and seen == [local_url(None, port)]
 
 
 # ---------------------------------------------------------------- as a real process tree

@@ -1,0 +1,435 @@
+"""`launcher bench`: run vLLM's own load generator against a server and report its speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+from launcher import bench as analysis
+from launcher.commands._common import PROFILE_HELP
+from launcher.commands.wait import API_KEY_ENV_DEFAULT, api_key_from_env
+from launcher.errors import NotReadyError, ProfileError
+from launcher.readiness import DEFAULT_URL, base_url
+
+if TYPE_CHECKING:
+    from launcher.load import Resolved
+    from launcher.readiness import ReadyInfo
+    from launcher.runtime import Runtime
+
+INSTALL_HINT = ("install vLLM where launcher runs (pip install 'vllm[bench]', or pip install 'launcher[vllm]'), "
+                "or pass --vllm PATH (a `vllm` executable, or a python that has vllm)")
+DEFAULT_LEVEL_TIMEOUT_S = 3600.0
+
+# `vllm bench serve` without the `vllm` console script (the CPU build's is broken): vLLM's own
+# parser and entry point, imported from the interpreter that has vLLM.
+BENCH_SHIM = """\
+import sys
+from vllm.benchmarks.serve import add_cli_args, main
+try:
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+except ImportError:
+    from vllm.utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser(prog="vllm bench serve")
+add_cli_args(parser)
+main(parser.parse_args(sys.argv[1:]))
+"""
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    url: str
+    model: str | None
+    tokenizer: str | None
+    concurrency: tuple[int, ...]
+    input_len: int
+    output_len: int
+    num_prompts: int | None
+    gpu: str | None
+    label: str | None
+    timeout: float
+    api_key: str | None
+
+
+# ------------------------------------------------------------------------------ vLLM's CLI
+
+
+def _is_python(path: str) -> bool:
+    return Path(path).name.startswith("python")
+
+
+def _python_has_vllm(python: str) -> bool:
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 3)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def bench_command(vllm: str | None, resolved: "Resolved | None") -> list[str]:
+    """The program that runs `vllm bench serve`: `--vllm`, else the way the profile starts vLLM, else `vllm`.
+
+    A profile whose vLLM is started as `python -m ...` (the CPU build) gets that python with the
+    bench entry point imported directly.
+    """
+    if vllm:
+        found = shutil.which(vllm)
+        if found is None:
+            raise ProfileError(f"--vllm {vllm}: not found or not executable; {INSTALL_HINT}")
+        if not _is_python(found):
+            return [found, "bench", "serve"]
+        python = found
+    elif resolved is not None and _is_python(resolved.profile.vllm.command[0]):
+        program = resolved.profile.vllm.command[0]
+        python = shutil.which(program) or ""
+        if not python:
+            raise ProfileError(f"profile {resolved.name} starts vLLM with `{program}`, which is not on PATH; {INSTALL_HINT}")
+    else:
+        found = shutil.which("vllm")
+        if found is None:
+            raise ProfileError(f"launcher bench runs `vllm bench serve`, and there is no `vllm` on PATH; {INSTALL_HINT}")
+        return [found, "bench", "serve"]
+    if not _python_has_vllm(python):
+        raise ProfileError(f"{python} has no vllm module; {INSTALL_HINT}")
+    return [python, "-c", BENCH_SHIM]
+
+
+def display_command(program: list[str], args: list[str]) -> str:
+    shown = program if program[1:2] != ["-c"] else [program[0], "-c", "<vllm bench serve entry point>"]
+    return shlex.join(shown + args)
+
+
+# ------------------------------------------------------------------------------- the server
+
+
+def _server(url: str, model: str | None, api_key: str | None) -> tuple["ReadyInfo", str]:
+    """The model the server lists, and its /metrics text; exit 5 when either is missing."""
+    from launcher.readiness import http_get, probe
+
+    seen = probe(url, model, api_key, request_timeout=10.0)
+    if seen.info is None:
+        raise NotReadyError(f"server at {base_url(url)} is not ready to benchmark: {seen.detail}")
+    try:
+        status, body = http_get(seen.info.url + "/metrics", 10.0)
+    except OSError as exc:
+        raise NotReadyError(f"server at {seen.info.url}: /metrics unreachable ({exc}); launcher bench reads the MTP counters there") from None
+    text = body.decode("utf-8", "replace")
+    if status != 200 or "vllm:" not in text:
+        what = f"answered {status}" if status != 200 else "has no vllm: metrics"
+        raise NotReadyError(f"server at {seen.info.url}: /metrics {what}; launcher bench needs a vLLM server's /metrics (MTP counters)")
+    return seen.info, text
+
+
+def _metrics(url: str) -> str:
+    from launcher.readiness import http_get
+
+    try:
+        status, body = http_get(url + "/metrics", 30.0)
+    except OSError as exc:
+        raise NotReadyError(f"server at {url}: /metrics unreachable during the benchmark ({exc})") from None
+    if status != 200:
+        raise NotReadyError(f"server at {url}: /metrics answered {status} during the benchmark")
+    return body.decode("utf-8", "replace")
+
+
+def _server_version(url: str) -> str | None:
+    from launcher.readiness import http_get
+
+    try:
+        status, body = http_get(url + "/version", 10.0)
+        version = json.loads(body).get("version") if status == 200 else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(version) if version else None
+
+
+def _local_gpu(url: str, runtime: "Runtime") -> str | None:
+    """The first GPU's NVML name, when the server is on this machine and NVML answers."""
+    from urllib.parse import urlparse
+
+    if (urlparse(url).hostname or "") not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        inventory = runtime.probe()
+    except Exception:  # no NVML, no GPU: the roofline says so
+        return None
+    return inventory.gpus[0].name if inventory.gpus else None
+
+
+# ---------------------------------------------------------------------------- the live run
+
+
+def _last_error(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if any(w in line for w in ("Error", "error:", "Exception", "No module named")):
+            return line[:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str], directory: Path,
+             runtime: "Runtime", echo: Callable[[str], None]) -> None:
+    """Benchmark every level into `directory` (the layout launcher.bench reads)."""
+    info, _ = _server(opts.url, opts.model, opts.api_key)
+    root = info.root or info.model
+    tokenizer = opts.tokenizer or root
+    profile = resolved.profile if resolved is not None else None
+    meta = {
+        "url": info.url,
+        "model": info.model,
+        "profile": resolved.name if resolved is not None else None,
+        "gpu": opts.gpu or (_local_gpu(info.url, runtime) if profile is not None and profile.hardware.device != "cpu" else None),
+        "tensor_parallel_size": (profile.parallel.tensor_parallel_size or 1) if profile is not None else None,
+        "mtp_k": (profile.speculative.num_speculative_tokens if profile.mtp_enabled and profile.speculative else 0)
+        if profile is not None else None,
+        "input_len": opts.input_len,
+        "output_len": opts.output_len,
+        "num_prompts": opts.num_prompts,
+        "vllm_version": _server_version(info.url),
+        "label": opts.label,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    env = dict(os.environ)
+    if profile is not None:
+        env.update(profile.env)  # e.g. HF_HUB_OFFLINE for the tokenizer on an offline machine
+    if opts.api_key:
+        env["OPENAI_API_KEY"] = opts.api_key  # vllm bench serve sends it as the bearer token
+    for c in opts.concurrency:
+        prompts = opts.num_prompts or analysis.default_num_prompts(c)
+        args = analysis.bench_serve_args(url=info.url, model=root, served_model_name=info.model, tokenizer=tokenizer,
+                                         input_len=opts.input_len, output_len=opts.output_len, num_prompts=prompts,
+                                         concurrency=c, result_dir=str(directory))
+        result, before, after = analysis.level_paths(directory, c)
+        log = directory / f"c{c}.log"
+        echo(f"launcher: bench: concurrency {c}, {prompts} prompts: {display_command(program, args)}")
+        before.write_text(_metrics(info.url), encoding="utf-8")
+        started = time.monotonic()
+        try:
+            with log.open("wb") as out:
+                proc = subprocess.run(program + args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      timeout=opts.timeout)
+        except subprocess.TimeoutExpired:
+            raise NotReadyError(f"vllm bench serve at concurrency {c} did not finish within {opts.timeout:g} s (log: {log})") from None
+        except OSError as exc:
+            raise ProfileError(f"cannot run {program[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
+        after.write_text(_metrics(info.url), encoding="utf-8")
+        if proc.returncode != 0 or not result.is_file():
+            why = _last_error(log)
+            hint = f"; {INSTALL_HINT}" if "No module named" in why else ""
+            raise NotReadyError(f"vllm bench serve failed at concurrency {c} (exit {proc.returncode}): {why}{hint}")
+        echo(f"launcher: bench: concurrency {c} done in {time.monotonic() - started:.1f} s")
+
+
+# ------------------------------------------------------------------------------- reporting
+
+
+def _profile_for(name: str | None, dirs: tuple[str, ...], sets: tuple[str, ...], notes: list[str]) -> "Resolved | None":
+    from launcher.errors import LauncherError
+    from launcher.load import resolve
+
+    if not name:
+        return None
+    try:
+        return resolve(name, profiles_dirs=dirs, sets=sets)
+    except LauncherError as exc:
+        notes.append(f"profile {name!r} from meta.json not loaded ({exc}); pass --profile for the roofline")
+        return None
+
+
+def report_run(directory: Path, resolved: "Resolved | None", gpu: str | None,
+               dirs: tuple[str, ...] = (), sets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A run directory -> its report; the profile and GPU override meta.json's."""
+    meta = analysis.read_meta(directory)
+    levels = analysis.read_levels(directory, meta.get("model"))
+    notes: list[str] = []
+    if resolved is None:
+        resolved = _profile_for(meta.get("profile"), dirs, sets, notes)
+    roof = analysis.roofline(gpu or meta.get("gpu"), resolved.profile if resolved else None, levels)
+    report = analysis.run_report(meta, levels, roof, str(directory))
+    report["notes"] += notes
+    return report
+
+
+def _write_outputs(reports: list[dict[str, Any]], json_out: str | None, chart: str | None, chart_term: bool,
+                   echo: Callable[[str], None]) -> None:
+    from launcher import bench_chart
+
+    doc = {"format": analysis.FORMAT, "runs": reports}
+    if json_out == "-":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        echo("\n\n".join(analysis.format_table(r) for r in reports))
+        if json_out:
+            _write(Path(json_out), json.dumps(doc, indent=2) + "\n", "--json")
+    if chart_term:
+        echo(bench_chart.terminal_chart(reports))
+    if chart:
+        path = Path(chart)
+        if path.suffix.lower() == ".png":
+            bench_chart.png_chart(reports, path)
+        else:
+            _write(path, bench_chart.svg_chart(reports), "--chart")
+        click.echo(f"launcher: bench: chart written to {path}", err=True)
+
+
+def _write(path: Path, text: str, option: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _check_failures(reports: list[dict[str, Any]]) -> None:
+    for report in reports:
+        bad = analysis.failed_levels(report)
+        if bad:
+            raise NotReadyError(f"bench: requests failed at concurrency {', '.join(map(str, bad))} ({analysis.run_title(report)}); see the report")
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def _concurrency(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated whole numbers, e.g. 1,4,16") from None
+    if not levels or any(c < 1 for c in levels):
+        raise click.BadParameter(f"{value!r}: each level must be 1 or more")
+    return tuple(dict.fromkeys(levels))
+
+
+def _chart_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and Path(value).suffix.lower() not in (".svg", ".png"):
+        raise click.BadParameter(f"{value!r}: the chart is written as .svg (built in) or .png (needs matplotlib)")
+    return value
+
+
+@click.command()
+@click.option("--url", default=DEFAULT_URL, show_default=True, envvar="LAUNCHER_URL", show_envvar=True,
+              help="Base URL of the running vLLM server (a trailing /v1 is accepted).")
+@click.option("--profile", "-p", "profile_name", default=None, help=PROFILE_HELP + " Gives TP, MTP k and weight bytes for the roofline.")
+@click.option("--profiles-dir", "profiles_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Directory of your own profiles, searched before the shipped ones (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one profile value (repeatable).")
+@click.option("--concurrency", "-c", default=",".join(map(str, analysis.DEFAULT_CONCURRENCY)), show_default=True,
+              callback=_concurrency, help="Concurrency levels (requests in flight), comma-separated; one run each.")
+@click.option("--input-len", type=click.IntRange(min=1), default=analysis.DEFAULT_INPUT_LEN, show_default=True,
+              help="Prompt tokens per request (random tokens).")
+@click.option("--output-len", type=click.IntRange(min=1), default=analysis.DEFAULT_OUTPUT_LEN, show_default=True,
+              help="Output tokens per request (EOS ignored, so exactly this many).")
+@click.option("--num-prompts", "-n", type=click.IntRange(min=1), default=None,
+              help="Requests per level [default: max(8, 4 x concurrency)].")
+@click.option("--model", default=None, help="Served model id to benchmark (default: the first one the server lists).")
+@click.option("--tokenizer", default=None, help="Tokenizer for the random prompts (default: the checkpoint the server loaded, its `root`).")
+@click.option("--gpu", default=None, metavar="NAME",
+              help="GPU model for the roofline, e.g. 'RTX 3090' (default: NVML of this machine when the server is local).")
+@click.option("--label", default=None, help="Name of this run in the report and the chart (default: the profile).")
+@click.option("--vllm", "vllm_path", default=None, metavar="PATH",
+              help="The `vllm` executable, or a python that has vllm (default: as the profile starts vLLM, else `vllm` on PATH).")
+@click.option("--api-key-env", metavar="VAR", default=None,
+              help=f"Environment variable holding the server's API key (default: {API_KEY_ENV_DEFAULT} when set).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_LEVEL_TIMEOUT_S, show_default=True,
+              help="Seconds one level may take.")
+@click.option("--keep", "keep_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Keep the run's files in DIR (meta.json, c<C>.json, c<C>.metrics-before/after.txt, c<C>.log).")
+@click.option("--replay", "replay_dirs", multiple=True, type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Report from a kept or hand-recorded run directory instead of benchmarking (repeatable: one table each, one chart).")
+@click.option("--json", "json_out", default=None, metavar="FILE", help="Write the report as JSON to FILE ('-': stdout, instead of the table).")
+@click.option("--chart", default=None, metavar="FILE", callback=_chart_path,
+              help="Draw throughput and latency across the levels: FILE.svg (built in) or FILE.png (needs matplotlib).")
+@click.option("--chart-term", is_flag=True, help="Draw the chart in the terminal, after the table.")
+@click.pass_context
+def bench(ctx: click.Context, **params: Any) -> None:
+    """Measure a running server: throughput, latency and MTP acceptance per concurrency level.
+
+    \b
+    Needs vLLM's load generator `vllm bench serve` where launcher runs (the
+    `vllm` package; --vllm PATH to name it) and a vLLM server with /metrics.
+    For each level it snapshots /metrics, runs `vllm bench serve` (random
+    prompts, --ignore-eos, greedy, --max-concurrency C) and snapshots /metrics
+    again. Reports output tokens/s, requests/s, TTFT, TPOT, ITL and end-to-end
+    latency (p50/p90/p99), the MTP acceptance rate and mean acceptance length
+    (from the /metrics counter deltas), and with --profile and a known GPU the
+    memory-bandwidth roofline of single-stream decode and the fraction of it
+    measured at concurrency 1 (meaningful with MTP off).
+    --replay DIR reports from saved files without a server.
+    Exit 2: bad option or vLLM missing; 5: server not ready, no /metrics, or
+    requests failed.
+    """
+    from launcher.runtime import runtime_of
+
+    run_bench(params, runtime_of(ctx), echo=click.echo)
+
+
+def run_bench(params: dict[str, Any], runtime: "Runtime", echo: Callable[[str], None],
+              resolved: "Resolved | None" = None) -> list[dict[str, Any]]:
+    """The command's body; `serve --bench` calls it with the served profile already resolved."""
+    dirs, sets = tuple(params["profiles_dirs"]), tuple(params["sets"])
+    if resolved is None and params["profile_name"]:
+        from launcher.commands._common import load_profile
+
+        resolved = load_profile(params["profile_name"], dirs, sets)
+    if params["replay_dirs"]:
+        reports = [report_run(Path(d), resolved, params["gpu"], dirs, sets) for d in params["replay_dirs"]]
+    else:
+        opts = LiveOptions(
+            url=params["url"], model=params["model"], tokenizer=params["tokenizer"], concurrency=params["concurrency"],
+            input_len=params["input_len"], output_len=params["output_len"], num_prompts=params["num_prompts"],
+            gpu=params["gpu"], label=params["label"], timeout=params["timeout"], api_key=params.get("api_key")
+            or api_key_from_env(params["api_key_env"]),
+        )
+        program = bench_command(params["vllm_path"], resolved)
+        if params["keep_dir"]:
+            directory = Path(params["keep_dir"])
+            old = sorted(directory.glob("c*.json")) + sorted(directory.glob("meta.json")) if directory.is_dir() else []
+            if old:
+                raise ProfileError(f"--keep {directory}: already holds a run ({old[0].name}); name a new directory")
+            run_live(opts, resolved, program, directory, runtime, lambda s: click.echo(s, err=True))
+            reports = [report_run(directory, resolved, opts.gpu)]
+        else:
+            with tempfile.TemporaryDirectory(prefix="launcher-bench-") as tmp:
+                run_live(opts, resolved, program, Path(tmp), runtime, lambda s: click.echo(s, err=True))
+                reports = [report_run(Path(tmp), resolved, opts.gpu)]
+                reports[0]["directory"] = None
+    _write_outputs(reports, params["json_out"], params["chart"], params["chart_term"], echo)
+    _check_failures(reports)
+    return reports
+
+
+def serve_hook(resolved: "Resolved", args_text: str, api_key: str | None, runtime: "Runtime") -> Callable[["ReadyInfo"], None]:
+    """For `serve --bench`: once the server is ready, benchmark it with `launcher bench ARGS` options.
+
+    The URL, model and profile are the served ones; the report goes to stderr (stdout carries vLLM's output).
+    """
+    try:
+        ctx = bench.make_context("launcher serve --bench-args", shlex.split(args_text))
+    except click.ClickException as exc:
+        raise ProfileError(f"--bench-args: {exc.format_message()}") from None
+    except ValueError as exc:
+        raise ProfileError(f"--bench-args: {exc}") from None
+    params = dict(ctx.params)
+    for forbidden in ("replay_dirs", "profile_name"):
+        if params[forbidden]:
+            raise ProfileError(f"--bench-args: --{forbidden.split('_')[0]} does not apply to the server being started")
+    if params["json_out"] == "-":
+        raise ProfileError("--bench-args: --json - would mix with vLLM's output on stdout; use --json FILE")
+    bench_command(params["vllm_path"], resolved)  # vLLM's load generator is there, before a long start
+
+    def after_ready(info: "ReadyInfo") -> None:
+        run_bench(dict(params, url=info.url, model=info.model, api_key=api_key), runtime,
+                  echo=lambda s: click.echo(s, err=True), resolved=resolved)
+        sys.stderr.flush()
+
+    return after_ready
