@@ -13,7 +13,7 @@ from launcher.cli import cli
 from launcher.errors import HardwareError
 from launcher.inventory import load_inventory
 from launcher.runtime import Runtime
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 
 def machine(name: str, calls: list):

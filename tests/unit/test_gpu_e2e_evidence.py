@@ -10,7 +10,7 @@ from launcher.load import resolve
 from launcher.preflight import run_preflight
 from launcher.smoke import CHECKS, FAIL
 from launcher.validate import render_checked
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 EVIDENCE = FIXTURES / "gpu-e2e"
 INVENTORY = load_inventory(EVIDENCE / "inventory-h200x2-live.json")

@@ -8,7 +8,7 @@ import pytest
 
 from launcher.inventory import load_inventory, resolve_visible
 from launcher.preflight import choose_auto, run_preflight
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 INVENTORY = load_inventory(FIXTURES / "inventories" / "h200x4.json")
 EVIDENCE = json.loads((FIXTURES / "device" / "device-h200x4.json").read_text())

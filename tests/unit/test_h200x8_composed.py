@@ -8,7 +8,7 @@ import sys
 
 from launcher.inventory import load_inventory
 from launcher.preflight import choose_auto, run_preflight
-from tests.conftest import FIXTURES, REPO
+from tests.helpers import FIXTURES, REPO
 
 PATH = FIXTURES / "inventories" / "h200x8-composed.json"
 

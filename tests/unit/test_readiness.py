@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_vllm import FakeVllm  # noqa: E402
-
-from launcher.errors import EXIT_NOT_READY, NotReadyError  # noqa: E402
-from launcher.readiness import Progress, base_url, probe, wait_ready  # noqa: E402
+from launcher.errors import EXIT_NOT_READY, NotReadyError
+from launcher.readiness import Progress, base_url, probe, wait_ready
+from tests.fakes import FakeVllm
 
 
 def free_port() -> int:

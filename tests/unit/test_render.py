@@ -92,7 +92,7 @@ def test_yaml_format_means_the_same_as_argv(name) -> None:
     r = render(resolve(name, environ={}).profile)
     mapping = yaml.safe_load(format_yaml(r))
     assert mapping["model"] == r.model
-    from tests.conftest import option_map
+    from tests.helpers import option_map
 
     assert option_map(_config_to_argv(mapping)) == option_map(list(r.argv[r.head:]))
 

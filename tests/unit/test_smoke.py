@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_vllm import FIXTURES, FakeVllm  # noqa: E402
-
-from launcher.errors import NotReadyError  # noqa: E402
-from launcher.smoke import (  # noqa: E402
+from launcher.errors import NotReadyError
+from launcher.smoke import (
     CHECKS,
     FAIL,
     NA,
@@ -31,6 +27,7 @@ from launcher.smoke import (  # noqa: E402
     run_smoke,
     spec_decode_counters,
 )
+from tests.fakes.vllm_server import FIXTURES, FakeVllm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +70,7 @@ def test_good_server_passes_everything() -> None:
     assert "acceptance 70.0%" in check(report, "spec_decode").summary
     # What went over the wire, as a user's openai client sends it.
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for kind, body in zip(fake.kinds, fake.requests):
+    for kind, body in zip(fake.kinds, fake.requests, strict=True):
         by_kind.setdefault(kind, []).append(body)
     assert sorted(by_kind) == ["chat", "prose", "reasoning", "tool", "tool_required", "tool_stream"]
     assert len(by_kind["prose"]) == 2

@@ -1,4 +1,4 @@
-"""serve_supervised with a real child process: tests/fake_vllm.py, an HTTP server on 127.0.0.1
+"""serve_supervised with a real child process: tests/fakes/vllm_server.py, an HTTP server on 127.0.0.1
 that behaves like vLLM where the supervisor can see it (readiness, output, signals, exit codes)."""
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import pytest
 
 from launcher.errors import EngineStartError, NotReadyError
 from launcher.supervise import _group_members, exit_code, local_url, serve_supervised
-
-TESTS = Path(__file__).resolve().parents[1]
-FAKE = TESTS / "fake_vllm.py"
-REPO = TESTS.parent
+from tests.fakes import VLLM_SERVER as FAKE
+from tests.helpers import REPO
 
 
 def free_port() -> int:
