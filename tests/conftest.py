@@ -1,10 +1,13 @@
-"""Shared fixtures: isolated environment, profile files written on the fly, the CLI runner."""
+"""Shared fixtures: isolated environment, profile files written on the fly, the CLI runner, and the
+guard that keeps the fast set fast (a test that starts a process or a server must be marked slow)."""
 
 from __future__ import annotations
 
+import socketserver
+import subprocess
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -21,6 +24,21 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("LAUNCHER") and name not in ("LAUNCHER_ENGINE_CACHE", "LAUNCHER_REQUIRE_ENGINES"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the `slow` and `engine` markers no test may start a process or serve on a socket:
+    that is what `-m "not slow and not engine"` promises (fast, and nothing left running)."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("engine"):
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{nodeid} starts a process or a server: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(socketserver.TCPServer, "server_bind", refuse)
 
 
 @pytest.fixture

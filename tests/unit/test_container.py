@@ -43,6 +43,7 @@ def hadolint() -> str | None:
     return found
 
 
+@pytest.mark.slow
 def test_dockerfile_passes_hadolint() -> None:
     result = subprocess.run(
         [hadolint(), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
@@ -51,6 +52,7 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_hadolint_catches_what_it_should(tmp_path: Path) -> None:
     """The lint really runs with this repository's configuration: a bad Dockerfile fails it."""
     bad = tmp_path / "Dockerfile"
@@ -143,6 +145,7 @@ def expected_argv(env: dict[str, str], profile: str, sets: tuple[str, ...] = (),
     return list(render(resolve(profile, environ=environ, sets=sets, extra_args=extra).profile).argv)
 
 
+@pytest.mark.slow
 def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
     env = {
         "LAUNCHER_PROFILE": "dual-3090",
@@ -174,6 +177,7 @@ def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
     assert HF_TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_vllm_is_the_same_process_and_gets_the_stop_signal(tmp_path: Path) -> None:
     """docker stop sends SIGTERM to PID 1: after the exec that is vLLM, whose exit code comes back."""
     record = tmp_path / "vllm-record.json"
@@ -197,12 +201,14 @@ def test_vllm_is_the_same_process_and_gets_the_stop_signal(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("code", [1, 4, 137])
+@pytest.mark.slow
 def test_vllm_exit_code_is_the_containers(tmp_path: Path, code: int) -> None:
     result, record = run_entry(tmp_path, {"LAUNCHER_PROFILE": "tp8", "FAKE_VLLM_EXIT": str(code)})
     assert record.exists()
     assert result.returncode == code
 
 
+@pytest.mark.slow
 def test_api_key_reaches_vllm_by_environment_only(tmp_path: Path) -> None:
     env = {"LAUNCHER_PROFILE": "dual-3090", "LAUNCHER__SERVER__API_KEY_ENV": "MY_VLLM_KEY", "MY_VLLM_KEY": API_KEY, "HF_TOKEN": HF_TOKEN}
     result, record = run_entry(tmp_path, env)
@@ -215,6 +221,7 @@ def test_api_key_reaches_vllm_by_environment_only(tmp_path: Path) -> None:
         assert secret not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_mounted_user_profile_directory(tmp_path: Path) -> None:
     mounted = tmp_path / "mnt-profiles"
     mounted.mkdir()
@@ -225,6 +232,7 @@ def test_mounted_user_profile_directory(tmp_path: Path) -> None:
     assert "--max-model-len 32768" in argv and "--max-num-seqs 2" in argv and "--tensor-parallel-size 2" in argv
 
 
+@pytest.mark.slow
 def test_command_arguments_reach_launcher_serve(tmp_path: Path) -> None:
     """`docker run IMAGE --profile tp4 --dry-run` prints the command and starts nothing."""
     result, record = run_entry(tmp_path, {"HF_TOKEN": HF_TOKEN}, ["--profile", "tp4", "--dry-run"])
@@ -234,6 +242,7 @@ def test_command_arguments_reach_launcher_serve(tmp_path: Path) -> None:
     assert HF_TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_default_profile_auto_without_gpus_fails_cleanly(tmp_path: Path) -> None:
     """The image's default (LAUNCHER_PROFILE=auto) reads the GPUs; with none visible (as here, or a
     container started without --gpus) it must stop with a one-line error and exit 3, never start vLLM."""
@@ -244,6 +253,7 @@ def test_default_profile_auto_without_gpus_fails_cleanly(tmp_path: Path) -> None
     assert HF_TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_bad_override_fails_in_one_line_before_vllm(tmp_path: Path) -> None:
     result, record = run_entry(tmp_path, {"LAUNCHER_PROFILE": "dual-3090", "LAUNCHER__ENGINE__MAX_MODEL_LENN": "4096", "HF_TOKEN": HF_TOKEN})
     assert result.returncode == 2
@@ -261,6 +271,7 @@ def run_healthcheck(tmp_path: Path, url: str, extra_env: dict[str, str] | None =
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=float(opts["timeout"].rstrip("s")), cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_healthcheck_healthy_when_the_model_is_listed(tmp_path: Path) -> None:
     with FakeVllm(model=MODEL) as server:
         result = run_healthcheck(tmp_path, server.url)
@@ -268,6 +279,7 @@ def test_healthcheck_healthy_when_the_model_is_listed(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_healthcheck_unhealthy_while_loading_or_down(tmp_path: Path) -> None:
     with FakeVllm(model=MODEL, ready_after=float("inf")) as server:
         loading = run_healthcheck(tmp_path, server.url)
@@ -277,6 +289,7 @@ def test_healthcheck_unhealthy_while_loading_or_down(tmp_path: Path) -> None:
     assert down.returncode != 0
 
 
+@pytest.mark.slow
 def test_healthcheck_uses_the_api_key_vllm_reads(tmp_path: Path) -> None:
     with FakeVllm(model=MODEL, api_key=API_KEY) as server:
         without = run_healthcheck(tmp_path, server.url)

@@ -359,6 +359,7 @@ def test_cli_without_node_rank_prints_every_node() -> None:
     assert isinstance(refused.exception, ProfileError) and "pick one with --node-rank R" in str(refused.exception)
 
 
+@pytest.mark.slow
 def test_cli_bad_node_rank() -> None:
     import subprocess
     import sys

@@ -199,6 +199,7 @@ def test_check_argv_is_fast() -> None:
     assert per_call < 0.02, f"check_argv took {per_call * 1000:.1f} ms"
 
 
+@pytest.mark.slow
 def test_import_does_not_pull_vllm_or_heavy_modules() -> None:
     code = ("import sys, launcher.engine as e; e.check_argv(['m', '-tp', '2'], '0.33.0'); "
             "print(sorted(m for m in ('vllm', 'torch', 'pynvml', 'httpx') if m in sys.modules))")

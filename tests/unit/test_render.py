@@ -54,6 +54,7 @@ def test_api_key_never_in_argv() -> None:
 
 
 @pytest.mark.parametrize("name", ["dual-3090", "dual-3090-full", "tp4", "tp8"])
+@pytest.mark.slow
 def test_shell_format_round_trips_through_a_real_shell(name) -> None:
     r = render(resolve(name, environ={}).profile)
     text = format_shell(r)
@@ -104,6 +105,7 @@ def test_yaml_format_keeps_negative_booleans() -> None:
     assert "--no-enable-prefix-caching" in _config_to_argv(mapping)
 
 
+@pytest.mark.slow
 def test_env_format_is_sourceable() -> None:
     r = render(Profile.model_validate({**BASE, "env": {"A": "x y", "B": 1}, "server": {"api_key_env": "SECRET"}}))
     script = format_env(r) + 'printf "%s|%s|%s" "$A" "$B" "$VLLM_API_KEY"'

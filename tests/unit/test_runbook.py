@@ -176,6 +176,7 @@ def adapt(cmd: str, server_url: str) -> str:
 
 
 @pytest.mark.parametrize("cmd", RUNNABLE, ids=[c[:60] for c in RUNNABLE])
+@pytest.mark.slow
 def test_runbook_command_runs(cmd: str, sandbox: dict[str, object]) -> None:
     record: Path = sandbox["record"]  # type: ignore[assignment]
     record.unlink(missing_ok=True)
@@ -224,6 +225,7 @@ def docker_run_as_process(cmd: str, root: Path) -> tuple[list[str], dict[str, st
 
 
 @pytest.mark.parametrize("cmd", DOCKER_RUNS, ids=[str(i) for i in range(len(DOCKER_RUNS))])
+@pytest.mark.slow
 def test_docker_run_commands_start_vllm(cmd: str, sandbox: dict[str, object]) -> None:
     root: Path = sandbox["root"]  # type: ignore[assignment]
     record: Path = sandbox["record"]  # type: ignore[assignment]

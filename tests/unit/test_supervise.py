@@ -88,6 +88,7 @@ def test_exit_code_of_signalled_child() -> None:
     assert exit_code(-signal.SIGTERM) == 143 and exit_code(-signal.SIGKILL) == 137
 
 
+@pytest.mark.slow
 def test_child_dies_during_start_is_engine_start_error() -> None:
     echo, out = Lines(), io.BytesIO()
     port = free_port()
@@ -104,12 +105,14 @@ def test_child_dies_during_start_is_engine_start_error() -> None:
     assert b"fake-vllm: pid " in out.getvalue()
 
 
+@pytest.mark.slow
 def test_program_missing_is_engine_start_error() -> None:
     with pytest.raises(EngineStartError, match="cannot start /nonexistent/vllm: No such file or directory"):
         serve_supervised(["/nonexistent/vllm", "serve"], None, "http://127.0.0.1:9", 5, smoke=False, echo=Lines())
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+@pytest.mark.slow
 def test_not_ready_in_time_stops_child_exit_5() -> None:
     echo, port = Lines(), free_port()
     with pytest.raises(NotReadyError) as err:
@@ -120,6 +123,7 @@ def test_not_ready_in_time_stops_child_exit_5() -> None:
     assert wait_gone(echo.child_pid(), 1)
 
 
+@pytest.mark.slow
 def test_smoke_failure_stops_child_exit_5(tmp_path: Path) -> None:
     echo, port, log = Lines(), free_port(), tmp_path / "signals"
     reports = []
@@ -135,6 +139,7 @@ def test_smoke_failure_stops_child_exit_5(tmp_path: Path) -> None:
     assert wait_gone(echo.child_pid(), 1)
 
 
+@pytest.mark.slow
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
     echo, port, log = Lines(), free_port(), tmp_path / "signals"
     started = time.monotonic()
@@ -150,6 +155,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> No
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.slow
 def test_smoke_options_reach_run_smoke() -> None:
     echo, port = Lines(), free_port()
     reports = []
@@ -233,6 +239,7 @@ class Supervisor:
 
 
 @pytest.mark.parametrize(("sig", "term_code"), [(signal.SIGTERM, "0"), (signal.SIGINT, "3"), (signal.SIGHUP, "7")])
+@pytest.mark.slow
 def test_signal_forwarded_and_exit_code_propagated(tmp_path: Path, sig: signal.Signals, term_code: str) -> None:
     log = tmp_path / "signals"
     sup = Supervisor(free_port(), "--term-exit-code", term_code, "--signal-log", str(log))
@@ -247,6 +254,7 @@ def test_signal_forwarded_and_exit_code_propagated(tmp_path: Path, sig: signal.S
     assert any("fake-vllm: INFO Starting vLLM server" in line for line in sup.out_lines)  # output passed through
 
 
+@pytest.mark.slow
 def test_child_killed_by_signal_gives_128_plus_n() -> None:
     sup = Supervisor(free_port(), smoke=False)
     sup.wait_for("serving in the foreground")
@@ -254,6 +262,7 @@ def test_child_killed_by_signal_gives_128_plus_n() -> None:
     assert sup.finish() == 137
 
 
+@pytest.mark.slow
 def test_signal_during_start_stops_waiting(tmp_path: Path) -> None:
     log = tmp_path / "signals"
     sup = Supervisor(free_port(), "--ready-after", "60", "--term-exit-code", "0", "--signal-log", str(log))
@@ -266,6 +275,7 @@ def test_signal_during_start_stops_waiting(tmp_path: Path) -> None:
     assert any("signal SIGINT forwarded to vLLM during start" in line for line in sup.err_lines)
 
 
+@pytest.mark.slow
 def test_orphaned_grandchild_is_reaped(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild"
     sup = Supervisor(free_port(), "--grandchild-pidfile", str(pidfile), smoke=False)
@@ -277,6 +287,7 @@ def test_orphaned_grandchild_is_reaped(tmp_path: Path) -> None:
     assert wait_gone(grandchild, 5)
 
 
+@pytest.mark.slow
 def test_supervisor_killed_outright_takes_vllm_down(tmp_path: Path) -> None:
     log = tmp_path / "signals"
     sup = Supervisor(free_port(), "--signal-log", str(log), smoke=False)
