@@ -192,7 +192,7 @@ sys.exit(serve_supervised(argv, None, url, 30, smoke=smoke, poll_interval=0.1, s
 
 
 class Supervisor:
-    """`python -c SUPERVISOR fake_vllm ...`: a real launcher-like process with real signals."""
+    """`python -c SUPERVISOR tests/fakes/vllm_server.py ...`: a real launcher-like process with real signals."""
 
     def __init__(self, port: int, *fake_args: str, smoke: bool = True) -> None:
         cmd = [sys.executable, "-c", SUPERVISOR, *fake_argv(port, *fake_args), local_url(None, port), "smoke" if smoke else "nosmoke"]
