@@ -188,7 +188,9 @@ def test_debug_switch_shows_traceback() -> None:
 def test_schema_is_json_schema_with_descriptions() -> None:
     result = run("schema")
     schema = json.loads(result.output)
-    assert schema["title"] == "launcher profile" and "hardware" in schema["required"]
+    assert schema["title"] == "launcher profile" and "hardware" in schema["properties"]
+    assert schema["$defs"]["Hardware"]["properties"]["gpu_count"]["description"]
+    assert "required" not in schema  # one file of a layered profile: `extends` supplies the rest
 
 
 def test_explain_names_layers(tmp_path) -> None:
