@@ -37,7 +37,8 @@ def exec_vllm(rendered: Rendered, environ: Mapping[str, str] | None = None) -> N
     program = rendered.argv[0]
     if shutil.which(program, path=env.get("PATH")) is None:
         raise EngineStartError(
-            f"'{program}' not found on PATH; install vLLM (pip install 'launcher[vllm]') or run the launcher container"
+            f"'{program}' not found on PATH; install vLLM (pip install 'qwen36-vllm-launcher[vllm]', or pip install -e '.[vllm]' "
+            "in a launcher checkout) or run the launcher container"
         )
     print(f"launcher: exec: {printable(rendered)}", file=sys.stderr, flush=True)
     try:

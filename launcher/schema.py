@@ -662,8 +662,31 @@ def _rule_json_dicts(p: Profile) -> None:
 
 
 def profile_json_schema() -> dict[str, Any]:
-    """JSON Schema of a profile file, for editors (yaml-language-server) and `launcher schema`."""
+    """JSON Schema of a profile file, for editors (yaml-language-server) and `launcher schema`;
+    shipped as profiles/profile.schema.json (a test keeps the two equal).
+
+    It describes one file, not the layered result: a file that `extends` another inherits what it
+    leaves out, so no key of a mapping section is required here (launcher checks the layered
+    profile); list items (hosts, deviations) are written whole and keep their required keys. A
+    compute capability may be written "8.0", as launcher reads it.
+    """
     schema = Profile.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "launcher profile"
+    for node in _mapping_sections(schema, schema):
+        node.pop("required", None)
+    cc = schema["$defs"]["Hardware"]["properties"]["min_compute_capability"]
+    array = {k: cc.pop(k) for k in ("type", "prefixItems", "minItems", "maxItems")}
+    cc["anyOf"] = [{"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"}, array]
     return schema
+
+
+def _mapping_sections(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object schemas reached from `node` through properties (not through list items)."""
+    found = [node]
+    for sub in node.get("properties", {}).values():
+        for alt in [sub, *sub.get("anyOf", [])]:
+            ref = alt.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                found += _mapping_sections(root["$defs"][ref.removeprefix("#/$defs/")], root)
+    return found

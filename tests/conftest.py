@@ -1,17 +1,15 @@
-"""Shared fixtures: isolated environment, profile files written on the fly, the CLI runner."""
+"""Shared fixtures: isolated environment, profile files written on the fly, the CLI runner, and the
+guard that keeps the fast set fast (a test that starts a process or a server must be marked slow)."""
 
 from __future__ import annotations
 
-import json
-import shlex
+import socketserver
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,6 +26,21 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the `slow` and `engine` markers no test may start a process or serve on a socket:
+    that is what `-m "not slow and not engine"` promises (fast, and nothing left running)."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("engine"):
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{nodeid} starts a process or a server: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(socketserver.TCPServer, "server_bind", refuse)
+
+
 @pytest.fixture
 def write_profile(tmp_path: Path) -> Callable[..., Path]:
     """write_profile("name", "yaml text") -> path in a user profiles dir (tmp_path/profiles)."""
@@ -40,37 +53,6 @@ def write_profile(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
-
-
-def card_command(which: str) -> tuple[dict[str, str], list[str]]:
-    """(env, argv) of one of the model card's commands."""
-    text = (FIXTURES / "model-card-commands.txt").read_text()
-    section = text.split(f"[{which}]\n", 1)[1].split("\n[", 1)[0]
-    tokens = shlex.split(section.replace("\\\n", " "))
-    env = {}
-    while "=" in tokens[0] and not tokens[0].startswith("-"):
-        k, _, v = tokens.pop(0).partition("=")
-        env[k] = v
-    return env, tokens
-
-
-def option_map(argv: list[str]) -> dict[str, Any]:
-    """`--flag value` / bare `--flag` -> {flag: parsed value}; JSON values compared as data."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        flag = argv[i]
-        assert flag.startswith("--"), f"expected a flag at {i}: {flag!r}"
-        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            value: Any = argv[i + 1]
-            if value.startswith("{"):
-                value = json.loads(value)
-            out[flag] = value
-            i += 2
-        else:
-            out[flag] = True
-            i += 1
-    return out
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]

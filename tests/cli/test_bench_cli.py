@@ -17,8 +17,8 @@ from launcher import bench as analysis
 from launcher.cli import cli
 from launcher.errors import ProfileError
 from launcher.runtime import Runtime
-from tests.conftest import FIXTURES
-from tests.fake_vllm import FakeVllm
+from tests.helpers import FIXTURES
+from tests.fakes import FakeVllm
 
 BENCH = FIXTURES / "bench"
 
@@ -66,6 +66,7 @@ def test_replay_with_profile_gpu_and_charts(tmp_path: Path) -> None:
     assert svg.read_text().startswith("<svg") and "output tokens/s per concurrency level" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "needle"), [
     (["--num-prompts", "0"], "--num-prompts"),
     (["-n", "-3"], "-n"),
@@ -80,6 +81,7 @@ def test_bad_options_exit_2_with_one_line(args: list[str], needle: str) -> None:
     assert needle in p.stderr and "Traceback" not in p.stderr and p.stdout == ""
 
 
+@pytest.mark.slow
 def test_without_vllm_exit_2_says_what_to_install(tmp_path: Path) -> None:
     p = launcher("bench", "--url", "http://127.0.0.1:9", env={"PATH": str(tmp_path)})
     assert p.returncode == 2
@@ -89,11 +91,13 @@ def test_without_vllm_exit_2_says_what_to_install(tmp_path: Path) -> None:
     assert p.returncode == 2 and "--vllm /nonexistent/vllm: not found" in one_line_error(p)
 
 
+@pytest.mark.slow
 def test_python_without_vllm_is_exit_2() -> None:
     p = launcher("bench", "--vllm", sys.executable)  # launcher's own python has no vllm
     assert p.returncode == 2 and "has no vllm module" in one_line_error(p)
 
 
+@pytest.mark.slow
 def test_unreachable_url_exit_5() -> None:
     import socket
 
@@ -105,6 +109,7 @@ def test_unreachable_url_exit_5() -> None:
     assert "is not ready to benchmark: connection refused" in one_line_error(p)
 
 
+@pytest.mark.slow
 def test_server_without_metrics_exit_5() -> None:
     with FakeVllm(metrics_status=404) as fake:
         p = launcher("bench", "--url", fake.url, "--vllm", "/bin/true")
@@ -135,6 +140,7 @@ def stand_in(tmp_path: Path) -> tuple[Path, Path]:
     return script, log
 
 
+@pytest.mark.slow
 def test_live_run_writes_the_layout_and_reports(tmp_path: Path) -> None:
     vllm, log = stand_in(tmp_path)
     keep, out = tmp_path / "run", tmp_path / "r.json"
@@ -169,6 +175,7 @@ def test_live_run_writes_the_layout_and_reports(tmp_path: Path) -> None:
     assert isinstance(again.exception, ProfileError) and "already holds a run (c1.json)" in str(again.exception)
 
 
+@pytest.mark.slow
 def test_live_run_failure_of_the_load_generator_is_exit_5(tmp_path: Path) -> None:
     script = tmp_path / "vllm"
     script.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named pandas' >&2\nexit 1\n")

@@ -63,6 +63,7 @@ def test_check_runnable_profile_exits_0_and_shows_every_verdict() -> None:
     assert lines[-1].startswith("result: runnable with ")
 
 
+@pytest.mark.slow
 def test_check_failure_exits_3_with_fix_lines(busy_desktop: str) -> None:
     p = launcher("check", "--profile", "dual-3090", "--inventory", busy_desktop)
     assert p.returncode == 3
@@ -88,6 +89,7 @@ def test_check_json_carries_verdicts_adjustments_and_the_command() -> None:
     assert data["devices"] == [{"cuda_index": 0, "gpu_index": 0}, {"cuda_index": 1, "gpu_index": 1}]
 
 
+@pytest.mark.slow
 def test_check_json_on_failure_still_prints_json_then_exits_3() -> None:
     p = launcher("check", "--profile", "tp4", "--inventory", IDLE, "--json")
     assert p.returncode == 3
@@ -111,6 +113,7 @@ def test_check_auto_names_its_choice() -> None:
     assert data["auto"]["chosen"] == "tp4" and {"name": "dual-3090", "group": "runnable"} in data["auto"]["considered"]
 
 
+@pytest.mark.slow
 def test_check_auto_with_nothing_runnable_exits_3() -> None:
     p = launcher("check", "--profile", "auto", "--inventory", str(FIXTURES / "t4x2.json"))
     assert p.returncode == 3 and p.stderr.startswith("launcher: error: --profile auto: no profile can run on 2 x Tesla T4: ")
@@ -124,6 +127,7 @@ def test_check_auto_with_nothing_runnable_exits_3() -> None:
         ('{"driver_version": "580", "cuda_driver_version": 13000, "gpus": [{"index": 0}]}', ": gpus[0].uuid: is required (and 4 more problems)"),
     ],
 )
+@pytest.mark.slow
 def test_bad_inventory_file_is_exit_2_one_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "inv.json"
     path.write_text(content)
@@ -174,6 +178,7 @@ def test_probe_failure_is_exit_3_one_line() -> None:
     assert result.exit_code == 3
 
 
+@pytest.mark.slow
 def test_without_nvml_the_real_command_points_to_inventory() -> None:
     try:
         import pynvml
@@ -213,6 +218,7 @@ def test_profiles_without_inventory_is_unchanged() -> None:
     assert isinstance(rows, list) and {"dual-3090", "tp4"} <= {r["name"] for r in rows}
 
 
+@pytest.mark.slow
 def test_check_with_inventory_never_imports_nvml() -> None:
     code = (
         "import sys\n"

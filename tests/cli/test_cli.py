@@ -13,7 +13,7 @@ from launcher.cli import cli
 from launcher.errors import HardwareError
 from launcher.inventory import load_inventory
 from launcher.runtime import Runtime
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 
 def machine(name: str, calls: list):
@@ -50,6 +50,7 @@ def test_render_json() -> None:
     assert json.loads(result.output)["env"] == {"CUDA_VISIBLE_DEVICES": "0,1"}
 
 
+@pytest.mark.slow
 def test_render_full_profile_says_what_it_changed_from_the_card() -> None:
     p = launcher("render", "--profile", "dual-3090-full")
     assert p.returncode == 0
@@ -79,12 +80,14 @@ def test_serve_dry_run_prints_and_does_not_exec() -> None:
     assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP --tensor-parallel-size 2")
 
 
+@pytest.mark.slow
 def test_render_refuses_what_the_target_vllm_rejects() -> None:
     p = launcher("render", "--profile", "dual-3090", "--", "--max-model-len", "lots", "--not-a-flag")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "vLLM 0.33.0 would reject the command: --max-model-len: invalid integer" in p.stderr
 
 
+@pytest.mark.slow
 def test_render_for_032_translates_spellings() -> None:
     p = launcher("render", "--profile", "dual-3090", "--set", "vllm.version=0.32.0", "--format", "json")
     assert p.returncode == 0, p.stderr
@@ -119,6 +122,7 @@ def test_serve_without_p2p_carries_the_checks_adjustments() -> None:
     assert "--disable-custom-all-reduce" in calls[0].argv and calls[0].env["NCCL_P2P_DISABLE"] == "1"
 
 
+@pytest.mark.slow
 def test_serve_without_nvml_is_exit_3_unless_skipped() -> None:
     p = launcher("serve", "--profile", "dual-3090", "--dry-run")
     assert p.returncode == 3 and "NVML" in p.stderr and "--skip-checks" in p.stderr and "Traceback" not in p.stderr
@@ -126,12 +130,16 @@ def test_serve_without_nvml_is_exit_3_unless_skipped() -> None:
     assert p.returncode == 0 and "WARNING: --skip-checks: GPUs not checked" in p.stderr
 
 
+@pytest.mark.slow
 def test_serve_without_vllm_is_exit_4_one_line() -> None:
     p = launcher("serve", "--profile", "dual-3090", "--skip-checks", env={"PATH": "/nonexistent"})
     assert p.returncode == 4
-    assert p.stderr.strip().splitlines()[-1:] == ["launcher: error: 'vllm' not found on PATH; install vLLM (pip install 'launcher[vllm]') or run the launcher container"]
+    assert p.stderr.strip().splitlines()[-1:] == [
+        "launcher: error: 'vllm' not found on PATH; install vLLM (pip install 'qwen36-vllm-launcher[vllm]', "
+        "or pip install -e '.[vllm]' in a launcher checkout) or run the launcher container"]
 
 
+@pytest.mark.slow
 def test_serve_really_execs(tmp_path) -> None:
     """A real exec: a fake `vllm` on PATH replaces the launcher process and owns the exit code."""
     fake = tmp_path / "vllm"
@@ -147,6 +155,7 @@ def test_serve_really_execs(tmp_path) -> None:
     assert "hunter2" not in p.stderr and 'VLLM_API_KEY="${MY_SECRET}"' in p.stderr
 
 
+@pytest.mark.slow
 def test_serve_missing_secret_is_a_profile_error() -> None:
     p = launcher("serve", "--profile", "dual-3090", "--skip-checks", "--set", "server.api_key_env=NOT_SET_ANYWHERE")
     assert p.returncode == 2 and "server.api_key_env: environment variable NOT_SET_ANYWHERE is not set" in p.stderr
@@ -162,6 +171,7 @@ def test_serve_missing_secret_is_a_profile_error() -> None:
         (["serve"], 2, "Missing option '--profile'"),
     ],
 )
+@pytest.mark.slow
 def test_errors_are_one_line_with_exit_codes(args, code, message) -> None:
     p = launcher(*args)
     assert p.returncode == code
@@ -169,6 +179,7 @@ def test_errors_are_one_line_with_exit_codes(args, code, message) -> None:
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_debug_switch_shows_traceback() -> None:
     p = launcher("render", "--profile", "nope", env={"LAUNCHER_DEBUG": "1"})
     assert p.returncode != 0 and "Traceback" in p.stderr
@@ -177,7 +188,9 @@ def test_debug_switch_shows_traceback() -> None:
 def test_schema_is_json_schema_with_descriptions() -> None:
     result = run("schema")
     schema = json.loads(result.output)
-    assert schema["title"] == "launcher profile" and "hardware" in schema["required"]
+    assert schema["title"] == "launcher profile" and "hardware" in schema["properties"]
+    assert schema["$defs"]["Hardware"]["properties"]["gpu_count"]["description"]
+    assert "required" not in schema  # one file of a layered profile: `extends` supplies the rest
 
 
 def test_explain_names_layers(tmp_path) -> None:
@@ -195,6 +208,7 @@ def test_diff() -> None:
     assert "- --max-model-len 262144" in result.output and "+ --max-model-len 200000" in result.output
 
 
+@pytest.mark.slow
 def test_user_profiles_dir_from_environment(tmp_path) -> None:
     (tmp_path / "mine.yaml").write_text("extends: dual-3090\nengine: {max_model_len: 32768}\n")
     p = launcher("render", "--profile", "mine", "--format", "json", env={"LAUNCHER_PROFILES_DIR": str(tmp_path)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from real_engines import RealEngines, session_argvs
+from tests.engine.real_engines import RealEngines, session_argvs
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from launcher import engine
+from tests.argv_cases import CASES
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = REPO / "tools" / "vllm_parse_batch.py"
@@ -43,17 +43,6 @@ def python_for(version: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return venv / "bin" / "python"
-
-
-def load_cases() -> list[Any]:
-    """The good/broken argv table of tests/unit/test_engine.py (one table for both stages)."""
-    path = REPO / "tests" / "unit" / "test_engine.py"
-    spec = importlib.util.spec_from_file_location("_engine_unit_cases", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return list(module.CASES)
 
 
 @dataclass(frozen=True)
@@ -153,11 +142,10 @@ class RealEngines:
                 if proc.returncode != 0:
                     pytest.fail(f"vllm_parse_batch.py failed for vLLM {version}:\n{proc.stderr[-3000:]}")
                 results = json.loads((t / "out.json").read_text())
-                self.runs[version] = RealRun(dict(zip(self.argvs, results)), schema_out.read_text())
+                self.runs[version] = RealRun(dict(zip(self.argvs, results, strict=True)), schema_out.read_text())
         return self.runs[version]
 
 
-CASES = load_cases()
 SHIPPED = shipped_profiles()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from real_engines import python_for
+from tests.engine.real_engines import python_for
 
 pytestmark = pytest.mark.engine
 

@@ -1,6 +1,6 @@
 """launcher's engine knowledge against the real vLLM of every supported version.
 
-1. Every shipped profile's rendered argv and every argv of the unit table (tests/unit/test_engine.py)
+1. Every shipped profile's rendered argv and every argv of the unit table (tests/argv_cases.py)
    go through vLLM's own `vllm serve` parser plus the checks it makes before loading a model
    (tools/vllm_parse_batch.py); vLLM's accept/reject must equal launcher's `check_argv` verdict.
 2. The schema regenerated from the real install must equal the committed file (drift).
@@ -14,8 +14,7 @@ import os
 import pytest
 
 from launcher import engine
-
-from real_engines import CASES, FILE_DEPENDENT, REPO, SHIPPED, RealEngines, option_sweep
+from tests.engine.real_engines import CASES, FILE_DEPENDENT, REPO, SHIPPED, RealEngines, option_sweep
 
 pytestmark = pytest.mark.engine
 VERSIONS = engine.supported_versions()

@@ -11,7 +11,8 @@ from launcher.calibrate import compare, format_rows, parse_log
 from launcher.fit import GIB, FitInput, estimate
 from launcher.model_facts import MODEL_FACTS
 
-REAL_EXCERPT = Path("/work/shared/gpu-e2e/measured-serve-log-excerpt.txt")
+# vLLM 0.25.1 starting on 2 x H200 (tests/fixtures/README.md).
+REAL_EXCERPT = Path(__file__).resolve().parent.parent / "fixtures" / "logs" / "vllm-0.25.1-h200x2-tiny-start.log"
 
 # 2 x RTX 3090, TP2, u 0.95, fp8 KV, --language-model-only, MTP k=2, 262144 (docs/memory-model.md#worked-numbers row 2).
 PROFILE = FitInput(
@@ -142,7 +143,7 @@ def test_empty_log():
 
 
 def test_real_h200_excerpt():
-    # vLLM 0.25.1 on 2 x H200 with the tiny Qwen3.5 of ../shared/gpu-e2e (bf16 GDN state).
+    # vLLM 0.25.1 on 2 x H200 with a tiny random-weight Qwen3.5 + MTP (bf16 GDN state).
     log = parse_log(REAL_EXCERPT.read_text())
     assert log.version == "0.25.1"
     assert log.block_size_tokens.value == 144

@@ -169,6 +169,7 @@ def test_local_model_path_is_mounted_read_only() -> None:
 # ------------------------------------------------------------------------------ the real parser
 
 
+@pytest.mark.slow
 def test_docker_compose_reads_it_as_intended(tmp_path: Path) -> None:
     """Interpolation: the API key and HF token come from the caller's shell; `$` stays literal."""
     r, profile = rendered("dual-3090", sets=("server.api_key_env=MY_VLLM_KEY", "env.NOTE=cost$HOME"))
@@ -195,6 +196,7 @@ def test_docker_compose_reads_it_as_intended(tmp_path: Path) -> None:
     assert service["image"] == "registry.local/launcher:1"
 
 
+@pytest.mark.slow
 def test_docker_compose_refuses_to_start_without_the_api_key(tmp_path: Path) -> None:
     r, profile = rendered("tp4", sets=("server.api_key_env=MY_VLLM_KEY",))
     missing = compose_config(tmp_path, format_compose(r, profile), {})
@@ -203,6 +205,7 @@ def test_docker_compose_refuses_to_start_without_the_api_key(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.slow
 def test_docker_compose_accepts_every_shipped_profile(tmp_path: Path, name: str) -> None:
     r, profile = rendered(name)
     result = compose_config(tmp_path, format_compose(r, profile), {})

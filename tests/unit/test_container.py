@@ -1,16 +1,15 @@
 """The container: the Dockerfile passes hadolint, and its entrypoint behaves as a container would.
 
 No Docker engine runs here, so the entry command is taken from the Dockerfile itself (ENTRYPOINT +
-CMD + ENV, parsed, never restated) and run as a process with container-like environment variables
-and a recording `vllm` on PATH: environment in, command out, exec (same pid), exit code back.
+CMD + ENV, parsed, never restated: tests/fakes/docker.py) and run as a process with container-like
+environment variables and a recording `vllm` on PATH (tests/fakes/bin/vllm): environment in,
+command out, exec (same pid), exit code back.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -20,80 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from container_fakes import FakeVllm, child_env, read_record, write_fake_vllm
 from launcher.load import resolve
 from launcher.validate import command as render  # the checked command, as every output gets it
+from tests.fakes import FAKE_BIN, MODEL, FakeVllm, child_env, nvml_env, read_record
+from tests.fakes.docker import DOCKERFILE, REPO, build_args, entry_command, healthcheck, image_env, instructions, only
+from tests.helpers import FIXTURES
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "Dockerfile"
 HF_TOKEN = "hf_TESTTOKEN_do_not_print_0123456789"
 API_KEY = "sk-test-key-never-printed-42"
 REQUIRE = os.environ.get("LAUNCHER_REQUIRE_ENGINES", "") not in ("", "0")
-
-
-# ------------------------------------------------------------------------------ Dockerfile parsing
-
-
-def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped, as Docker reads them."""
-    out: list[tuple[str, str]] = []
-    buf = ""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#") or (not buf and not stripped):
-            continue
-        if stripped.endswith("\\"):
-            buf += stripped[:-1] + " "
-            continue
-        buf += stripped
-        word, _, rest = buf.partition(" ")
-        out.append((word.upper(), rest.strip()))
-        buf = ""
-    assert not buf, "the Dockerfile ends inside a line continuation"
-    return out
-
-
-def only(name: str) -> str:
-    found = [rest for word, rest in instructions() if word == name]
-    assert len(found) == 1, f"expected exactly one {name}, found {len(found)}"
-    return found[0]
-
-
-def exec_form(text: str) -> list[str]:
-    value = json.loads(text)
-    assert isinstance(value, list) and all(isinstance(v, str) for v in value), f"not exec (JSON) form: {text}"
-    return value
-
-
-def entry_command() -> list[str]:
-    return exec_form(only("ENTRYPOINT")) + exec_form(only("CMD"))
-
-
-def image_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for word, rest in instructions():
-        if word == "ENV":
-            for token in shlex.split(rest):
-                key, eq, value = token.partition("=")
-                assert eq, f"ENV {rest!r}: use the KEY=value form"
-                env[key] = value
-    return env
-
-
-def build_args() -> dict[str, str]:
-    args: dict[str, str] = {}
-    for word, rest in instructions():
-        if word == "ARG":
-            key, _, value = rest.partition("=")
-            args.setdefault(key, value)
-    return args
-
-
-def healthcheck() -> tuple[dict[str, str], list[str]]:
-    options, sep, command = only("HEALTHCHECK").partition("CMD ")
-    assert sep, "HEALTHCHECK must run a command"
-    opts = dict(o.lstrip("-").split("=", 1) for o in options.split())
-    return opts, exec_form(command)
 
 
 # ------------------------------------------------------------------------------ hadolint
@@ -109,6 +43,7 @@ def hadolint() -> str | None:
     return found
 
 
+@pytest.mark.slow
 def test_dockerfile_passes_hadolint() -> None:
     result = subprocess.run(
         [hadolint(), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
@@ -117,6 +52,7 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_hadolint_catches_what_it_should(tmp_path: Path) -> None:
     """The lint really runs with this repository's configuration: a bad Dockerfile fails it."""
     bad = tmp_path / "Dockerfile"
@@ -167,7 +103,7 @@ def test_healthcheck_checks_the_model_is_listed() -> None:
 
 
 def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
-    patterns = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*", "allow-list: exclude everything, then re-include"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     copied = set()
@@ -182,10 +118,7 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
 # ------------------------------------------------------------------------------ entrypoint behaviour
 
 
-FAKE_NVML_ENV = {
-    "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "fakenvml"),
-    "LAUNCHER_TEST_NVML_INVENTORY": str(Path(__file__).resolve().parents[1] / "fixtures" / "inventories" / "h100x8.json"),
-}
+FAKE_NVML_ENV = nvml_env(FIXTURES / "inventories" / "h100x8.json")
 
 
 def run_entry(tmp_path: Path, env: dict[str, str], args: list[str] = (), gpus: bool = True) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -194,13 +127,11 @@ def run_entry(tmp_path: Path, env: dict[str, str], args: list[str] = (), gpus: b
     The CompletedProcess carries `pid`, the process started for the entry command.
     """
     record = tmp_path / "vllm-record.json"
-    fakebin = tmp_path / "bin"
-    write_fake_vllm(fakebin, record)
     # No GPU here: the preflight reads a recorded 8 x H100 host through the stand-in pynvml
-    # (tests/fakenvml); gpus=False leaves no NVML at all, as a container started without --gpus.
+    # (tests/fakes/pythonpath); gpus=False leaves no NVML at all, as a container started without --gpus.
     if gpus:
         env = {**FAKE_NVML_ENV, **env}
-    full_env = child_env({**image_env(), "HOME": str(tmp_path), **env}, path_first=[fakebin])
+    full_env = child_env({**image_env(), "HOME": str(tmp_path), "FAKE_VLLM_RECORD": str(record), **env}, path_first=[FAKE_BIN])
     argv = entry_command() + list(args)
     with subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path) as proc:
         out, err = proc.communicate(timeout=60)
@@ -214,6 +145,7 @@ def expected_argv(env: dict[str, str], profile: str, sets: tuple[str, ...] = (),
     return list(render(resolve(profile, environ=environ, sets=sets, extra_args=extra).profile).argv)
 
 
+@pytest.mark.slow
 def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
     env = {
         "LAUNCHER_PROFILE": "dual-3090",
@@ -245,12 +177,12 @@ def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
     assert HF_TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_vllm_is_the_same_process_and_gets_the_stop_signal(tmp_path: Path) -> None:
     """docker stop sends SIGTERM to PID 1: after the exec that is vLLM, whose exit code comes back."""
     record = tmp_path / "vllm-record.json"
-    fakebin = tmp_path / "bin"
-    write_fake_vllm(fakebin, record)
-    env = child_env({**image_env(), **FAKE_NVML_ENV, "HOME": str(tmp_path), "LAUNCHER_PROFILE": "tp4", "FAKE_VLLM_WAIT": "1", "FAKE_VLLM_EXIT": "0"}, [fakebin])
+    env = child_env({**image_env(), **FAKE_NVML_ENV, "HOME": str(tmp_path), "LAUNCHER_PROFILE": "tp4", "FAKE_VLLM_RECORD": str(record),
+                     "FAKE_VLLM_WAIT": "1", "FAKE_VLLM_EXIT": "0"}, [FAKE_BIN])
     proc = subprocess.Popen(entry_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 30
@@ -269,12 +201,14 @@ def test_vllm_is_the_same_process_and_gets_the_stop_signal(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("code", [1, 4, 137])
+@pytest.mark.slow
 def test_vllm_exit_code_is_the_containers(tmp_path: Path, code: int) -> None:
     result, record = run_entry(tmp_path, {"LAUNCHER_PROFILE": "tp8", "FAKE_VLLM_EXIT": str(code)})
     assert record.exists()
     assert result.returncode == code
 
 
+@pytest.mark.slow
 def test_api_key_reaches_vllm_by_environment_only(tmp_path: Path) -> None:
     env = {"LAUNCHER_PROFILE": "dual-3090", "LAUNCHER__SERVER__API_KEY_ENV": "MY_VLLM_KEY", "MY_VLLM_KEY": API_KEY, "HF_TOKEN": HF_TOKEN}
     result, record = run_entry(tmp_path, env)
@@ -287,6 +221,7 @@ def test_api_key_reaches_vllm_by_environment_only(tmp_path: Path) -> None:
         assert secret not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_mounted_user_profile_directory(tmp_path: Path) -> None:
     mounted = tmp_path / "mnt-profiles"
     mounted.mkdir()
@@ -297,6 +232,7 @@ def test_mounted_user_profile_directory(tmp_path: Path) -> None:
     assert "--max-model-len 32768" in argv and "--max-num-seqs 2" in argv and "--tensor-parallel-size 2" in argv
 
 
+@pytest.mark.slow
 def test_command_arguments_reach_launcher_serve(tmp_path: Path) -> None:
     """`docker run IMAGE --profile tp4 --dry-run` prints the command and starts nothing."""
     result, record = run_entry(tmp_path, {"HF_TOKEN": HF_TOKEN}, ["--profile", "tp4", "--dry-run"])
@@ -306,6 +242,7 @@ def test_command_arguments_reach_launcher_serve(tmp_path: Path) -> None:
     assert HF_TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_default_profile_auto_without_gpus_fails_cleanly(tmp_path: Path) -> None:
     """The image's default (LAUNCHER_PROFILE=auto) reads the GPUs; with none visible (as here, or a
     container started without --gpus) it must stop with a one-line error and exit 3, never start vLLM."""
@@ -316,6 +253,7 @@ def test_default_profile_auto_without_gpus_fails_cleanly(tmp_path: Path) -> None
     assert HF_TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_bad_override_fails_in_one_line_before_vllm(tmp_path: Path) -> None:
     result, record = run_entry(tmp_path, {"LAUNCHER_PROFILE": "dual-3090", "LAUNCHER__ENGINE__MAX_MODEL_LENN": "4096", "HF_TOKEN": HF_TOKEN})
     assert result.returncode == 2
@@ -333,15 +271,17 @@ def run_healthcheck(tmp_path: Path, url: str, extra_env: dict[str, str] | None =
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=float(opts["timeout"].rstrip("s")), cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_healthcheck_healthy_when_the_model_is_listed(tmp_path: Path) -> None:
-    with FakeVllm() as server:
+    with FakeVllm(model=MODEL) as server:
         result = run_healthcheck(tmp_path, server.url)
-        assert ("GET", "/v1/models") in server.requests
+        assert ("GET", "/v1/models") in server.hits
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_healthcheck_unhealthy_while_loading_or_down(tmp_path: Path) -> None:
-    with FakeVllm(ready=False) as server:
+    with FakeVllm(model=MODEL, ready_after=float("inf")) as server:
         loading = run_healthcheck(tmp_path, server.url)
         down_url = server.url
     assert loading.returncode != 0
@@ -349,8 +289,9 @@ def test_healthcheck_unhealthy_while_loading_or_down(tmp_path: Path) -> None:
     assert down.returncode != 0
 
 
+@pytest.mark.slow
 def test_healthcheck_uses_the_api_key_vllm_reads(tmp_path: Path) -> None:
-    with FakeVllm(api_key=API_KEY) as server:
+    with FakeVllm(model=MODEL, api_key=API_KEY) as server:
         without = run_healthcheck(tmp_path, server.url)
         with_key = run_healthcheck(tmp_path, server.url, {"VLLM_API_KEY": API_KEY})
     assert without.returncode != 0

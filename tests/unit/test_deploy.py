@@ -28,9 +28,10 @@ from launcher.model_facts import facts_for
 from launcher.render import option_pairs
 from launcher.schema import Profile, node_gpu_counts
 from launcher.validate import command as render
-from tests.conftest import REPO
+from tests.helpers import FIXTURES
 
-SERVE_ARGS = REPO.parent / "shared" / "data" / "vllm-0.33.0-serve-args.json"
+# vLLM 0.33.0's own parser, dumped (not launcher's schema): tests/fixtures/README.md.
+SERVE_ARGS = FIXTURES / "vllm" / "vllm-0.33.0-serve-parser.json"
 
 # A two-node engine: TP4 inside each node, PP2 across them (MTP off: it does not work with PP > 1).
 TWO_NODES = """
@@ -70,7 +71,8 @@ def refused(write_profile: Callable[..., Path], text: str, *sets: str) -> str:
         (("parallel.tensor_parallel_size=8", "parallel.pipeline_parallel_size=1"), "parallel.tensor_parallel_size", "8 does not divide the 4 GPUs of node 0"),
         (("deployment.hosts=[{ip: 10.1.0.1}, {ip: 10.1.0.1}]",), "deployment.hosts", "ip 10.1.0.1 appears twice"),
         (("env.VLLM_HOST_IP=10.1.0.1",), "env.VLLM_HOST_IP", "differs per node"),
-        (("deployment.hosts=[{ip: a, vllm_version: 0.32.0}, {ip: b}]",), "deployment.hosts.0.vllm_version", "node 0 has vLLM 0.32.0 but the profile targets 0.33.0"),
+        (("deployment.hosts=[{ip: a, vllm_version: 0.32.0}, {ip: b}]",), "deployment.hosts.0.vllm_version",
+         "node 0 has vLLM 0.32.0 but the profile targets 0.33.0"),
         (("deployment.hosts=[{ip: a}, {ip: b, model_path: /models/q}]",), "deployment.hosts.1.model_path", "vLLM loads one path on every node"),
         (("parallel.distributed_executor_backend=ray",), "parallel.distributed_executor_backend", "is ray but deployment.backend is mp"),
         (("speculative.enabled=true",), "parallel.pipeline_parallel_size", "MTP speculative decoding does not work with pipeline parallel > 1"),
@@ -357,6 +359,7 @@ def test_cli_without_node_rank_prints_every_node() -> None:
     assert isinstance(refused.exception, ProfileError) and "pick one with --node-rank R" in str(refused.exception)
 
 
+@pytest.mark.slow
 def test_cli_bad_node_rank() -> None:
     import subprocess
     import sys

@@ -202,7 +202,7 @@ def test_gpu_table_24gb_tp2_verdicts():
 
 
 def test_tiny_model_block_size_matches_the_real_h200_log():
-    # ../shared/gpu-e2e: vLLM 0.25.1 on H200, tiny Qwen3.5 (4 KV heads x 256, GDN 4 key / 8 value
+    # tests/fixtures/logs/vllm-0.25.1-h200x2-tiny-start.log: vLLM 0.25.1 on H200, tiny Qwen3.5 (4 KV heads x 256, GDN 4 key / 8 value
     # heads of 128, bf16 state), TP2, fp8_e4m3, MTP k=2, prefix caching off, Triton GDN prefill,
     # logged "Setting attention block size to 144 tokens".
     base = MODEL_FACTS["havenoammo/Qwen3.6-27B-INT8-MTP"]

@@ -20,7 +20,8 @@ from launcher.inventory import load_inventory, parse_inventory
 from launcher.load import resolve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
-H200_CAPTURE = Path("/work/shared/data/nvml-h200x2.json")
+# Raw NVML readings of a 2 x H200 machine (tests/fixtures/README.md).
+H200_CAPTURE = Path(__file__).resolve().parent.parent / "fixtures" / "nvml" / "h200x2-raw.json"
 
 BASE = """
 hardware: {gpu_count: 2, min_memory_gib: 23.5}

@@ -9,7 +9,7 @@ import pytest
 from launcher.load import list_profiles, resolve, shipped_profiles_dir
 from launcher.render import assemble
 from launcher.validate import render_checked
-from tests.conftest import card_command, option_map
+from tests.helpers import card_command, option_map
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 SHIPPED = sorted(list_profiles([shipped_profiles_dir()]))

@@ -1,239 +1,32 @@
-"""launcher.gpu.probe against a fake pynvml module object, fed with values captured on real GPUs.
+"""launcher.gpu.probe against a fake pynvml module object (tests/fakes/nvml.py), fed with values
+captured on real GPUs.
 
 The fake follows nvidia-ml-py's signatures, including its traps: NVML_P2P_CAPS_INDEX_READ is the
-tuple `(0,)` there, and passing it on fails inside ctypes, as the shared 2 x H200 capture shows
+tuple `(0,)` there, and passing it on fails inside ctypes, as the raw 2 x H200 capture shows
 ("argument 3: TypeError: Don't know how to convert parameter 3").
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import sys
-import types
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 from launcher.errors import HardwareError
 from launcher.gpu import load_pynvml, probe
 from launcher.inventory import dump_inventory, load_inventory
+from tests.fakes.nvml import LIBRARY_NOT_FOUND, NOT_SUPPORTED, fake_nvml
+from tests.helpers import FIXTURES as ALL_FIXTURES
 
-# A copy of ../shared/data/nvml-h200x2.json (real NVML readings from a 2 x H200 machine).
-SHARED = Path(__file__).resolve().parent.parent / "fixtures" / "nvml-h200x2-shared.json"
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
+# Raw NVML readings from a 2 x H200 machine, in the capture script's own keys (tests/fixtures/README.md).
+RAW_H200X2 = ALL_FIXTURES / "nvml" / "h200x2-raw.json"
+FIXTURES = ALL_FIXTURES / "inventories"
 
-P2P_CODES = {"ok": 0, "chipset_not_supported": 1, "gpu_not_supported": 2, "ioh_topology_not_supported": 3,
-             "disabled_by_regkey": 4, "not_supported": 5, "unknown": 6}
-TOPOLOGY_CODES = {"internal": 0, "single": 10, "multiple": 20, "hostbridge": 30, "node": 40, "system": 50}
-BRAND_CODES = {"geforce": 5, "nvidia": 14, "tesla": 2, "nvidia_rtx": 13}
-NOT_SUPPORTED, INVALID_ARGUMENT, GPU_IS_LOST, LIBRARY_NOT_FOUND = 3, 2, 15, 12
-ERROR_TEXT = {NOT_SUPPORTED: "Not Supported", INVALID_ARGUMENT: "Invalid Argument", GPU_IS_LOST: "GPU is lost",
-              LIBRARY_NOT_FOUND: "NVML Shared Library Not Found"}
-
-
-class NVMLError(Exception):
-    def __init__(self, value: int, text: Optional[str] = None) -> None:
-        super().__init__(value)
-        self.value = value
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text or ERROR_TEXT.get(self.value, f"NVML Error with code {self.value}")
-
-
-def fake_nvml(data: dict[str, Any], *, init_error: Optional[int] = None, broken: Optional[dict[str, int]] = None) -> types.ModuleType:
-    """A module object with pynvml's names, answering from an inventory-shaped dict.
-
-    `broken` maps a function name to an NVML error code it raises (for every device).
-    """
-    m = types.ModuleType("pynvml_fake")
-    m.calls = []  # type: ignore[attr-defined]
-    m.NVMLError = NVMLError  # type: ignore[attr-defined]
-    # As in nvidia-ml-py: READ carries a trailing comma and is a tuple.
-    m.NVML_P2P_CAPS_INDEX_READ = (0,)  # type: ignore[attr-defined]
-    m.NVML_P2P_CAPS_INDEX_WRITE = 1  # type: ignore[attr-defined]
-    m.NVML_P2P_CAPS_INDEX_NVLINK = 2  # type: ignore[attr-defined]
-    m.NVML_NVLINK_MAX_LINKS = 36  # type: ignore[attr-defined]
-    m.nvmlMemory_v2 = 0x02000028  # type: ignore[attr-defined]
-    entries = {g["index"]: g for g in data["gpus"]}
-    links = {tuple(l["gpus"]): l for l in data.get("links", [])}
-    broken = broken or {}
-
-    def record(fn):
-        def wrapper(*args):
-            m.calls.append(fn.__name__)  # type: ignore[attr-defined]
-            if fn.__name__ in broken:
-                raise NVMLError(broken[fn.__name__])
-            return fn(*args)
-
-        wrapper.__name__ = fn.__name__
-        setattr(m, fn.__name__, wrapper)
-        return wrapper
-
-    @record
-    def nvmlInit():
-        if init_error is not None:
-            raise NVMLError(init_error)
-
-    @record
-    def nvmlShutdown():
-        pass
-
-    @record
-    def nvmlSystemGetDriverVersion():
-        return data["driver_version"]
-
-    @record
-    def nvmlSystemGetCudaDriverVersion():
-        return data["cuda_driver_version"]
-
-    @record
-    def nvmlSystemGetNVMLVersion():
-        return data.get("nvml_version", "13.0")
-
-    @record
-    def nvmlDeviceGetCount():
-        return len(entries)
-
-    @record
-    def nvmlDeviceGetHandleByIndex(index):
-        if "error" in entries[index]:
-            raise NVMLError(GPU_IS_LOST)
-        return ("handle", index)
-
-    def gpu(handle):
-        return entries[handle[1]]
-
-    @record
-    def nvmlDeviceGetUUID(handle):
-        if handle[0] == "mig":
-            return handle[2]
-        return gpu(handle)["uuid"]
-
-    @record
-    def nvmlDeviceGetName(handle):
-        return gpu(handle)["name"]
-
-    @record
-    def nvmlDeviceGetPciInfo(handle):
-        return types.SimpleNamespace(busId=gpu(handle).get("pci_bus_id", ""))
-
-    @record
-    def nvmlDeviceGetMemoryInfo(handle, version=None):
-        if handle[0] == "mig":
-            return types.SimpleNamespace(total=handle[3], free=handle[3], used=0)
-        g = gpu(handle)
-        total, free = g["memory_total_bytes"], g["memory_free_bytes"]
-        if version is None:
-            return types.SimpleNamespace(total=total, free=free, used=g.get("memory_used_bytes", total - free))
-        assert version == m.nvmlMemory_v2
-        if g.get("memory_reserved_bytes") is None:
-            raise NVMLError(NOT_SUPPORTED)
-        reserved = g["memory_reserved_bytes"]
-        return types.SimpleNamespace(total=total, free=free, reserved=reserved, used=total - free - reserved)
-
-    @record
-    def nvmlDeviceGetCudaComputeCapability(handle):
-        return tuple(gpu(handle)["compute_capability"])
-
-    brand_codes = dict(BRAND_CODES)
-    for n, g in enumerate(data["gpus"]):
-        brand = g.get("brand")
-        if brand and brand not in brand_codes:  # a brand the probe names through pynvml's NVML_BRAND_* constants
-            brand_codes[brand] = 100 + n
-            setattr(m, f"NVML_BRAND_{brand.upper()}", 100 + n)
-
-    @record
-    def nvmlDeviceGetBrand(handle):
-        brand = gpu(handle).get("brand")
-        if brand is None:
-            raise NVMLError(NOT_SUPPORTED)
-        return brand_codes[brand]
-
-    @record
-    def nvmlDeviceGetMigMode(handle):
-        if gpu(handle).get("mig_mode") is None:
-            raise NVMLError(NOT_SUPPORTED)
-        on = int(bool(gpu(handle)["mig_mode"]))
-        return [on, on]
-
-    @record
-    def nvmlDeviceGetMaxMigDeviceCount(handle):
-        return 7
-
-    @record
-    def nvmlDeviceGetMigDeviceHandleByIndex(handle, i):
-        migs = gpu(handle).get("mig_devices", [])
-        if i >= len(migs):
-            raise NVMLError(NOT_SUPPORTED)
-        return ("mig", handle[1], migs[i]["uuid"], migs[i].get("memory_total_bytes"))
-
-    @record
-    def nvmlDeviceGetNvLinkState(handle, link):
-        n = gpu(handle).get("nvlink_active_links")
-        if n is None:
-            raise NVMLError(NOT_SUPPORTED)
-        if link >= max(n, 18):
-            raise NVMLError(INVALID_ARGUMENT)
-        return 1 if link < n else 0
-
-    def procs(kind):
-        def fn(handle):
-            out = []
-            for p in gpu(handle).get("processes") or []:
-                if p.get("type", "compute") == kind:
-                    out.append(types.SimpleNamespace(pid=p["pid"], usedGpuMemory=p.get("used_memory_bytes")))
-            if gpu(handle).get("processes") is None:
-                raise NVMLError(NOT_SUPPORTED)
-            return out
-
-        return fn
-
-    for kind, name in (("compute", "nvmlDeviceGetComputeRunningProcesses"), ("graphics", "nvmlDeviceGetGraphicsRunningProcesses"),
-                       ("mps", "nvmlDeviceGetMPSComputeRunningProcesses")):
-        f = procs(kind)
-        f.__name__ = name
-        record(f)
-
-    names = {p["pid"]: p.get("name") for g in data["gpus"] for p in (g.get("processes") or [])}
-
-    @record
-    def nvmlSystemGetProcessName(pid):
-        if names.get(pid) is None:
-            raise NVMLError(NOT_SUPPORTED)
-        return names[pid]
-
-    @record
-    def nvmlDeviceGetP2PStatus(h1, h2, p2p_index):
-        if not isinstance(p2p_index, int):  # what ctypes does with pynvml's tuple constant
-            raise ctypes.ArgumentError("argument 3: TypeError: Don't know how to convert parameter 3")
-        link = links.get((h1[1], h2[1]))
-        key = ("p2p_read", "p2p_write", "nvlink")[p2p_index]
-        status = link.get(key) if link else None
-        if status is None:
-            raise NVMLError(NOT_SUPPORTED)
-        if status.startswith("error: "):
-            raise NVMLError(NOT_SUPPORTED, status[len("error: "):])
-        return P2P_CODES[status]
-
-    @record
-    def nvmlDeviceGetTopologyCommonAncestor(h1, h2):
-        link = links.get((h1[1], h2[1]))
-        if not link or "topology" not in link:
-            raise NVMLError(NOT_SUPPORTED)
-        topo = link["topology"]
-        return int(topo) if topo.isdigit() else TOPOLOGY_CODES[topo]
-
-    return m
-
-
-def shared_capture() -> dict[str, Any]:
-    """The shared 2 x H200 NVML capture, in inventory shape (its own keys renamed)."""
-    if not SHARED.is_file():
-        pytest.skip(f"{SHARED} not present")
-    raw = json.loads(SHARED.read_text())
+def raw_capture() -> dict[str, Any]:
+    """The raw 2 x H200 NVML capture, in inventory shape (its own keys renamed)."""
+    raw = json.loads(RAW_H200X2.read_text())
     gpus = []
     for g in raw["gpus"]:
         gpus.append({
@@ -248,11 +41,11 @@ def shared_capture() -> dict[str, Any]:
             "gpus": gpus, "links": links}
 
 
-# ------------------------------------------------------------------ the shared capture
+# ------------------------------------------------------------------ the raw 2 x H200 capture
 
 
-def test_probe_reads_the_shared_h200_capture() -> None:
-    nvml = fake_nvml(shared_capture())
+def test_probe_reads_the_raw_h200_capture() -> None:
+    nvml = fake_nvml(raw_capture())
     inv = probe(nvml, environ={"NVIDIA_VISIBLE_DEVICES": "0,1", "HOME": "/root"}, now="2026-11-28T20:00:00Z")
     assert inv.driver_version == "580.159.04" and inv.cuda_driver_version == 13000 and inv.nvml_version == "13.580.159.04"
     assert [g.uuid for g in inv.gpus] == ["GPU-acaf2962-c5d9-e608-4083-a0d099e9f9ab", "GPU-ac2a6325-361f-b791-58a6-08ac6eef00e1"]
@@ -269,32 +62,32 @@ def test_probe_reads_the_shared_h200_capture() -> None:
 
 
 def test_p2p_index_constant_is_unwrapped_from_pynvml_tuple() -> None:
-    data = shared_capture()
+    data = raw_capture()
     data["links"][0].update(p2p_read="ok", p2p_write="ok")
     inv = probe(fake_nvml(data), environ={})
     assert inv.links[0].p2p_read == "ok" and inv.links[0].p2p_write == "ok"
 
 
 def test_nvml_is_shut_down_when_a_read_fails_midway() -> None:
-    nvml = fake_nvml(shared_capture(), broken={"nvmlDeviceGetCount": 999})
+    nvml = fake_nvml(raw_capture(), broken={"nvmlDeviceGetCount": 999})
     with pytest.raises(HardwareError, match="NVML failed while reading the GPUs"):
         probe(nvml, environ={})
     assert nvml.calls[-1] == "nvmlShutdown"
 
 
 def test_a_gpu_that_errors_becomes_an_entry() -> None:
-    data = shared_capture()
+    data = raw_capture()
     data["gpus"].append({"index": 2, "error": "lost"})
     inv = probe(fake_nvml(data), environ={})
     assert [g.index for g in inv.gpus] == [0, 1]
     (err,) = inv.gpu_errors
     assert err.index == 2 and err.error == "GPU is lost"
-    assert [tuple(l.gpus) for l in inv.links] == [(0, 1)]  # no pair queries on an unreadable GPU
+    assert [tuple(link.gpus) for link in inv.links] == [(0, 1)]  # no pair queries on an unreadable GPU
     assert json.loads(dump_inventory(inv))["gpus"][2] == {"index": 2, "error": "GPU is lost"}
 
 
 def test_optional_reads_degrade_instead_of_failing_the_gpu() -> None:
-    nvml = fake_nvml(shared_capture(), broken={
+    nvml = fake_nvml(raw_capture(), broken={
         "nvmlDeviceGetComputeRunningProcesses": NOT_SUPPORTED, "nvmlDeviceGetGraphicsRunningProcesses": NOT_SUPPORTED,
         "nvmlDeviceGetMPSComputeRunningProcesses": NOT_SUPPORTED, "nvmlDeviceGetMigMode": NOT_SUPPORTED,
         "nvmlDeviceGetTopologyCommonAncestor": NOT_SUPPORTED, "nvmlDeviceGetBrand": NOT_SUPPORTED,
@@ -306,7 +99,7 @@ def test_optional_reads_degrade_instead_of_failing_the_gpu() -> None:
 
 
 def test_processes_are_named_where_nvml_can() -> None:
-    data = shared_capture()
+    data = raw_capture()
     data["gpus"][0]["processes"] = [
         {"pid": 4242, "used_memory_bytes": 1 << 30, "name": "python3", "type": "compute"},
         {"pid": 7, "used_memory_bytes": 512 << 20, "name": None, "type": "graphics"},
@@ -327,7 +120,7 @@ def test_mig_instances_are_listed() -> None:
 
 def test_nvml_init_failure_is_exit_3_pointing_to_inventory() -> None:
     with pytest.raises(HardwareError) as exc:
-        probe(fake_nvml(shared_capture(), init_error=LIBRARY_NOT_FOUND), environ={})
+        probe(fake_nvml(raw_capture(), init_error=LIBRARY_NOT_FOUND), environ={})
     assert exc.value.exit_code == 3
     text = str(exc.value)
     assert text.startswith("cannot read the GPUs through NVML: NVML Shared Library Not Found")

@@ -19,7 +19,8 @@ from launcher.gpu_catalog import (
     normalize,
 )
 
-H200_CAPTURE = Path("/work/shared/data/nvml-h200x2.json")
+# Raw NVML readings of a 2 x H200 machine (tests/fixtures/README.md).
+H200_CAPTURE = Path(__file__).resolve().parent.parent / "fixtures" / "nvml" / "h200x2-raw.json"
 
 
 @pytest.mark.parametrize(

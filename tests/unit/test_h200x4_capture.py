@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from launcher.commands.gpus import format_inventory
 from launcher.inventory import load_inventory, resolve_visible
 from launcher.preflight import choose_auto, run_preflight
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 INVENTORY = load_inventory(FIXTURES / "inventories" / "h200x4.json")
 EVIDENCE = json.loads((FIXTURES / "device" / "device-h200x4.json").read_text())
 
 
-def test_capture_is_four_identical_h200_all_pairs_p2p() -> None:
-    assert len(INVENTORY.gpus) == 4 and {g.name for g in INVENTORY.gpus} == {"NVIDIA H200"}
-    assert INVENTORY.driver_version == "580.159.04" and INVENTORY.cuda_driver_version == 13000
+def test_gpus_table_of_the_capture_is_what_the_device_printed() -> None:
+    """Today's `launcher gpus` table of the captured file is the table printed live on the device
+    (a separate call, taken a second later: only the capture time differs)."""
+    live = EVIDENCE["gpus_table"].splitlines()
+    today = format_inventory(INVENTORY).splitlines()
+    when = re.compile(r"captured \S+\)$")
+    assert when.search(live[0]) and when.search(today[0])
+    assert [when.sub("", live[0])] + live[1:] == [when.sub("", today[0])] + today[1:]
+    assert len(INVENTORY.gpus) == 4 and len(INVENTORY.links) == 6 and all(link.p2p for link in INVENTORY.links)
 
 
 @pytest.mark.parametrize("name, runnable", [("dual-3090", True), ("dual-3090-full", True), ("tp4", True), ("tp8", False), ("tp4x2", False)])

@@ -6,13 +6,16 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from launcher.inventory import load_inventory
 from launcher.preflight import choose_auto, run_preflight
-from tests.conftest import FIXTURES, REPO
+from tests.helpers import FIXTURES, REPO
 
 PATH = FIXTURES / "inventories" / "h200x8-composed.json"
 
 
+@pytest.mark.slow
 def test_fixture_is_what_the_tool_builds_from_the_capture() -> None:
     cap = str(FIXTURES / "inventories" / "h200x4.json")
     out = subprocess.run([sys.executable, str(REPO / "tools" / "compose_inventory.py"), cap, cap, "--link-from", cap],

@@ -218,6 +218,7 @@ def _probe(server: http.server.HTTPServer, model: str, listed: list[str], key: s
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=30).returncode
 
 
+@pytest.mark.slow
 def test_readiness_probe_passes_only_once_the_model_is_listed(models_server) -> None:
     model = "havenoammo/Qwen3.6-27B-INT8-MTP"
     assert _probe(models_server, model, [model], None, None) == 0

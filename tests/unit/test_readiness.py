@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_vllm import FakeVllm  # noqa: E402
-
-from launcher.errors import EXIT_NOT_READY, NotReadyError  # noqa: E402
-from launcher.readiness import Progress, base_url, probe, wait_ready  # noqa: E402
+from launcher.errors import EXIT_NOT_READY, NotReadyError
+from launcher.readiness import Progress, base_url, probe, wait_ready
+from tests.fakes import FakeVllm
 
 
 def free_port() -> int:
@@ -36,6 +32,7 @@ def test_base_url_accepts_what_users_paste(given: str, expected: str) -> None:
     assert base_url(given) == expected
 
 
+@pytest.mark.slow
 def test_ready_when_model_listed() -> None:
     with FakeVllm(model="qwen", root="/models/qwen") as fake:
         info = wait_ready(fake.url + "/v1", timeout=5, model="qwen", interval=0.05)
@@ -46,11 +43,13 @@ def test_ready_when_model_listed() -> None:
     assert info.url == fake.url
 
 
+@pytest.mark.slow
 def test_without_model_takes_first_listed() -> None:
     with FakeVllm(model="whatever") as fake:
         assert wait_ready(fake.url, timeout=5, interval=0.05).model == "whatever"
 
 
+@pytest.mark.slow
 def test_health_alone_is_not_ready_waits_for_model_list() -> None:
     seen: list[Progress] = []
     with FakeVllm(ready_after=0.0, models_after=0.6) as fake:
@@ -61,6 +60,7 @@ def test_health_alone_is_not_ready_waits_for_model_list() -> None:
     assert info.elapsed_s >= 0.5
 
 
+@pytest.mark.slow
 def test_progress_reports_changes_not_every_poll() -> None:
     seen: list[Progress] = []
     with FakeVllm(ready_after=0.5) as fake:
@@ -81,16 +81,19 @@ def test_timeout_names_what_was_seen_last_connection_refused() -> None:
     assert err.value.exit_code == EXIT_NOT_READY == 5
 
 
+@pytest.mark.slow
 def test_timeout_when_other_model_listed() -> None:
     with FakeVllm(model="other") as fake, pytest.raises(NotReadyError, match=r"lists other but not 'wanted'"):
         wait_ready(fake.url, timeout=0.3, model="wanted", interval=0.05)
 
 
+@pytest.mark.slow
 def test_timeout_while_health_503() -> None:
     with FakeVllm(ready_after=60) as fake, pytest.raises(NotReadyError, match=r"last seen: /health answered 503"):
         wait_ready(fake.url, timeout=0.3, interval=0.05)
 
 
+@pytest.mark.slow
 def test_api_key_refused_fails_at_once() -> None:
     with FakeVllm(api_key="secret") as fake:
         with pytest.raises(NotReadyError, match="wants an API key"):
@@ -128,6 +131,7 @@ def test_timeout_uses_injected_clock_without_sleeping() -> None:
     assert slept == [3, 3, 3, 1]  # the last sleep is cut to the deadline
 
 
+@pytest.mark.slow
 def test_probe_reports_non_model_list() -> None:
     with FakeVllm() as fake:
         fake.models_template = {"unexpected": True}
@@ -148,6 +152,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return int(exit_info.value.code or 0), out, err
 
 
+@pytest.mark.slow
 def test_wait_command_ready(capsys: pytest.CaptureFixture[str]) -> None:
     with FakeVllm(model="tiny", ready_after=0.3) as fake:
         code, out, err = run_cli(["wait", "--url", fake.url, "--timeout", "5", "--interval", "0.1"], capsys)
@@ -165,6 +170,7 @@ def test_wait_command_timeout_exit_5(capsys: pytest.CaptureFixture[str]) -> None
     assert len(err.strip().splitlines()) == 1  # -q: no progress, one error line
 
 
+@pytest.mark.slow
 def test_wait_command_api_key_env(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_KEY", "secret")
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
@@ -177,6 +183,7 @@ def test_wait_command_api_key_env(capsys: pytest.CaptureFixture[str], monkeypatc
     assert refused[0] == 5 and "wants an API key" in refused[2]
 
 
+@pytest.mark.slow
 def test_wait_command_default_key_from_vllm_api_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_API_KEY", "secret")
     with FakeVllm(api_key="secret") as fake:

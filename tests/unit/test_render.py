@@ -55,6 +55,7 @@ def test_api_key_never_in_argv() -> None:
 
 
 @pytest.mark.parametrize("name", ["dual-3090", "dual-3090-full", "tp4", "tp8"])
+@pytest.mark.slow
 def test_shell_format_round_trips_through_a_real_shell(name) -> None:
     r = render(resolve(name, environ={}).profile)
     text = format_shell(r)
@@ -93,7 +94,7 @@ def test_yaml_format_means_the_same_as_argv(name) -> None:
     r = render(resolve(name, environ={}).profile)
     mapping = yaml.safe_load(format_yaml(r))
     assert mapping["model"] == r.model
-    from tests.conftest import option_map
+    from tests.helpers import option_map
 
     assert option_map(_config_to_argv(mapping)) == option_map(list(r.argv[r.head:]))
 
@@ -105,6 +106,7 @@ def test_yaml_format_keeps_negative_booleans() -> None:
     assert "--no-enable-prefix-caching" in _config_to_argv(mapping)
 
 
+@pytest.mark.slow
 def test_env_format_is_sourceable() -> None:
     r = render(Profile.model_validate({**BASE, "env": {"A": "x y", "B": 1}, "server": {"api_key_env": "SECRET"}}))
     script = format_env(r) + 'printf "%s|%s|%s" "$A" "$B" "$VLLM_API_KEY"'

@@ -3,7 +3,7 @@
 Commands run in a scratch directory, in order, with a recording `vllm` on PATH and an HF token
 in the environment that must never be printed. What this machine lacks is supplied explicitly:
 commands that read the GPUs through NVML get `--inventory` (a recorded 2 x RTX 3090 host), the
-server URL points at a small local server that answers like vLLM (tests/unit/container_fakes.py),
+server URL points at a small local server that answers like vLLM (tests/fakes/vllm_server.py),
 and `docker run` is emulated by running the image's own ENTRYPOINT + CMD with the same `-e`
 variables and arguments. Commands that need real hardware, Docker or the network are marked
 `# needs: ...` in the runbook and listed in NEEDS below; the two lists must agree.
@@ -20,8 +20,8 @@ from typing import Iterator
 
 import pytest
 
-from container_fakes import FakeVllm, child_env, write_fake_vllm
-from test_container import build_args, entry_command, image_env
+from tests.fakes import FAKE_BIN, MODEL, FakeVllm, child_env, nvml_env
+from tests.fakes.docker import build_args, entry_command, image_env
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -155,18 +155,15 @@ def test_image_tag_follows_the_dockerfile() -> None:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     root = tmp_path_factory.mktemp("runbook")
-    for lang, body, name in blocks(RUNBOOK_TEXT):
+    for _lang, body, name in blocks(RUNBOOK_TEXT):
         if name:
             path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(body)
     record = root / ".vllm-record.json"
-    fakebin = root / ".bin"
-    write_fake_vllm(fakebin, record)
     # `launcher serve` reads the GPUs itself: the stand-in pynvml answers from the same recorded host.
-    fake_nvml = {"PYTHONPATH": str(REPO / "tests" / "fakenvml"), "LAUNCHER_TEST_NVML_INVENTORY": str(INVENTORY)}
-    env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN, **fake_nvml}, path_first=[fakebin])
-    with FakeVllm() as server:
+    env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN, "FAKE_VLLM_RECORD": str(record), **nvml_env(INVENTORY)}, path_first=[FAKE_BIN])
+    with FakeVllm(model=MODEL) as server:
         yield {"root": root, "record": record, "env": env, "server": server}
 
 
@@ -179,6 +176,7 @@ def adapt(cmd: str, server_url: str) -> str:
 
 
 @pytest.mark.parametrize("cmd", RUNNABLE, ids=[c[:60] for c in RUNNABLE])
+@pytest.mark.slow
 def test_runbook_command_runs(cmd: str, sandbox: dict[str, object]) -> None:
     record: Path = sandbox["record"]  # type: ignore[assignment]
     record.unlink(missing_ok=True)
@@ -227,6 +225,7 @@ def docker_run_as_process(cmd: str, root: Path) -> tuple[list[str], dict[str, st
 
 
 @pytest.mark.parametrize("cmd", DOCKER_RUNS, ids=[str(i) for i in range(len(DOCKER_RUNS))])
+@pytest.mark.slow
 def test_docker_run_commands_start_vllm(cmd: str, sandbox: dict[str, object]) -> None:
     root: Path = sandbox["root"]  # type: ignore[assignment]
     record: Path = sandbox["record"]  # type: ignore[assignment]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from launcher.inventory import load_inventory
 from launcher.preflight import run_preflight
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 
 def test_tp8_on_8_h100_warns_and_offers_tp4x2_with_numbers() -> None:

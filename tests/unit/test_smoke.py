@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_vllm import FIXTURES, FakeVllm  # noqa: E402
-
-from launcher.errors import NotReadyError  # noqa: E402
-from launcher.smoke import (  # noqa: E402
+from launcher.errors import NotReadyError
+from launcher.smoke import (
     CHECKS,
     FAIL,
     NA,
@@ -31,6 +27,7 @@ from launcher.smoke import (  # noqa: E402
     run_smoke,
     spec_decode_counters,
 )
+from tests.fakes.vllm_server import FIXTURES, FakeVllm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +61,7 @@ def marked_model_dir(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------- whole battery
 
 
+@pytest.mark.slow
 def test_good_server_passes_everything() -> None:
     with FakeVllm("good") as fake:
         report = run_smoke(fake.url, "tiny")
@@ -73,7 +71,7 @@ def test_good_server_passes_everything() -> None:
     assert "acceptance 70.0%" in check(report, "spec_decode").summary
     # What went over the wire, as a user's openai client sends it.
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for kind, body in zip(fake.kinds, fake.requests):
+    for kind, body in zip(fake.kinds, fake.requests, strict=True):
         by_kind.setdefault(kind, []).append(body)
     assert sorted(by_kind) == ["chat", "prose", "reasoning", "tool", "tool_required", "tool_stream"]
     assert len(by_kind["prose"]) == 2
@@ -88,6 +86,7 @@ def test_good_server_passes_everything() -> None:
     assert [b.get("temperature") for b in fake.requests if "temperature" in b] == [0]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_really_overlap() -> None:
     with FakeVllm("good", response_delay=0.3) as fake:
         report = run_smoke(fake.url, checks=["concurrency"])
@@ -95,6 +94,7 @@ def test_concurrent_requests_really_overlap() -> None:
     assert fake.max_in_flight == 2
 
 
+@pytest.mark.slow
 def test_random_weights_detected_from_marker(marked_model_dir: Path) -> None:
     with FakeVllm("good", root=str(marked_model_dir), spec_decode="no_accept") as fake:
         report = run_smoke(fake.url)
@@ -112,6 +112,7 @@ def test_random_weights_detected_from_marker(marked_model_dir: Path) -> None:
     assert all(b["max_tokens"] <= 32 for b in fake.requests)
 
 
+@pytest.mark.slow
 def test_random_weights_flag_without_marker() -> None:
     with FakeVllm("good") as fake:
         report = run_smoke(fake.url, random_weights=True)
@@ -119,12 +120,14 @@ def test_random_weights_flag_without_marker() -> None:
     assert check(report, "reasoning").status == NA
 
 
+@pytest.mark.slow
 def test_real_weights_flag_overrides_marker(marked_model_dir: Path) -> None:
     with FakeVllm("good", root=str(marked_model_dir)) as fake:
         report = run_smoke(fake.url, random_weights=False, checks=["reasoning"])
     assert not report.random_weights and check(report, "reasoning").status == PASS
 
 
+@pytest.mark.slow
 def test_random_weights_request_that_crashes_still_fails(marked_model_dir: Path) -> None:
     with FakeVllm("engine_dead", root=str(marked_model_dir)) as fake:
         report = run_smoke(fake.url)
@@ -139,6 +142,7 @@ def test_random_weights_request_that_crashes_still_fails(marked_model_dir: Path)
 # ---------------------------------------------------------------- recorded failure shapes
 
 
+@pytest.mark.slow
 def test_no_reasoning_parser_fails_reasoning() -> None:
     with FakeVllm("no_reasoning_parser") as fake:
         report = run_smoke(fake.url, checks=["reasoning"])
@@ -148,6 +152,7 @@ def test_no_reasoning_parser_fails_reasoning() -> None:
     assert "eighty-four.</think>" in result.evidence["content"]
 
 
+@pytest.mark.slow
 def test_unfinished_reasoning_warns() -> None:
     with FakeVllm("reasoning_unfinished") as fake:
         report = run_smoke(fake.url, checks=["reasoning"])
@@ -155,6 +160,7 @@ def test_unfinished_reasoning_warns() -> None:
     assert "max_tokens ran out" in check(report, "reasoning").summary
 
 
+@pytest.mark.slow
 def test_unparseable_tool_call_fails_streaming_and_not() -> None:
     with FakeVllm("tool_json") as fake:
         report = run_smoke(fake.url, checks=["tool_call", "tool_call_stream"])
@@ -163,6 +169,7 @@ def test_unparseable_tool_call_fails_streaming_and_not() -> None:
     assert check(report, "tool_call_stream").evidence["stream_chunks"] > 3
 
 
+@pytest.mark.slow
 def test_call_inside_think_recovered_by_vllm_032_passes() -> None:
     # vLLM 0.32's qwen3_xml parser finds a call emitted inside an unclosed <think> (recorded).
     with FakeVllm("tool_in_reasoning") as fake:
@@ -170,6 +177,7 @@ def test_call_inside_think_recovered_by_vllm_032_passes() -> None:
     assert statuses(report) == {"tool_call": PASS, "tool_call_stream": PASS}
 
 
+@pytest.mark.slow
 def test_server_without_tool_parser_is_not_applicable() -> None:
     with FakeVllm("no_tool_parser") as fake:
         report = run_smoke(fake.url, checks=["tool_call", "tool_call_stream", "tool_call_required"])
@@ -190,6 +198,7 @@ def test_server_without_tool_parser_is_not_applicable() -> None:
         ("on", False, WARN, "although the profile turns it off"),
     ],
 )
+@pytest.mark.slow
 def test_spec_decode_verdicts(mode: str, expect: bool | None, status: str, text: str) -> None:
     with FakeVllm("good", spec_decode=mode) as fake:
         report = run_smoke(fake.url, expect_spec_decode=expect)
@@ -198,6 +207,7 @@ def test_spec_decode_verdicts(mode: str, expect: bool | None, status: str, text:
     assert text in result.summary
 
 
+@pytest.mark.slow
 def test_spec_decode_counts_only_the_smokes_own_drafts() -> None:
     with FakeVllm("good") as fake:
         fake.drafts, fake.draft_tokens, fake.accepted = 1000.0, 2000.0, 0.0  # an earlier collapse
@@ -208,6 +218,7 @@ def test_spec_decode_counts_only_the_smokes_own_drafts() -> None:
     assert evidence["acceptance_rate"] == pytest.approx(0.7, abs=0.05)
 
 
+@pytest.mark.slow
 def test_metrics_unreadable() -> None:
     with FakeVllm("good", metrics_status=404) as fake:
         unknown = run_smoke(fake.url, checks=["spec_decode"])
@@ -217,6 +228,7 @@ def test_metrics_unreadable() -> None:
     assert "/metrics answered 404" in check(expected, "spec_decode").summary
 
 
+@pytest.mark.slow
 def test_api_key_is_sent() -> None:
     with FakeVllm("good", api_key="k3y") as fake:
         with pytest.raises(NotReadyError, match="wants an API key"):
@@ -225,6 +237,7 @@ def test_api_key_is_sent() -> None:
     assert report.ok
 
 
+@pytest.mark.slow
 def test_not_ready_raises_before_any_check() -> None:
     with FakeVllm("good", ready_after=60) as fake, pytest.raises(NotReadyError, match="not ready for the smoke test"):
         run_smoke(fake.url)
@@ -236,6 +249,7 @@ def test_unknown_check_refused() -> None:
         run_smoke("http://127.0.0.1:9", checks=["nope"])
 
 
+@pytest.mark.slow
 def test_report_json_form() -> None:
     with FakeVllm("no_reasoning_parser") as fake:
         report = run_smoke(fake.url, checks=["chat", "reasoning"])
@@ -294,6 +308,7 @@ def test_required_call_cut_by_max_tokens_warns() -> None:
     assert status == WARN and summary.endswith("city is not Paris, cut by max_tokens")
 
 
+@pytest.mark.slow
 def test_required_call_cut_through_the_client() -> None:
     with FakeVllm("tool_required_cut") as fake:
         report = run_smoke(fake.url, checks=["tool_call_required"])
@@ -391,6 +406,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return int(exit_info.value.code or 0), out, err
 
 
+@pytest.mark.slow
 def test_smoke_command_json_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     with FakeVllm("good") as fake:
         code, out, err = run_cli(["smoke", "--url", fake.url, "--json"], capsys)
@@ -405,6 +421,7 @@ def test_smoke_command_json_and_exit_codes(capsys: pytest.CaptureFixture[str]) -
     assert err.strip().splitlines()[-1] == "launcher: error: smoke failed: reasoning"
 
 
+@pytest.mark.slow
 def test_smoke_command_text(capsys: pytest.CaptureFixture[str], marked_model_dir: Path) -> None:
     with FakeVllm("good", root=str(marked_model_dir), spec_decode="no_accept") as fake:
         code, out, err = run_cli(["smoke", "--url", fake.url], capsys)

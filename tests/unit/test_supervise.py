@@ -1,4 +1,4 @@
-"""serve_supervised with a real child process: tests/fake_vllm.py, an HTTP server on 127.0.0.1
+"""serve_supervised with a real child process: tests/fakes/vllm_server.py, an HTTP server on 127.0.0.1
 that behaves like vLLM where the supervisor can see it (readiness, output, signals, exit codes)."""
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import pytest
 
 from launcher.errors import EngineStartError, NotReadyError, ProfileError
 from launcher.supervise import _group_members, exit_code, local_url, serve_supervised
-
-TESTS = Path(__file__).resolve().parents[1]
-FAKE = TESTS / "fake_vllm.py"
-REPO = TESTS.parent
+from tests.fakes import VLLM_SERVER as FAKE
+from tests.helpers import REPO
 
 
 def free_port() -> int:
@@ -90,6 +88,7 @@ def test_exit_code_of_signalled_child() -> None:
     assert exit_code(-signal.SIGTERM) == 143 and exit_code(-signal.SIGKILL) == 137
 
 
+@pytest.mark.slow
 def test_child_dies_during_start_is_engine_start_error() -> None:
     echo, out = Lines(), io.BytesIO()
     port = free_port()
@@ -106,12 +105,14 @@ def test_child_dies_during_start_is_engine_start_error() -> None:
     assert b"fake-vllm: pid " in out.getvalue()
 
 
+@pytest.mark.slow
 def test_program_missing_is_engine_start_error() -> None:
     with pytest.raises(EngineStartError, match="cannot start /nonexistent/vllm: No such file or directory"):
         serve_supervised(["/nonexistent/vllm", "serve"], None, "http://127.0.0.1:9", 5, smoke=False, echo=Lines())
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+@pytest.mark.slow
 def test_not_ready_in_time_stops_child_exit_5() -> None:
     echo, port = Lines(), free_port()
     with pytest.raises(NotReadyError) as err:
@@ -122,6 +123,7 @@ def test_not_ready_in_time_stops_child_exit_5() -> None:
     assert wait_gone(echo.child_pid(), 1)
 
 
+@pytest.mark.slow
 def test_smoke_failure_stops_child_exit_5(tmp_path: Path) -> None:
     echo, port, log = Lines(), free_port(), tmp_path / "signals"
     reports = []
@@ -137,6 +139,7 @@ def test_smoke_failure_stops_child_exit_5(tmp_path: Path) -> None:
     assert wait_gone(echo.child_pid(), 1)
 
 
+@pytest.mark.slow
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
     echo, port, log = Lines(), free_port(), tmp_path / "signals"
     started = time.monotonic()
@@ -152,6 +155,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> No
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.slow
 def test_smoke_options_reach_run_smoke() -> None:
     echo, port = Lines(), free_port()
     reports = []
@@ -176,6 +180,7 @@ def test_smoke_options_reach_run_smoke() -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.slow
 def test_after_ready_failure_stops_child_and_is_raised(tmp_path: Path) -> None:
     """serve --bench: the hook runs once ready (after the smoke); its LauncherError stops vLLM."""
     echo, port, log = Lines(), free_port(), tmp_path / "signals"
@@ -196,6 +201,7 @@ def test_after_ready_failure_stops_child_and_is_raised(tmp_path: Path) -> None:
     assert not any("serving in the foreground" in line for line in echo.lines)
 
 
+@pytest.mark.slow
 def test_after_ready_success_keeps_serving() -> None:
     echo, port = Lines(), free_port()
     seen = []
@@ -224,7 +230,7 @@ sys.exit(serve_supervised(argv, None, url, 30, smoke=smoke, poll_interval=0.1, s
 
 
 class Supervisor:
-    """`python -c SUPERVISOR fake_vllm ...`: a real launcher-like process with real signals."""
+    """`python -c SUPERVISOR tests/fakes/vllm_server.py ...`: a real launcher-like process with real signals."""
 
     def __init__(self, port: int, *fake_args: str, smoke: bool = True) -> None:
         cmd = [sys.executable, "-c", SUPERVISOR, *fake_argv(port, *fake_args), local_url(None, port), "smoke" if smoke else "nosmoke"]
@@ -271,6 +277,7 @@ class Supervisor:
 
 
 @pytest.mark.parametrize(("sig", "term_code"), [(signal.SIGTERM, "0"), (signal.SIGINT, "3"), (signal.SIGHUP, "7")])
+@pytest.mark.slow
 def test_signal_forwarded_and_exit_code_propagated(tmp_path: Path, sig: signal.Signals, term_code: str) -> None:
     log = tmp_path / "signals"
     sup = Supervisor(free_port(), "--term-exit-code", term_code, "--signal-log", str(log))
@@ -285,6 +292,7 @@ def test_signal_forwarded_and_exit_code_propagated(tmp_path: Path, sig: signal.S
     assert any("fake-vllm: INFO Starting vLLM server" in line for line in sup.out_lines)  # output passed through
 
 
+@pytest.mark.slow
 def test_child_killed_by_signal_gives_128_plus_n() -> None:
     sup = Supervisor(free_port(), smoke=False)
     sup.wait_for("serving in the foreground")
@@ -292,6 +300,7 @@ def test_child_killed_by_signal_gives_128_plus_n() -> None:
     assert sup.finish() == 137
 
 
+@pytest.mark.slow
 def test_signal_during_start_stops_waiting(tmp_path: Path) -> None:
     log = tmp_path / "signals"
     sup = Supervisor(free_port(), "--ready-after", "60", "--term-exit-code", "0", "--signal-log", str(log))
@@ -304,6 +313,7 @@ def test_signal_during_start_stops_waiting(tmp_path: Path) -> None:
     assert any("signal SIGINT forwarded to vLLM during start" in line for line in sup.err_lines)
 
 
+@pytest.mark.slow
 def test_orphaned_grandchild_is_reaped(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild"
     sup = Supervisor(free_port(), "--grandchild-pidfile", str(pidfile), smoke=False)
@@ -315,6 +325,7 @@ def test_orphaned_grandchild_is_reaped(tmp_path: Path) -> None:
     assert wait_gone(grandchild, 5)
 
 
+@pytest.mark.slow
 def test_supervisor_killed_outright_takes_vllm_down(tmp_path: Path) -> None:
     log = tmp_path / "signals"
     sup = Supervisor(free_port(), "--signal-log", str(log), smoke=False)

