@@ -1,0 +1,301 @@
+"""Engine schemas: the `launcher/engines/vllm-<version>.json` files, shipped or learned, as typed objects.
+
+A schema is shipped in the package (`launcher/engines/`) or learned from an installed vLLM by
+`launcher engines learn` into the user's cache (`$XDG_CACHE_HOME/launcher/engines/`, default
+`~/.cache/launcher/engines/`). Both hold the same format; for a version that has both, the
+shipped file wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from launcher.errors import ProfileError
+
+DEFAULT_VERSION = "0.33.0"
+VERSION_KEY = "vllm.version"  # the profile key every version message names
+SHIPPED = "shipped"
+LEARNED = "learned"
+_PACKAGE = "launcher.engines"
+_FILE_RE = re.compile(r"^vllm-(\d+\.\d+\.\d+[^/]*)\.json$")
+_RELEASE_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `vllm serve` option with every spelling argparse accepts for it."""
+
+    name: str
+    flags: tuple[str, ...]
+    dest: str
+    action: str
+    type: str
+    optional: bool
+    nargs: Any
+    const: Any
+    choices: tuple[Any, ...] | None
+    negative: frozenset[str]
+    default: Any
+    help: str
+    deprecated: str | None
+    no_effect: bool
+    dataclass: str | None
+
+    @classmethod
+    def from_json(cls, name: str, d: Mapping[str, Any]) -> Option:
+        is_flag = d.get("type") == "bool-flag"
+        return cls(
+            name=name,
+            flags=tuple(d["flags"]),
+            dest=d["dest"],
+            action=d.get("action", "store"),
+            type=d.get("type", "str"),
+            optional=bool(d.get("optional", False)),
+            nargs=d.get("nargs", 0 if is_flag else None),
+            const=d.get("const"),
+            choices=tuple(d["choices"]) if d.get("choices") is not None else None,
+            negative=frozenset(d.get("negative", ())),
+            default=d.get("default"),
+            help=d.get("help", ""),
+            deprecated=d.get("deprecated"),
+            no_effect=bool(d.get("no_effect", False)),
+            dataclass=d.get("dataclass"),
+        )
+
+    @property
+    def is_flag(self) -> bool:
+        return self.nargs == 0
+
+    def spelling_for(self, negative: bool) -> str | None:
+        """The plain spelling that sets this flag to True (or False when `negative`)."""
+        if not self.is_flag:
+            return self.name
+        pool = sorted(f for f in self.flags if (f in self.negative) == negative and f.startswith("--"))
+        if not pool:
+            return None
+        if negative and f"--no-{self.name[2:]}" in pool:
+            return f"--no-{self.name[2:]}"
+        if not negative and self.name in pool:
+            return self.name
+        return pool[0]
+
+
+@dataclass(frozen=True)
+class EngineSchema:
+    """Everything launcher knows about one vLLM version's `vllm serve`."""
+
+    version: str
+    meta: Mapping[str, Any]
+    options: Mapping[str, Option]
+    spellings: Mapping[str, Option]
+    by_dest: Mapping[str, Option]
+    positionals: tuple[Mapping[str, Any], ...]
+    dataclasses: Mapping[str, Mapping[str, Any]]
+    late: Mapping[str, Mapping[str, Any]]
+    long_spellings: tuple[str, ...] = field(default=())
+    origin: str = SHIPPED  # "shipped" (in the package) or "learned" (the user's cache)
+    path: str = ""
+
+    def late_values(self, key: str) -> tuple[str, ...]:
+        return tuple(self.late.get(key, {}).get("values", ()))
+
+    def lookup(self, spelling: str) -> Option | None:
+        """The option an exact spelling (underscores allowed) names, or None."""
+        return self.spellings.get(dash_key(spelling))
+
+
+def dash_key(token: str) -> str:
+    """FlexibleArgumentParser: `_` -> `-` between the leading `--` and the first `.`."""
+    if not token.startswith("--"):
+        return token
+    head, dot, rest = token[2:].partition(".")
+    return "--" + head.replace("_", "-") + dot + rest
+
+
+def schema_from_json(data: Mapping[str, Any], version: str, origin: str = SHIPPED, path: str = "") -> EngineSchema:
+    options = {name: Option.from_json(name, d) for name, d in data["options"].items()}
+    spellings = {s: o for o in options.values() for s in o.flags}
+    return EngineSchema(
+        version=version,
+        meta=data.get("meta", {}),
+        options=options,
+        spellings=spellings,
+        by_dest={o.dest: o for o in options.values()},
+        positionals=tuple(data.get("positionals", ())),
+        dataclasses=data.get("dataclasses", {}),
+        late=data.get("late", {}),
+        long_spellings=tuple(sorted(s for s in spellings if s.startswith("--"))),
+        origin=origin,
+        path=path,
+    )
+
+
+# --------------------------------------------------------------------------- where the files are
+
+
+def version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def schema_file_name(version: str) -> str:
+    return f"vllm-{version}.json"
+
+
+def learned_dir() -> Path:
+    """Where `launcher engines learn` keeps schemas: $XDG_CACHE_HOME/launcher/engines (~/.cache/...)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "launcher" / "engines"
+
+
+def _shipped_dir() -> Any:
+    """The packaged schema folder: a plain directory in every normal install; importlib.resources
+    (slower to import) only when launcher runs from a zip."""
+    here = Path(__file__).resolve().parent.parent / "engines"
+    if here.is_dir():
+        return here
+    from importlib import resources
+
+    return resources.files(_PACKAGE)
+
+
+def _scan(folder: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # no cache folder yet, or unreadable
+        return found
+    for entry in entries:
+        m = _FILE_RE.match(entry.name)
+        if m:
+            found[m.group(1)] = entry
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> dict[str, Any]:
+    return _scan(_shipped_dir())
+
+
+@functools.lru_cache(maxsize=4)
+def _learned(folder: str) -> dict[str, Any]:
+    return _scan(Path(folder))
+
+
+def forget_learned() -> None:
+    """Drop the cached listing of the learned folder (after `learn` wrote a file)."""
+    _learned.cache_clear()
+
+
+def _available() -> dict[str, tuple[str, Any]]:
+    """version -> (origin, file); a shipped file wins over a learned one of the same version."""
+    found = {v: (LEARNED, p) for v, p in _learned(str(learned_dir())).items()}
+    found.update({v: (SHIPPED, p) for v, p in _shipped().items()})
+    return found
+
+
+def shipped_versions() -> list[str]:
+    """vLLM versions whose schema ships with launcher, oldest first."""
+    return sorted(_shipped(), key=version_key)
+
+
+def learned_versions() -> list[str]:
+    """Versions learned from an installed vLLM that no shipped schema covers, oldest first."""
+    shipped = _shipped()
+    return sorted((v for v in _learned(str(learned_dir())) if v not in shipped), key=version_key)
+
+
+def supported_versions() -> list[str]:
+    """Every vLLM version launcher has a schema for (shipped or learned), oldest first."""
+    return sorted(_available(), key=version_key)
+
+
+def origin_of(version: str) -> str | None:
+    """"shipped", "learned", or None when launcher has no schema for that exact version."""
+    hit = _available().get(version)
+    return hit[0] if hit else None
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def _exact(version: str, known: list[str]) -> str | None:
+    """The known version a string names: exact, `v` prefix, a local label (`+cu130`), or a unique X.Y."""
+    v = str(version).strip().removeprefix("v")
+    if v in known:
+        return v
+    base = v.split("+", 1)[0]
+    if base in known:
+        return base
+    matches = [k for k in known if k.startswith(base + ".")]
+    return matches[0] if len(matches) == 1 else None
+
+
+def resolve_version(version: str) -> str:
+    """Normalise `v0.33.0`, `0.33.0+cu130`, `0.33` (when unique) to a known version, or raise ProfileError."""
+    known = supported_versions()
+    hit = _exact(version, known)
+    if hit is not None:
+        return hit
+    import difflib
+
+    v = str(version).strip().removeprefix("v")
+    close = difflib.get_close_matches(v, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ProfileError(
+        f"{VERSION_KEY}: vLLM {version!r} is not supported (launcher knows {', '.join(known)}; "
+        f"`launcher engines learn` adds the vLLM installed here){hint}"
+    )
+
+
+class NearestVersion(NamedTuple):
+    """The known version closest to a requested one; `exact` when launcher knows that very version."""
+
+    version: str
+    exact: bool
+
+
+def nearest_version(version: str) -> NearestVersion:
+    """For any version string, the nearest known version (shipped or learned) and whether it is exact.
+
+    Exact covers what resolve_version accepts (`v0.33.0`, `0.33.0+cu130`, a unique `0.33`).
+    Otherwise the closest by (major, minor, patch) distance, the older one on a tie, so that
+    0.34.0 -> 0.33.0, 0.31.0 -> 0.32.0, 0.20.0 -> the oldest known; a pre-release or dev build
+    (`0.34.0rc1`, `0.33.1.dev5`) is never exact. A string without X.Y falls back to DEFAULT_VERSION.
+    """
+    known = supported_versions()
+    hit = _exact(version, known)
+    if hit is not None:
+        return NearestVersion(hit, True)
+    m = _RELEASE_RE.match(str(version).strip())
+    if m is None or not known:
+        return NearestVersion(DEFAULT_VERSION if DEFAULT_VERSION in known or not known else known[-1], False)
+    want = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+    def distance(k: str) -> tuple[int, ...]:
+        have = version_key(k) + (0, 0, 0)
+        return (*(abs(a - b) for a, b in zip(have[:3], want, strict=True)), int(have[:3] > want))
+
+    return NearestVersion(min(known, key=distance), False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_engine(version: str = DEFAULT_VERSION) -> EngineSchema:
+    """The schema of a known vLLM version (cached; reads one JSON file, no vLLM import)."""
+    v = resolve_version(version)
+    origin, entry = _available()[v]
+    return _load(v, origin, entry)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(v: str, origin: str, entry: Any) -> EngineSchema:
+    data = json.loads(entry.read_text(encoding="utf-8"))
+    return schema_from_json(data, v, origin, str(entry))
