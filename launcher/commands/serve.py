@@ -9,8 +9,8 @@ from launcher.errors import HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
 from launcher.render import Rendered
-from launcher.validate import render_checked
 from launcher.runtime import Runtime, runtime_of
+from launcher.validate import render_checked
 
 __all__ = ["Runtime", "serve"]
 
@@ -48,11 +48,15 @@ def serve(
     --profile auto (the container's default) picks the best profile these GPUs can run.
     launcher replaces itself with `vllm serve`, so signals and the exit code are vLLM's.
     Arguments after `--` go to vLLM (after the profile's own). Exit 3 when the preflight fails.
+    The command is rendered and checked for the vLLM installed where it runs (read from its package
+    metadata) when that differs from the profile's vllm.version; a version launcher has no schema
+    for gets the offer to learn it (`launcher engines learn`).
     """
     runtime = runtime_of(ctx)
     if not profile_name:
         raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
     resolved = _preflight(runtime, profile_name, profiles_dirs, sets, extra_args, skip_checks)
+    resolved = _installed_engine(resolved)
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
     if dry_run:
@@ -61,6 +65,15 @@ def serve(
     if wait_ready or smoke:
         ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke))
     runtime.exec_fn(rendered)
+
+
+def _installed_engine(resolved: Resolved) -> Resolved:
+    """Render for the vLLM that will run (its package metadata; vLLM is not imported), and say so in one line."""
+    from launcher.engine.installed import for_installed
+
+    resolved, notes = for_installed(resolved)
+    echo_notes(notes)
+    return resolved
 
 
 def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool) -> int:

@@ -184,18 +184,28 @@ def _shipped() -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def _learned(folder: str) -> dict[str, Any]:
+def _learned_in(folder: str, stamp: int | None) -> dict[str, Any]:
     return _scan(Path(folder))
 
 
+def _learned() -> dict[str, Any]:
+    """The learned folder's schemas, listed again whenever the folder changes (a file added or replaced)."""
+    folder = learned_dir()
+    try:
+        stamp: int | None = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _learned_in(str(folder), stamp)
+
+
 def forget_learned() -> None:
-    """Drop the cached listing of the learned folder (after `learn` wrote a file)."""
-    _learned.cache_clear()
+    """Drop the cached listings of learned folders."""
+    _learned_in.cache_clear()
 
 
 def _available() -> dict[str, tuple[str, Any]]:
     """version -> (origin, file); a shipped file wins over a learned one of the same version."""
-    found = {v: (LEARNED, p) for v, p in _learned(str(learned_dir())).items()}
+    found = {v: (LEARNED, p) for v, p in _learned().items()}
     found.update({v: (SHIPPED, p) for v, p in _shipped().items()})
     return found
 
@@ -208,7 +218,7 @@ def shipped_versions() -> list[str]:
 def learned_versions() -> list[str]:
     """Versions learned from an installed vLLM that no shipped schema covers, oldest first."""
     shipped = _shipped()
-    return sorted((v for v in _learned(str(learned_dir())) if v not in shipped), key=version_key)
+    return sorted((v for v in _learned() if v not in shipped), key=version_key)
 
 
 def supported_versions() -> list[str]:
@@ -265,9 +275,10 @@ def nearest_version(version: str) -> NearestVersion:
     """For any version string, the nearest known version (shipped or learned) and whether it is exact.
 
     Exact covers what resolve_version accepts (`v0.33.0`, `0.33.0+cu130`, a unique `0.33`).
-    Otherwise the closest by (major, minor, patch) distance, the older one on a tie, so that
-    0.34.0 -> 0.33.0, 0.31.0 -> 0.32.0, 0.20.0 -> the oldest known; a pre-release or dev build
-    (`0.34.0rc1`, `0.33.1.dev5`) is never exact. A string without X.Y falls back to DEFAULT_VERSION.
+    Otherwise the closer of the two known versions around it, by (major, minor, patch) distance,
+    the older one on a tie: 0.34.0 and 1.0.0 -> the newest known, 0.31.0 -> 0.32.0, 0.20.0 -> the
+    oldest known. A pre-release or dev build (`0.34.0rc1`, `0.33.1.dev5`) is never exact. A string
+    without X.Y gives DEFAULT_VERSION (or the newest known), not exact.
     """
     known = supported_versions()
     hit = _exact(version, known)
@@ -278,11 +289,15 @@ def nearest_version(version: str) -> NearestVersion:
         return NearestVersion(DEFAULT_VERSION if DEFAULT_VERSION in known or not known else known[-1], False)
     want = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
-    def distance(k: str) -> tuple[int, ...]:
-        have = version_key(k) + (0, 0, 0)
-        return (*(abs(a - b) for a, b in zip(have[:3], want, strict=True)), int(have[:3] > want))
+    def release(k: str) -> tuple[int, int, int]:
+        key = version_key(k) + (0, 0, 0)
+        return key[0], key[1], key[2]
 
-    return NearestVersion(min(known, key=distance), False)
+    below = [k for k in known if release(k) <= want]
+    above = [k for k in known if release(k) > want]
+    neighbours = ([below[-1]] if below else []) + ([above[0]] if above else [])
+    # the closer neighbour by (major, minor, patch) distance; min keeps the older one on a tie
+    return NearestVersion(min(neighbours, key=lambda k: tuple(abs(a - b) for a, b in zip(release(k), want, strict=True))), False)
 
 
 # --------------------------------------------------------------------------- loading
@@ -292,10 +307,14 @@ def load_engine(version: str = DEFAULT_VERSION) -> EngineSchema:
     """The schema of a known vLLM version (cached; reads one JSON file, no vLLM import)."""
     v = resolve_version(version)
     origin, entry = _available()[v]
-    return _load(v, origin, entry)
+    return _load(v, origin, entry, entry.stat().st_mtime_ns if origin == LEARNED else None)
 
 
 @functools.lru_cache(maxsize=None)
-def _load(v: str, origin: str, entry: Any) -> EngineSchema:
-    data = json.loads(entry.read_text(encoding="utf-8"))
-    return schema_from_json(data, v, origin, str(entry))
+def _load(v: str, origin: str, entry: Any, stamp: int | None) -> EngineSchema:
+    """One schema file, read once (a learned file again when it was rewritten: `stamp` is its mtime)."""
+    try:
+        return schema_from_json(json.loads(entry.read_text(encoding="utf-8")), v, origin, str(entry))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        again = "; delete it or run `launcher engines learn` again" if origin == LEARNED else ""
+        raise ProfileError(f"{entry}: not a readable engine schema ({type(exc).__name__}: {exc}){again}") from None

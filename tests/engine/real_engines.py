@@ -153,7 +153,7 @@ class RealEngines:
                 if proc.returncode != 0:
                     pytest.fail(f"vllm_parse_batch.py failed for vLLM {version}:\n{proc.stderr[-3000:]}")
                 results = json.loads((t / "out.json").read_text())
-                self.runs[version] = RealRun(dict(zip(self.argvs, results)), schema_out.read_text())
+                self.runs[version] = RealRun(dict(zip(self.argvs, results, strict=True)), schema_out.read_text())
         return self.runs[version]
 
 
@@ -202,6 +202,6 @@ def session_argvs() -> list[tuple[str, ...]]:
     argvs = [c.argv for c in CASES]
     if isinstance(SHIPPED, list):
         argvs += [s.argv for s in SHIPPED if s.argv is not None]
-    for v in engine.supported_versions():
+    for v in engine.shipped_versions():
         argvs += option_sweep(v)
     return argvs

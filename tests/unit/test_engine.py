@@ -19,8 +19,15 @@ import pytest
 from launcher import engine
 from launcher.errors import ProfileError
 
+
+@pytest.fixture(autouse=True)
+def _no_learned_schemas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache: schemas the developer learned must not change these verdicts."""
+    cache = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
 M = "havenoammo/Qwen3.6-27B-INT8-MTP"
 V32, V33 = "0.32.0", "0.33.0"
 BOTH = (V32, V33)
@@ -238,32 +245,27 @@ def test_supported_versions_and_load() -> None:
 
 
 def test_unknown_version_did_you_mean() -> None:
-    with pytest.raises(ProfileError, match=r"vLLM '0.33.1' is not supported .*did you mean 0.33.0\?"):
+    with pytest.raises(ProfileError, match=r"^vllm\.version: vLLM '0.33.1' is not supported \(launcher knows 0.25.1, 0.32.0, 0.33.0; "
+                       r"`launcher engines learn` adds the vLLM installed here\); did you mean 0.33.0\?$"):
         engine.load_engine("0.33.1")
     with pytest.raises(ProfileError, match="not supported"):
         engine.check_argv([M], "0.31.0")
 
 
-def test_schema_matches_shared_033_dump() -> None:
-    """The committed 0.33.0 schema agrees with the independent dump in shared/data (other method)."""
-    if not (SHARED / "data" / "vllm-0.33.0-serve-args.json").exists():
-        pytest.skip("shared/data (the independent 0.33.0 dump) is not next to this checkout")
-    dump = json.loads((SHARED / "data" / "vllm-0.33.0-serve-args.json").read_text())
-    late = json.loads((SHARED / "data" / "vllm-0.33.0-late-validated-choices.json").read_text())
-    s = engine.load_engine("0.33.0")
-    dumped = [a for a in dump["actions"] if a["option_strings"]]
-    assert len(dumped) == len(s.options)
-    for a in dumped:
-        opt = s.by_dest[a["dest"]]
-        assert sorted(a["accepted_option_strings"]) == sorted(opt.flags), a["dest"]
-        assert a["choices"] == (list(opt.choices) if opt.choices is not None else None), a["dest"]
-        if a.get("negative_option_strings") is not None:
-            assert set(a["negative_option_strings"]) == set(opt.negative)
-    assert set(s.late_values("attention_backends")) | {"auto"} == set(late["--attention-backend"]["values"])
-    assert set(s.late_values("kv_cache_dtypes")) == set(late["--kv-cache-dtype"]["values"])
-    assert set(s.late_values("reasoning_parsers")) == set(late["--reasoning-parser"]["values"])
-    assert set(s.late_values("tool_call_parsers")) == set(late["--tool-call-parser"]["values"])
-    assert set(s.late_values("speculative_methods")) == set(late["speculative_config.method"]["values"])
+def test_local_version_label_is_the_release() -> None:
+    assert engine.resolve_version("0.33.0+cu130") == "0.33.0"
+    assert engine.load_engine("0.33.0+cu130") is engine.load_engine("0.33.0")
+
+
+@pytest.mark.parametrize(("asked", "nearest", "exact"), [
+    ("0.33.0", "0.33.0", True), ("v0.32.0", "0.32.0", True), ("0.33", "0.33.0", True), ("0.33.0+cu130", "0.33.0", True),
+    ("0.34.0", "0.33.0", False), ("1.0.0", "0.33.0", False), ("0.33.4", "0.33.0", False), ("0.34.0rc1", "0.33.0", False),
+    ("0.31.0", "0.32.0", False), ("0.29.0", "0.32.0", False), ("0.28.0", "0.25.1", False), ("0.10.0", "0.25.1", False),
+    ("0.25.0", "0.25.1", False), ("0.33.1.dev5+gabc", "0.33.0", False), ("nightly", engine.DEFAULT_VERSION, False),
+])
+def test_nearest_version(asked: str, nearest: str, exact: bool) -> None:
+    assert engine.nearest_version(asked) == (nearest, exact)
+    assert engine.nearest_version(asked).exact is exact
 
 
 def test_deprecations_read_from_help() -> None:
