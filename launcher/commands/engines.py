@@ -140,7 +140,7 @@ def engines(ctx: click.Context, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else _human(report))
 
 
-@engines.command()
+@engines.command(short_help="Learn the installed vLLM's flags (for a version launcher does not ship).")
 @click.option("--python", "python", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The Python of the environment that has vLLM (default: the one `vllm` on PATH runs with).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

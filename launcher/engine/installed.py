@@ -118,7 +118,7 @@ def _site_dirs(python: str) -> list[str]:
     prefix = Path(python).parent.parent  # bin/python -> the environment (not resolved: venvs link out)
     cfg = _venv_config(prefix)
     named = re.match(r"python(\d\.\d+)$", os.path.basename(python))
-    short = ".".join(cfg.get("version", "").split(".")[:2]) or (named.group(1) if named else "")
+    short = ".".join((cfg.get("version") or cfg.get("version_info") or "").split(".")[:2]) or (named.group(1) if named else "")
     ver = f"python{short}" if short else "python3*"
     prefixes = [prefix]
     if cfg and cfg.get("include-system-site-packages", "false").lower() == "true" and cfg.get("home"):
@@ -190,9 +190,11 @@ def detect_installed(program: str = "vllm", path: str | None = None) -> Installe
     exe = shutil.which(program, path=path if path is not None else os.environ.get("PATH"))
     if exe is None:
         return None
+    exe = os.path.abspath(exe)  # absolute, symlinks kept: a venv's bin/python links out of the venv
     python = _interpreter(exe, path)
     if python is None or not os.path.exists(python):
         return None
+    python = os.path.abspath(python)
     if _same_environment(python):
         found = _in_process()
     else:

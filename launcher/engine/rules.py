@@ -309,21 +309,19 @@ def _given_twice(res: Result, opt: Option, occs: list[Occurrence]) -> None:
 
 def meaning_checks(schema: EngineSchema, res: Result) -> None:
     """Warn where an option, as written, means something else in another known vLLM version."""
+    others = [load_engine(v) for v in supported_versions() if v != schema.version]
     seen: set[str] = set()
     for occ in res.occurrences:
         if occ.opt.dest in seen:
             continue
         seen.add(occ.opt.dest)
-        for other_v in supported_versions():
-            if other_v == schema.version:
-                continue
-            other_schema = load_engine(other_v)
+        for other_schema in others:
             other = other_schema.lookup(occ.spelling)
             if other is None:
                 continue
             why = _meaning_change(schema, occ, other_schema, other)
             if why:
-                res.warn(occ.opt.name, f"{occ.token} means something else in vLLM {other_v}: {why}",
+                res.warn(occ.opt.name, f"{occ.token} means something else in vLLM {other_schema.version}: {why}",
                          f"check the value is meant for vLLM {schema.version}")
 
 

@@ -150,8 +150,12 @@ def schema_file_name(version: str) -> str:
 
 def learned_dir() -> Path:
     """Where `launcher engines learn` keeps schemas: $XDG_CACHE_HOME/launcher/engines (~/.cache/...)."""
+    return Path(_learned_folder())
+
+
+def _learned_folder() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "launcher" / "engines"
+    return os.path.join(base, "launcher", "engines")
 
 
 def _shipped_dir() -> Any:
@@ -183,31 +187,38 @@ def _shipped() -> dict[str, Any]:
     return _scan(_shipped_dir())
 
 
+class _Known:
+    """What launcher knows for one state of the learned folder (a plain class: cheaper to import than a dataclass)."""
+
+    __slots__ = ("files", "versions", "learned")
+
+    def __init__(self, files: Mapping[str, tuple[str, Any]], versions: tuple[str, ...], learned: tuple[str, ...]) -> None:
+        self.files = files  # version -> (origin, file); shipped wins
+        self.versions = versions  # oldest first
+        self.learned = learned  # learned versions no shipped schema covers
+
+
 @functools.lru_cache(maxsize=4)
-def _learned_in(folder: str, stamp: int | None) -> dict[str, Any]:
-    return _scan(Path(folder))
+def _known_in(folder: str, stamp: int | None) -> _Known:
+    shipped = _shipped()
+    learned = {v: p for v, p in _scan(Path(folder)).items() if v not in shipped}
+    files = {**{v: (LEARNED, p) for v, p in learned.items()}, **{v: (SHIPPED, p) for v, p in shipped.items()}}
+    return _Known(files, tuple(sorted(files, key=version_key)), tuple(sorted(learned, key=version_key)))
 
 
-def _learned() -> dict[str, Any]:
-    """The learned folder's schemas, listed again whenever the folder changes (a file added or replaced)."""
-    folder = learned_dir()
+def _known() -> _Known:
+    """Listed again whenever the learned folder changes (a file added or replaced: its mtime moves)."""
+    folder = _learned_folder()
     try:
-        stamp: int | None = folder.stat().st_mtime_ns
+        stamp: int | None = os.stat(folder).st_mtime_ns
     except OSError:
         stamp = None
-    return _learned_in(str(folder), stamp)
+    return _known_in(folder, stamp)
 
 
 def forget_learned() -> None:
     """Drop the cached listings of learned folders."""
-    _learned_in.cache_clear()
-
-
-def _available() -> dict[str, tuple[str, Any]]:
-    """version -> (origin, file); a shipped file wins over a learned one of the same version."""
-    found = {v: (LEARNED, p) for v, p in _learned().items()}
-    found.update({v: (SHIPPED, p) for v, p in _shipped().items()})
-    return found
+    _known_in.cache_clear()
 
 
 def shipped_versions() -> list[str]:
@@ -217,18 +228,17 @@ def shipped_versions() -> list[str]:
 
 def learned_versions() -> list[str]:
     """Versions learned from an installed vLLM that no shipped schema covers, oldest first."""
-    shipped = _shipped()
-    return sorted((v for v in _learned() if v not in shipped), key=version_key)
+    return list(_known().learned)
 
 
 def supported_versions() -> list[str]:
     """Every vLLM version launcher has a schema for (shipped or learned), oldest first."""
-    return sorted(_available(), key=version_key)
+    return list(_known().versions)
 
 
 def origin_of(version: str) -> str | None:
     """"shipped", "learned", or None when launcher has no schema for that exact version."""
-    hit = _available().get(version)
+    hit = _known().files.get(version)
     return hit[0] if hit else None
 
 
@@ -249,7 +259,7 @@ def _exact(version: str, known: list[str]) -> str | None:
 
 def resolve_version(version: str) -> str:
     """Normalise `v0.33.0`, `0.33.0+cu130`, `0.33` (when unique) to a known version, or raise ProfileError."""
-    known = supported_versions()
+    known = list(_known().versions)
     hit = _exact(version, known)
     if hit is not None:
         return hit
@@ -305,8 +315,10 @@ def nearest_version(version: str) -> NearestVersion:
 
 def load_engine(version: str = DEFAULT_VERSION) -> EngineSchema:
     """The schema of a known vLLM version (cached; reads one JSON file, no vLLM import)."""
-    v = resolve_version(version)
-    origin, entry = _available()[v]
+    known = _known()
+    hit = known.files.get(version)  # the common case: an exact, known version string
+    v = version if hit is not None else resolve_version(version)
+    origin, entry = hit or known.files[v]
     return _load(v, origin, entry, entry.stat().st_mtime_ns if origin == LEARNED else None)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from launcher.engine.check import ensure_valid
 from launcher.engine.parsing import option_like
@@ -54,37 +53,31 @@ def _count_values(opt: Option, argv: Sequence[str], i: int, explicit: bool) -> i
     return min(int(opt.nargs), len(rest))
 
 
-@dataclass
 class _Token:
     """One option token of the argv: `--name.sub=value` split up."""
 
-    tok: str
-    name: str  # before `=`
-    eq: bool
-    base: str  # dash-normalised, before the first `.`
-    dot: str
-    subkey: str
+    __slots__ = ("tok", "name", "eq", "base", "dot", "subkey")
 
-    @classmethod
-    def of(cls, tok: str) -> _Token:
-        name, eq, _ = tok.partition("=")
-        base, dot, subkey = dash_key(name).partition(".")
-        return cls(tok, name, bool(eq), base, dot, subkey)
+    def __init__(self, tok: str) -> None:
+        self.tok = tok
+        self.name, eq, _ = tok.partition("=")  # name: before `=`
+        self.eq = bool(eq)
+        self.base, self.dot, self.subkey = dash_key(self.name).partition(".")  # base: dash-normalised, before `.`
 
     def renamed(self, new: str) -> str:
         """The token with its option name replaced, keeping `.sub` and `=value`."""
         return new + (self.dot + self.subkey if self.dot else "") + (self.tok[len(self.name):] if self.eq else "")
 
 
-@dataclass
 class _Translation:
-    schema: EngineSchema
-    argv: list[str]
-    out: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    """The argv being rewritten for one schema: what came out so far and the notes."""
 
-    def __post_init__(self) -> None:
-        self.others = [load_engine(o) for o in supported_versions() if o != self.schema.version]
+    def __init__(self, schema: EngineSchema, argv: list[str]) -> None:
+        self.schema = schema
+        self.argv = argv
+        self.out: list[str] = []
+        self.notes: list[str] = []
+        self.others = [load_engine(o) for o in supported_versions() if o != schema.version]
 
     def _chunk(self, opt: Option, i: int, t: _Token) -> list[str]:
         """The option token and the values that belong to it."""
@@ -97,7 +90,7 @@ class _Translation:
         if not option_like(tok) or tok.startswith("-O"):
             self.out.append(tok)
             return i + 1
-        t = _Token.of(tok)
+        t = _Token(tok)
         opt, spelling = _resolve(self.schema, t.base)
         if opt is not None:
             chunk = self._chunk(opt, i, t)

@@ -108,6 +108,16 @@ def test_venv_with_system_site_packages(tmp_path: Path) -> None:
     assert inst is not None and inst.version == "0.25.1" and inst.python == str(venv / "python")
 
 
+def test_uv_venv_and_a_relative_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv writes `version_info` in pyvenv.cfg; `--python venv/bin/python` is relative to the working directory."""
+    make_env(tmp_path / "venv", "0.33.0", site="lib/python3.12/site-packages")
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\nimplementation = CPython\nversion_info = 3.12.3\n")
+    monkeypatch.chdir(tmp_path)
+    inst = detect_installed("venv/bin/python", "venv/bin")
+    assert inst is not None and inst.version == "0.33.0"
+    assert inst.python == str(tmp_path / "venv" / "bin" / "python")  # absolute: learn runs it from another folder
+
+
 def test_nothing_found(tmp_path: Path) -> None:
     assert detect_installed("vllm", str(tmp_path)) is None  # not on PATH
     assert detect_installed("vllm", str(make_env(tmp_path / "sh", script="shell"))) is None  # not a Python script
