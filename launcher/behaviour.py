@@ -22,14 +22,6 @@ from launcher.defaults import DEFAULT_VLLM_VERSION as DEFAULT_VERSION  # noqa: E
 from launcher.defaults import GIB  # noqa: E402,F401
 
 
-def _vt(version: str) -> tuple[int, ...]:
-    out = []
-    for part in version.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
-
-
 def _cc(text: str) -> tuple[int, int]:
     major, _, minor = text.partition(".")
     return int(major), int(minor or 0)
@@ -39,16 +31,16 @@ def _cc(text: str) -> tuple[int, int]:
 def known_versions() -> tuple[str, ...]:
     """Versions with a behaviour file, oldest first."""
     names = [p.name for p in resources.files("launcher.engines").iterdir() if p.name.startswith("behaviour-") and p.name.endswith(".json")]
-    return tuple(sorted((n[len("behaviour-") : -len(".json")] for n in names), key=_vt))
+    from launcher.engine.schemas import version_key
+
+    return tuple(sorted((n[len("behaviour-") : -len(".json")] for n in names), key=version_key))
 
 
 def nearest_version(version: str) -> str:
-    """The known version closest to `version`: the newest not newer than it, else the oldest."""
-    known = known_versions()
-    if version in known:
-        return version
-    older = [v for v in known if _vt(v) <= _vt(version)]
-    return older[-1] if older else known[0]
+    """The known version closest to `version`, by the engine schemas' one rule (launcher.engine.nearest_in)."""
+    from launcher.engine.schemas import nearest_in
+
+    return nearest_in(version, list(known_versions())).version
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,16 @@ class Vllm(StrictModel):
     def _list_to_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        """`v0.33.0` is 0.33.0; a number (YAML reads 0.33 as one) or a malformed string gets a plain message."""
+        if isinstance(value, str) and re.fullmatch(r"v?\d+\.\d+(\.\d+)?", value.strip()):
+            return value.strip().removeprefix("v")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError('write the vLLM version as a quoted string such as "0.33.0" (a bare 0.33 is read as a number)')
+        raise ValueError('expected a vLLM version such as "0.33.0" (`launcher engines` lists the known ones)')
+
 
 class Model(StrictModel):
     """The checkpoint to serve."""

@@ -39,6 +39,8 @@ def check(
     --profile auto picks the best profile this machine (or inventory) can run.
     With --inventory, the CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES recorded in the file apply,
     not this shell's; the profile's own `env` applies in both cases, as it does for `serve`.
+    Live, the vLLM installed here (the one `vllm` on PATH belongs to) is checked too: WARN when it is
+    another version than vllm.version, FAIL when it rejects the command.
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
     from launcher.preflight import choose_auto, combined_fix, get_inventory, kv_fit_hook, require_runnable, run_preflight
@@ -50,6 +52,8 @@ def check(
         auto = choose_auto(inventory, profiles_dirs, sets, extra_args, kv_fit=kv_fit_hook())
     name = profile_name if auto is None else str(auto.resolved.path)
     resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
+    if inventory_file is None:
+        report = _with_installed_engine(resolved, report)
     where = f"inventory {inventory_file}" if inventory_file else "live NVML"
     fix = None
     if report.status != "pass":
@@ -68,6 +72,16 @@ def check(
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
         click.echo("\n".join(lines))
     require_runnable(report, resolved.name)
+
+
+def _with_installed_engine(resolved: Resolved, report: Report) -> Report:
+    """Live: the vLLM that `serve` would start here against the profile's target (package metadata, no import)."""
+    import dataclasses
+
+    from launcher.engine.installed import engine_check
+
+    found = engine_check(resolved)
+    return report if found is None else dataclasses.replace(report, results=report.results + (found,))
 
 
 def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str) -> str:

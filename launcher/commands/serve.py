@@ -55,11 +55,18 @@ def serve(
     --profile auto (the container's default) picks the best profile these GPUs can run.
     launcher replaces itself with `vllm serve`, so signals and the exit code are vLLM's.
     Arguments after `--` go to vLLM (after the profile's own). Exit 3 when the preflight fails.
+    The command is rendered and checked for the vLLM installed where it runs (read from its package
+    metadata) when that differs from the profile's vllm.version; a version launcher has no schema
+    for gets the offer to learn it (`launcher engines learn`).
     """
     runtime = runtime_of(ctx)
     if not profile_name:
         raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
-    resolved = _preflight(runtime, profile_name, profiles_dirs, sets, extra_args, skip_checks)
+    # The vLLM that will run decides the rules: detect it first, so the preflight judges by its version too.
+    retarget = _installed_sets(profile_name, profiles_dirs, sets, extra_args)
+    resolved = _preflight(runtime, profile_name, profiles_dirs, (*sets, *retarget), extra_args, skip_checks)
+    if profile_name == "auto":
+        resolved = _installed_engine(resolved)
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
     if dry_run:
@@ -68,6 +75,24 @@ def serve(
     if wait_ready or smoke or bench or bench_args is not None:
         ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None))
     runtime.exec_fn(rendered)
+
+
+def _installed_sets(name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`vllm.version=X` when the installed vLLM differs from the profile's target (and says so); () for auto."""
+    if name == "auto":
+        return ()
+    plain = load_profile(name, dirs, sets, extra)
+    target = _installed_engine(plain).profile.vllm.version
+    return (f"vllm.version={target}",) if target != plain.profile.vllm.version else ()
+
+
+def _installed_engine(resolved: Resolved) -> Resolved:
+    """Render for the vLLM that will run (its package metadata; vLLM is not imported), and say so in one line."""
+    from launcher.engine.installed import for_installed
+
+    resolved, notes = for_installed(resolved)
+    echo_notes(notes)
+    return resolved
 
 
 def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool,

@@ -208,6 +208,7 @@ def test_serve_bench_hands_a_hook_to_the_supervisor(tmp_path: Path) -> None:
     assert "after_ready" not in supervised[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("bench_args", "needle"), [
     ("--replay .", "--replay does not apply"),
     ("--concurrency 0", "each level must be 1 or more"),

@@ -190,6 +190,6 @@ def session_argvs() -> list[tuple[str, ...]]:
     argvs = [c.argv for c in CASES]
     if isinstance(SHIPPED, list):
         argvs += [s.argv for s in SHIPPED if s.argv is not None]
-    for v in engine.supported_versions():
+    for v in engine.shipped_versions():
         argvs += option_sweep(v)
     return argvs

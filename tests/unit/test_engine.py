@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,14 @@ from tests.helpers import FIXTURES
 from tests.helpers import REPO as ROOT
 
 PARSER_DUMP = FIXTURES / "vllm" / "vllm-0.33.0-serve-parser.json"
+
+
+@pytest.fixture(autouse=True)
+def _no_learned_schemas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache: schemas the developer learned must not change these verdicts."""
+    cache = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
 
 
 def _match(found: list[engine.Finding], expected: tuple[tuple[str, str, str], ...]) -> list[str]:
@@ -62,10 +71,27 @@ def test_supported_versions_and_load() -> None:
 
 
 def test_unknown_version_did_you_mean() -> None:
-    with pytest.raises(ProfileError, match=r"vLLM '0.33.1' is not supported .*did you mean 0.33.0\?"):
+    with pytest.raises(ProfileError, match=r"^vllm\.version: vLLM '0.33.1' is not supported \(launcher knows 0.25.1, 0.32.0, 0.33.0; "
+                       r"`launcher engines learn` adds the vLLM installed here\); did you mean 0.33.0\?$"):
         engine.load_engine("0.33.1")
     with pytest.raises(ProfileError, match="not supported"):
         engine.check_argv([M], "0.31.0")
+
+
+def test_local_version_label_is_the_release() -> None:
+    assert engine.resolve_version("0.33.0+cu130") == "0.33.0"
+    assert engine.load_engine("0.33.0+cu130") is engine.load_engine("0.33.0")
+
+
+@pytest.mark.parametrize(("asked", "nearest", "exact"), [
+    ("0.33.0", "0.33.0", True), ("v0.32.0", "0.32.0", True), ("0.33", "0.33.0", True), ("0.33.0+cu130", "0.33.0", True),
+    ("0.34.0", "0.33.0", False), ("1.0.0", "0.33.0", False), ("0.33.4", "0.33.0", False), ("0.34.0rc1", "0.33.0", False),
+    ("0.31.0", "0.32.0", False), ("0.29.0", "0.32.0", False), ("0.28.0", "0.25.1", False), ("0.10.0", "0.25.1", False),
+    ("0.25.0", "0.25.1", False), ("0.33.1.dev5+gabc", "0.33.0", False), ("nightly", engine.DEFAULT_VERSION, False),
+])
+def test_nearest_version(asked: str, nearest: str, exact: bool) -> None:
+    assert engine.nearest_version(asked) == (nearest, exact)
+    assert engine.nearest_version(asked).exact is exact
 
 
 def test_schema_matches_the_independent_033_parser_dump() -> None:
