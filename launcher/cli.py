@@ -44,7 +44,7 @@ SHORT_HELP: dict[str, str] = {
     "check": "Preflight a profile against the GPUs or an inventory file.",
     "fit": "Estimate GPU memory and KV cache for a profile.",
     "calibrate": "Compare the estimate with a real vLLM start log.",
-    "engines": "List supported vLLM versions and what differs.",
+    "engines": "List known vLLM versions, the installed one, what differs; learn new ones.",
     "wait": "Wait until a server lists its model.",
     "smoke": "Run the post-start smoke battery against a server.",
     "bench": "Measure a server: tokens/s, latency, MTP acceptance, roofline.",

@@ -17,13 +17,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No LAUNCHER_* variable from the developer's shell may leak into a test."""
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No LAUNCHER_* variable from the developer's shell may leak into a test, nor schemas they learned."""
     import os
 
     for name in list(os.environ):
         if name.startswith("LAUNCHER") and name not in ("LAUNCHER_ENGINE_CACHE", "LAUNCHER_REQUIRE_ENGINES"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture(autouse=True)
