@@ -127,7 +127,7 @@ def _gpu_list(indices: Sequence[int]) -> str:
     return ", ".join(str(i) for i in indices)
 
 
-def _cc_text(cc: tuple[int, int]) -> str:
+def _cc_text(cc: Sequence[int]) -> str:
     return f"{cc[0]}.{cc[1]}"
 
 

@@ -245,8 +245,11 @@ def format_plan(p: Plan, fmt: str) -> str:
 class FitLike(Protocol):
     """What the advice reads from a fit estimate (launcher.fit.FitResult has these)."""
 
-    concurrency_at_max_len: float
-    kv_cache_tokens: int
+    @property
+    def concurrency_at_max_len(self) -> float: ...
+
+    @property
+    def kv_cache_tokens(self) -> int: ...
 
     @property
     def verdict(self) -> str: ...

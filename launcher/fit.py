@@ -432,7 +432,6 @@ def estimate(inp: FitInput) -> FitResult:
     V = facts.vocab_size
     b = inp.kv_bytes
     M, N = resolve_batch(inp)
-    notes: list[str] = []
 
     # R = ceil(T*u): utils.request_memory (docs/memory-model.md#budget-r).
     budget = Term("budget", math.ceil(T * u), int(round(u * inp.total_memory_uncertainty_bytes)),
@@ -520,42 +519,8 @@ def estimate(inp: FitInput) -> FitResult:
     safe_blocks = max(0, (kv.bytes - kv.uncertainty_bytes)) // bpb - 1 - gdn_groups * S
     max_len_safe = min(max(0, safe_blocks) * B, limit)
 
-    # Start-up: vLLM's own check (launcher.behaviour.startup, the same computation as `check`'s
-    # memory-free), then the load peak must fit in what is free after the context.
-    free_assumed = inp.free_memory_bytes is None
-    requested = None
-    if inp.kv_cache_memory_bytes is not None:
-        requested = max(budget.bytes, weights.bytes + persistent.bytes + activation.bytes + cudagraph.bytes + kv.bytes)
-    rule = startup_of(inp, M, requested)
-    embed_copy = V * facts.hidden_size * 2  # BF16 embed_tokens or lm_head, 2.37 GiB
-    load_peak = weights.bytes + (2 * embed_copy // t if k > 0 else 0)  # transient at load (docs/memory-model.md)
-    load_margin = rule.free_bytes - rule.allowance.high_bytes - load_peak
-    startup_verdict = {"pass": "fits", "warn": "marginal", "fail": "does-not-fit"}[rule.status]
-    if rule.free_bytes - rule.allowance.low_bytes - load_peak < 0:
-        startup_verdict = "does-not-fit"
-    elif load_margin < 0 and startup_verdict == "fits":
-        startup_verdict = "marginal"
-    startup = StartupCheck(rule=rule, free_memory_assumed=free_assumed, verdict=startup_verdict,
-                           load_peak_bytes=load_peak, load_margin_bytes=load_margin)
-
-    if not w.from_local_index:
-        notes.append(
-            f"weights from shipped facts (±{weights.uncertainty_bytes / GIB:.2f} GiB per GPU); "
-            "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
-        )
-    if inp.compute_capability < (8, 0):
-        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 "
-                     "(docs/memory-model.md#compute-capability-floor)")
-    if k > 0 and pp > 1:
-        notes.append("MTP does not work with pipeline parallel > 1 (docs/troubleshooting.md#mtp-with-pipeline-parallel)")
-    if pp > 1:
-        notes.append("pipeline parallel: per-stage split of layers and weights is approximate [inferred]")
-    if L > limit:
-        notes.append(f"max_model_len {L} exceeds the model's {limit} (vLLM refuses without VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
-    if free_assumed:
-        notes.append("no free-memory reading: start-up check assumes an idle GPU (free = total)")
-    if inp.kv_cache_memory_bytes is None and kv.bytes <= 0:
-        notes.append("no memory left for the KV cache: vLLM stops with 'No available memory for the cache blocks'")
+    startup = _startup_check(inp, M, budget, weights, (persistent, activation, cudagraph, kv))
+    notes = _notes(inp, weights, kv, limit)
 
     return FitResult(
         inputs=inp,
@@ -593,6 +558,51 @@ def estimate(inp: FitInput) -> FitResult:
         startup=startup,
         notes=tuple(notes),
     )
+
+
+def _startup_check(inp: FitInput, M: int, budget: Term, weights: Term, others: tuple[Term, ...]) -> StartupCheck:
+    """vLLM's own start-up check (launcher.behaviour.startup, the same computation as `check`'s
+    memory-free), then the load peak must fit in what is free after the context."""
+    facts = inp.model
+    k, t = inp.num_speculative_tokens, inp.tensor_parallel_size
+    requested = None
+    if inp.kv_cache_memory_bytes is not None:
+        requested = max(budget.bytes, weights.bytes + sum(term.bytes for term in others))
+    rule = startup_of(inp, M, requested)
+    embed_copy = facts.vocab_size * facts.hidden_size * 2  # BF16 embed_tokens or lm_head, 2.37 GiB
+    load_peak = weights.bytes + (2 * embed_copy // t if k > 0 else 0)  # transient at load (docs/memory-model.md#load-peak)
+    load_margin = rule.free_bytes - rule.allowance.high_bytes - load_peak
+    verdict = {"pass": "fits", "warn": "marginal", "fail": "does-not-fit"}[rule.status]
+    if rule.free_bytes - rule.allowance.low_bytes - load_peak < 0:
+        verdict = "does-not-fit"
+    elif load_margin < 0 and verdict == "fits":
+        verdict = "marginal"
+    return StartupCheck(rule=rule, free_memory_assumed=inp.free_memory_bytes is None, verdict=verdict,
+                        load_peak_bytes=load_peak, load_margin_bytes=load_margin)
+
+
+def _notes(inp: FitInput, weights: Term, kv: Term, limit: int) -> list[str]:
+    notes: list[str] = []
+    k, pp, L = inp.num_speculative_tokens, inp.pipeline_parallel_size, inp.max_model_len
+    if not inp.weights.from_local_index:
+        notes.append(
+            f"weights from shipped facts (±{weights.uncertainty_bytes / GIB:.2f} GiB per GPU); "
+            "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
+        )
+    if inp.compute_capability < (8, 0):
+        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 "
+                     "(docs/memory-model.md#compute-capability-floor)")
+    if k > 0 and pp > 1:
+        notes.append("MTP does not work with pipeline parallel > 1 (docs/troubleshooting.md#mtp-with-pipeline-parallel)")
+    if pp > 1:
+        notes.append("pipeline parallel: per-stage split of layers and weights is approximate [inferred]")
+    if L > limit:
+        notes.append(f"max_model_len {L} exceeds the model's {limit} (vLLM refuses without VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
+    if inp.free_memory_bytes is None:
+        notes.append("no free-memory reading: start-up check assumes an idle GPU (free = total)")
+    if inp.kv_cache_memory_bytes is None and kv.bytes <= 0:
+        notes.append("no memory left for the KV cache: vLLM stops with 'No available memory for the cache blocks'")
+    return notes
 
 
 # --- suggestions ----------------------------------------------------------------------------------

@@ -87,14 +87,17 @@ def gpu_specs(profile: "Profile", target: Target, environ: Mapping[str, str] | N
         return [GpuSpec.from_model(target)] * need
     if isinstance(target, GpuSpec):
         return [target] * need
-    if hasattr(target, "gpus") and hasattr(target, "entries"):  # an Inventory
-        from launcher.inventory import VISIBILITY_VARIABLES, Gpu, resolve_visible
+    from launcher.inventory import VISIBILITY_VARIABLES, Gpu, Inventory, resolve_visible
 
+    if isinstance(target, Inventory):
         environ = os.environ if environ is None else environ
-        env = {k: profile.env.get(k, environ.get(k)) for k in VISIBILITY_VARIABLES}
-        env = {k: v for k, v in env.items() if v is not None}
-        visible = resolve_visible(target, env)  # type: ignore[arg-type]
-        by_index = {g.index: g for g in target.gpus}  # type: ignore[union-attr]
+        env: dict[str, str] = {}
+        for key in VISIBILITY_VARIABLES:
+            value = profile.env.get(key, environ.get(key))
+            if value is not None:
+                env[key] = value
+        visible = resolve_visible(target, env)
+        by_index = {g.index: g for g in target.gpus}
         chosen = [by_index[d.gpu_index] for d in visible.devices if isinstance(by_index.get(d.gpu_index), Gpu)]
         if len(chosen) < need:
             raise HardwareError(
@@ -102,7 +105,7 @@ def gpu_specs(profile: "Profile", target: Target, environ: Mapping[str, str] | N
                 f" in {getattr(target, 'source', None) or 'the inventory'}"
             )
         return [GpuSpec.from_gpu(g) for g in chosen[:need]]
-    specs = [t if isinstance(t, GpuSpec) else GpuSpec.from_gpu(t) for t in target]  # type: ignore[union-attr]
+    specs = [t if isinstance(t, GpuSpec) else GpuSpec.from_gpu(t) for t in target]
     if not specs:
         raise HardwareError("no GPU to fit the profile on")
     return specs[:need] if len(specs) >= need else specs
@@ -218,9 +221,11 @@ def fit_profile(
 
 
 def _interconnect_of_target(profile: "Profile", target: Target, specs: Sequence[GpuSpec]) -> str | None:
-    inventory = target if hasattr(target, "links") and hasattr(target, "entries") else None
+    from launcher.inventory import Inventory
+
+    inventory = target if isinstance(target, Inventory) else None
     indices = [s.index for s in specs if s.index is not None]
-    return interconnect_for(profile, inventory, indices)  # type: ignore[arg-type]
+    return interconnect_for(profile, inventory, indices)
 
 
 def startup_for(profile: "Profile", gpu: "Gpu", interconnect: str | None) -> Startup:
@@ -299,7 +304,7 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
     pass: it fits with margin. The fix names the max_model_len / max_num_seqs /
     gpu_memory_utilization that would fit with margin.
     """
-    from launcher.checks import CheckResult
+    from launcher.checks import CheckResult, Status
     from launcher.model_facts import is_known
 
     if not is_known(profile.facts_key):
@@ -338,7 +343,7 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
     indices = tuple(g.index for g in gpus)
     if result.kv_verdict == "fits":
         return CheckResult("kv-fit", "pass", message, gpus=indices, data=data)
-    status = "warn" if result.kv_verdict == "marginal" else "fail"
+    status: Status = "warn" if result.kv_verdict == "marginal" else "fail"
     head = "fits only within the estimate's error: " if status == "warn" else "does not fit: "
     return CheckResult("kv-fit", status, head + message, fix=fix_hint(profile, result), gpus=indices, data=data,
                        sets=_kv_sets(result))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import socket
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Literal, Mapping, Optional
 
 from launcher.errors import HardwareError
 from launcher.inventory import (
@@ -162,11 +162,12 @@ class _Probe:
         nvml = self.nvml
         found: dict[int, GpuProcess] = {}
         readable = False
-        for kind, fn_name in (
+        kinds: tuple[tuple[Literal["compute", "graphics", "mps"], str], ...] = (
             ("compute", "nvmlDeviceGetComputeRunningProcesses"),
             ("graphics", "nvmlDeviceGetGraphicsRunningProcesses"),
             ("mps", "nvmlDeviceGetMPSComputeRunningProcesses"),
-        ):
+        )
+        for kind, fn_name in kinds:
             fn = getattr(nvml, fn_name, None)
             if fn is None:
                 continue

@@ -61,7 +61,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from launcher.errors import ProfileError
 from launcher.schema import parse_compute_capability
 
-FORMAT = "launcher-inventory/1"
+FORMAT: Literal["launcher-inventory/1"] = "launcher-inventory/1"
 from launcher.defaults import GIB  # noqa: E402,F401
 
 VISIBILITY_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")

@@ -88,7 +88,7 @@ MODEL_FACTS: dict[str, ModelFacts] = {_QWEN36_27B_INT8_MTP.hf_id: _QWEN36_27B_IN
 
 def is_known(model: str | None) -> bool:
     """Whether launcher holds facts for this model id (a local copy names it in `model.facts`)."""
-    return bool(model) and model.strip().lower() in {k.lower() for k in MODEL_FACTS}
+    return model is not None and model.strip().lower() in {k.lower() for k in MODEL_FACTS}
 
 
 def facts_for(model: str | None) -> ModelFacts:

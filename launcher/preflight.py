@@ -29,7 +29,7 @@ def get_inventory(source: InventorySource, probe: Optional[Probe] = None) -> Inv
     if isinstance(source, Inventory):
         return source
     if source is not None:
-        return load_inventory(source)
+        return load_inventory(Path(source))
     return (probe or default_probe)()
 
 

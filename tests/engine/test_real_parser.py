@@ -12,7 +12,6 @@ import difflib
 import os
 
 import pytest
-from real_engines import CASES, FILE_DEPENDENT, REPO, SHIPPED, RealEngines, option_sweep
 
 from launcher import engine
 from tests.engine.real_engines import CASES, FILE_DEPENDENT, REPO, SHIPPED, RealEngines, option_sweep
