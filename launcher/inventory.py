@@ -562,6 +562,28 @@ def _apply_nvidia_visible(value: str, entries: list[Union[Gpu, GpuError]]) -> tu
     return chosen, [f"NVIDIA_VISIBLE_DEVICES={value}: the container gets GPU {', '.join(str(e.index) for e in chosen)}"], None
 
 
+def _match_token(token: str, before: Sequence[str], entries: Sequence[Union[Gpu, GpuError]]) -> tuple[Optional[int], Optional[str], str]:
+    """One CUDA_VISIBLE_DEVICES entry -> (NVML index or None, MIG UUID, why it matches nothing / "ambiguous")."""
+    upper = token.upper()
+    if upper == "GPU-":
+        return None, None, "names no UUID"  # CUDA takes no empty prefix: measured on an H200, cuInit finds no device
+    if upper.startswith("GPU-"):
+        gpu_index, reason = _match_uuid(token, entries)
+        return gpu_index, None, "ambiguous" if reason == "ambiguous" else "matches no GPU"
+    if upper.startswith("MIG-"):
+        found = _match_mig(token, entries)
+        return (found[0], found[1], "") if found else (None, None, "matches no MIG instance")
+    if any(t.strip().upper().startswith(("GPU-", "MIG-")) for t in before):
+        # Measured on 4 x H200: CUDA_VISIBLE_DEVICES=GPU-<prefix>,0 gives only the UUID's GPU.
+        return None, None, "is an index after a UUID (CUDA takes no index once UUIDs are used)"
+    number = _strtoul(token)
+    if number is not None and number < len(entries):
+        return entries[number].index, None, ""
+    if number is not None:
+        return None, None, f"is past the last GPU (only {len(entries)} visible)"
+    return None, None, "matches no GPU"
+
+
 def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibility:
     """Map CUDA_VISIBLE_DEVICES (and NVIDIA_VISIBLE_DEVICES) to the physical GPUs, in CUDA's order.
 
@@ -618,31 +640,10 @@ def resolve_visible(inventory: Inventory, environ: Mapping[str, str]) -> Visibil
     tokens = cvd.split(",")
     for pos, raw in enumerate(tokens):
         token = raw.strip()
-        gpu_index: Optional[int] = None
-        mig: Optional[str] = None
-        why = "matches no GPU"
-        if token.upper() == "GPU-":
-            why = "names no UUID"  # CUDA takes no empty prefix: measured on an H200, cuInit finds no device
-        elif token.upper().startswith("GPU-"):
-            gpu_index, reason = _match_uuid(token, entries)
-            if reason == "ambiguous":
-                problems.append(f"CUDA_VISIBLE_DEVICES={cvd}: '{token}' matches more than one GPU UUID, so CUDA hides every GPU")
-                return Visibility((), tuple(notes), tuple(problems))
-        elif token.upper().startswith("MIG-"):
-            found = _match_mig(token, entries)
-            if found:
-                gpu_index, mig = found
-            else:
-                why = "matches no MIG instance"
-        elif any(t.strip().upper().startswith(("GPU-", "MIG-")) for t in tokens[:pos]):
-            # Measured on 4 x H200: CUDA_VISIBLE_DEVICES=GPU-<prefix>,0 gives only the UUID's GPU.
-            why = "is an index after a UUID (CUDA takes no index once UUIDs are used)"
-        else:
-            number = _strtoul(token)
-            if number is not None and number < len(entries):
-                gpu_index = entries[number].index
-            elif number is not None:
-                why = f"is past the last GPU (only {len(entries)} visible)"
+        gpu_index, mig, why = _match_token(token, tokens[:pos], entries)
+        if why == "ambiguous":
+            problems.append(f"CUDA_VISIBLE_DEVICES={cvd}: '{token}' matches more than one GPU UUID, so CUDA hides every GPU")
+            return Visibility((), tuple(notes), tuple(problems))
         if gpu_index is None:
             rest = tokens[pos:]
             problems.append(
