@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "nccl": ".".join(map(str, torch.cuda.nccl.version())),
         "gpu": torch.cuda.get_device_name(0),
         "env": {k: os.environ.get(k) for k in MULTICAST_OFF},
-        "method": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
+        "method": " ".join(__doc__.split("\n\n")[2:]).replace("\n", " ") if __doc__ else "",
         "runs": [measure(tp, 29500 + tp) for tp in args.tp],
     }
     text = json.dumps(result, indent=1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every number of the full-shape starts, read from what tools/gpu_e2e/run_fullshape.sh brought back.
 
-    python3 tools/gpu_e2e/fullshape_summary.py RESULTS_DIR [--out summary.json]
+    python3 tools/gpu_e2e/fullshape_summary.py RESULTS_DIR [--bench DIR] [--out summary.json]
 
 RESULTS_DIR holds the unpacked tarballs: runs/NAME/{serve.log, nvml-before.csv, nvml-ready.csv,
 nvml-timeline.csv, state.json}, context-overhead.json, budget-*.json, inventory.json. Per start
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 NUM = r"-?\d+(?:\.\d+)?"
-PREFIX = re.compile(r"^\((?P<proc>[^()]*?)\s+pid=\d+\)\s+")
+PREFIX = re.compile(r"^\((?P<proc>[^()]*?)\s+pid=(?P<pid>\d+)\)\s+")
 LEVEL = re.compile(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d\s+[\d:.]+\s+\[[^\]]+\]\s+")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -87,7 +87,8 @@ def _value(text: str) -> Any:
 
 
 def parse_log(text: str) -> dict[str, Any]:
-    ranks: dict[str, dict[str, Any]] = {}
+    by_pid: dict[str, dict[str, Any]] = {}
+    proc_names: dict[str, str] = {}  # pid -> its last name ("Worker" becomes "Worker_TP0" once ranked)
     engine: dict[str, Any] = {}
     errors: list[str] = []
     command = None
@@ -95,13 +96,15 @@ def parse_log(text: str) -> dict[str, Any]:
         line = ANSI.sub("", raw)
         m = PREFIX.match(line)
         proc = m.group("proc") if m else ""
+        pid = m.group("pid") if m else "0"
+        if proc:
+            proc_names[pid] = proc
         msg = LEVEL.sub("", line[m.end():] if m else line)
         if msg.startswith("launcher: start: "):
             command = msg[len("launcher: start: "):]
         for key, pattern, names in PER_RANK:
             if hit := pattern.search(msg):
-                rank = proc if proc.startswith("Worker") else (proc or "main")
-                entry = ranks.setdefault(rank, {})
+                entry = by_pid.setdefault(pid, {})
                 values = dict(zip(names, (_value(g) if g is not None else None for g in hit.groups()), strict=True))
                 if key in entry and key == "cudagraph_estimate":
                     entry[key] = entry[key] if isinstance(entry[key], list) else [entry[key]]
@@ -114,6 +117,7 @@ def parse_log(text: str) -> dict[str, Any]:
         if (hit := ERRORS.search(msg)) and (" ERROR " in line or "Error" in msg):
             if hit.group(0) not in errors:
                 errors.append(hit.group(0)[:400])
+    ranks = {proc_names.get(pid, "main"): entry for pid, entry in by_pid.items()}
     return {"command": command, "ranks": dict(sorted(ranks.items())), "engine": engine, "errors": errors[:10]}
 
 
@@ -146,7 +150,41 @@ def timeline_peak(path: Path) -> dict[str, Any]:
     return {"samples": samples, "peak_used_mib": {str(k): v for k, v in sorted(peaks.items())}}
 
 
-def summarize(root: Path) -> dict[str, Any]:
+BENCH_KEYS = ("completed", "num_prompts", "max_concurrency", "duration", "total_input_tokens", "total_output_tokens",
+              "request_throughput", "output_throughput", "total_token_throughput", "mean_ttft_ms", "median_ttft_ms",
+              "p90_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p90_tpot_ms", "p99_tpot_ms", "median_itl_ms",
+              "p90_itl_ms", "p99_itl_ms", "median_e2el_ms", "p90_e2el_ms", "p99_e2el_ms")
+COUNTERS = ("vllm:spec_decode_num_drafts_total", "vllm:spec_decode_num_draft_tokens_total",
+            "vllm:spec_decode_num_accepted_tokens_total", "vllm:generation_tokens_total", "vllm:prompt_tokens_total")
+
+
+def counters(path: Path) -> dict[str, float]:
+    text = path.read_text() if path.is_file() else ""
+    out = {}
+    for name in COUNTERS:
+        values = re.findall(r"^" + re.escape(name) + r"(?:\{[^}]*\})? ([0-9.eE+-]+)$", text, re.M)
+        out[name.split(":", 1)[1]] = sum(float(v) for v in values)
+    return out
+
+
+def bench(label_dir: Path) -> dict[str, Any]:
+    """One bench label: meta.json and, per level, vllm bench serve's numbers and the /metrics deltas."""
+    out: dict[str, Any] = {"meta": json.loads((label_dir / "meta.json").read_text()), "levels": {}}
+    for result in sorted(label_dir.glob("c*.json"), key=lambda p: int(p.stem[1:])):
+        data = json.loads(result.read_text())
+        before, after = counters(label_dir / f"{result.stem}.metrics-before.txt"), counters(label_dir / f"{result.stem}.metrics-after.txt")
+        delta = {k: after[k] - before[k] for k in after}
+        drafts, accepted = delta["spec_decode_num_drafts_total"], delta["spec_decode_num_accepted_tokens_total"]
+        out["levels"][result.stem] = {
+            **{k: data.get(k) for k in BENCH_KEYS},
+            "metrics_delta": delta,
+            "draft_acceptance_rate": accepted / delta["spec_decode_num_draft_tokens_total"] if drafts else None,
+            "mean_acceptance_length": 1 + accepted / drafts if drafts else None,
+        }
+    return out
+
+
+def summarize(root: Path, bench_root: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"about": (__doc__ or "").split("\n\n")[0], "starts": {}}
     ctx = root / "context-overhead.json"
     if ctx.is_file():
@@ -166,15 +204,18 @@ def summarize(root: Path) -> dict[str, Any]:
         entry["nvml_ready"] = read_nvsmi(run / "nvml-ready.csv")
         entry["nvml_timeline"] = timeline_peak(run / "nvml-timeline.csv")
         out["starts"][run.name] = entry
+    bench_root = bench_root or root / "bench"
+    out["bench"] = {d.name: bench(d) for d in sorted(bench_root.glob("*")) if (d / "meta.json").is_file()}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("root", type=Path)
+    ap.add_argument("--bench", type=Path, help="folder of bench labels (default: ROOT/bench)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    text = json.dumps(summarize(args.root), indent=1, sort_keys=True) + "\n"
+    text = json.dumps(summarize(args.root, args.bench), indent=1, sort_keys=True) + "\n"
     if args.out:
         args.out.write_text(text)
     else:
