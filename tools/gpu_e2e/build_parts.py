@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Prepare, here, what the 2 x H200 end-to-end run carries to the GPU machine (no internet there).
 
-    python3 tools/gpu_e2e/build_parts.py [--recipe ../shared/gpu-e2e] [--out .gpu-e2e]
+    python3 tools/gpu_e2e/build_parts.py [--tiny-generator FILE] [--out .gpu-e2e]
 
-1. The wheel set of vLLM 0.25.1 for CPython 3.12 (the machine's torch 2.11.0 stays; the recipe's
-   wheels.txt lists the rest, ~501 MiB): downloaded into OUT/wheels with `pip download` where
-   missing, then every file checked against the recipe's SHA256SUMS (a mismatch stops here).
+1. The wheel set of vLLM 0.25.1 for CPython 3.12 (the machine's torch 2.11.0 stays;
+   tools/gpu_e2e/wheels.txt lists the rest, 102 wheels, ~501 MiB): downloaded into OUT/wheels with
+   `pip download` where missing, then every file checked against tools/gpu_e2e/SHA256SUMS (a
+   mismatch stops here). Both lists were taken from the 2026-11-28 recipe run that installed them.
 2. Each wheel re-zipped with its entries stored, not deflated (same names and bytes, so pip's
    RECORD hashes stay valid), all of them in one tar, xz-compressed (~348 MiB), cut into parts
    OUT/p1 ... OUT/pN of at most PART_BYTES each, so that one part plus the checkout fits the
    device tool's 64 MiB per call. Each folder holds `core.tar.xz.partNN` and its `.sha256`.
-3. OUT/kit: the tiny-model generator (the recipe's, not committed here), SHA256SUMS.stored of
-   the stored wheels (what the remote install verifies), and PARTS (the number of parts).
+3. OUT/kit: SHA256SUMS.stored of the stored wheels (what the remote install verifies), PARTS (the
+   number of parts) and, when --tiny-generator names it, the recipe's tiny-model generator
+   (make_tiny_qwen35_mtp.py, not committed here), which the h200x2-tiny run needs; the full-shape
+   runs (tools/gpu_e2e/run_fullshape.sh) do not.
 
 OUT must be ignored by git (.gpu-e2e/ is in .gitignore). Takes ~8 min on 2 cores (xz -T0).
 tools/gpu_e2e/run_remote.sh is the other side.
@@ -53,7 +56,7 @@ def read_sums(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def ensure_wheels(recipe: str, wheels: str, sums: list[tuple[str, str]]) -> None:
+def ensure_wheels(wheel_list: str, wheels: str, sums: list[tuple[str, str]]) -> None:
     os.makedirs(wheels, exist_ok=True)
     missing = [n for _, n in sums if not os.path.exists(os.path.join(wheels, n))]
     if missing:
@@ -63,7 +66,7 @@ def ensure_wheels(recipe: str, wheels: str, sums: list[tuple[str, str]]) -> None
                "--abi", "cp312", "--abi", "abi3", "--abi", "none"]
         for p in PIP_PLATFORMS:
             cmd += ["--platform", p]
-        cmd += ["-r", os.path.join(recipe, "wheels.txt"), "-d", wheels]
+        cmd += ["-r", wheel_list, "-d", wheels]
         subprocess.run(cmd, check=True)
     bad = []
     for digest, name in sums:
@@ -88,7 +91,9 @@ def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default=os.path.join(os.path.dirname(root), "shared", "gpu-e2e"))
+    ap.add_argument("--wheels", default=os.path.join(here, "wheels.txt"), help="pinned wheel list")
+    ap.add_argument("--sums", default=os.path.join(here, "SHA256SUMS"), help="the wheels' sha256 sums")
+    ap.add_argument("--tiny-generator", help="the recipe's make_tiny_qwen35_mtp.py (for the h200x2-tiny run)")
     ap.add_argument("--out", default=os.path.join(root, ".gpu-e2e"))
     ap.add_argument("--part-bytes", type=int, default=PART_BYTES)
     args = ap.parse_args()
@@ -96,14 +101,15 @@ def main() -> int:
     check = subprocess.run(["git", "-C", root, "check-ignore", "-q", args.out])
     if check.returncode != 0:
         raise SystemExit(f"build_parts: {args.out} is not ignored by git; refusing to write wheels there")
-    sums = read_sums(os.path.join(args.recipe, "SHA256SUMS"))
+    sums = read_sums(args.sums)
     names = [n for _, n in sums]
     wheels = os.path.join(args.out, "wheels")
-    ensure_wheels(args.recipe, wheels, sums)
+    ensure_wheels(args.wheels, wheels, sums)
 
     kit = os.path.join(args.out, "kit")
     os.makedirs(kit, exist_ok=True)
-    shutil.copy(os.path.join(args.recipe, "make_tiny_qwen35_mtp.py"), kit)
+    if args.tiny_generator:
+        shutil.copy(args.tiny_generator, kit)
 
     tmp = tempfile.mkdtemp(prefix="gpu_e2e_stored_", dir=args.out)
     try:
