@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from launcher.errors import ProfileError
-from launcher.render import Rendered, option_pairs, option_tokens
+from launcher.render import Rendered, comment_safe, option_pairs, option_tokens, yaml_dump
 from launcher.schema import DEFAULT_VLLM_VERSION
 
 if TYPE_CHECKING:
@@ -213,8 +213,6 @@ def format_compose(rendered: Rendered, profile: "Profile | None" = None) -> str:
 
     With the profile too, the image tag follows its `vllm.version` and a multi-node deployment is refused.
     """
-    import yaml
-
-    header = "".join(f"# {line}\n" for line in compose_notes(rendered))
-    body = yaml.safe_dump(compose_file(rendered, profile), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
+    header = "".join(f"# {comment_safe(line)}\n" for line in compose_notes(rendered))
+    body = yaml_dump(compose_file(rendered, profile))
     return header + body

@@ -17,9 +17,12 @@ def child_environment(rendered: Rendered, environ: Mapping[str, str]) -> dict[st
     env = dict(environ)
     env.update(rendered.env)
     for target, source in rendered.env_from.items():
-        if source not in environ:
+        if source in environ:
+            env[target] = environ[source]
+        elif target in rendered.secret_values:
+            env[target] = rendered.secret_values[target]  # a secret the profile itself holds (printed by reference only)
+        else:
             raise ProfileError(f"server.api_key_env: environment variable {source} is not set (it holds the API key for vLLM)")
-        env[target] = environ[source]
     return env
 
 

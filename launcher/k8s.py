@@ -11,12 +11,12 @@ LeaderWorkerSet controller in every pod, as in vLLM's own LWS example).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from launcher.deploy import DEFAULT_API_PORT, MULTINODE_FLAGS, deployment_of, multinode_args, topology, with_args
 from launcher.errors import ProfileError
-from launcher.render import Rendered, render
+from launcher.render import SECRET_TARGET, Rendered, render, yaml_dump
 from launcher.schema import Profile
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -66,18 +66,31 @@ def _labels(name: str, component: str | None = None) -> dict[str, str]:
     return labels
 
 
+def k8s_escape(text: str) -> str:
+    """Kubernetes expands `$(VAR)` in command, args and env values (and turns `$$` into `$`): keep text literal."""
+    return re.sub(r"\$(?=[$(])", "$$", text)
+
+
+def secret_name(variable: str) -> str:
+    """The Secret a secret-looking profile variable is read from in a cluster: WANDB_API_KEY -> wandb-api-key."""
+    return k8s_name(variable.replace("_", "-"))
+
+
 def _env(profile: Profile, rendered: Rendered) -> list[dict[str, Any]]:
     d = deployment_of(profile)
     k = d.kubernetes
     env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in rendered.env.items() if key not in DROPPED_ENV]
     for key, value in (("NCCL_SOCKET_IFNAME", d.nccl_socket_ifname), ("GLOO_SOCKET_IFNAME", d.gloo_socket_ifname)):
         if value and key not in rendered.env:
-            env.append({"name": key, "value": value})
+            env.append({"name": key, "value": k8s_escape(value)})
     env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": k.hf_token_key, "optional": True}}})
-    if rendered.env_from:
-        for target in rendered.env_from:
+    for target in rendered.env_from:
+        if target == SECRET_TARGET:
             env.append({"name": target, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret, "key": k.api_key_key}}})
+        elif target != "HF_TOKEN":
+            # A secret-looking variable of the profile: by reference to a Secret of its own, never its value.
+            env.append({"name": target, "valueFrom": {"secretKeyRef": {"name": secret_name(target), "key": "value"}}})
     return env
 
 
@@ -155,13 +168,18 @@ def manifests(profile: Profile, name: str) -> Manifests:
     """The objects for `profile`, named after it: Deployment + Service, or LeaderWorkerSet + Service."""
     topo = topology(profile)
     d = deployment_of(profile)
-    base = render(profile)
+    rendered = render(profile)
+    # Every value written as is: `$(VAR)` in the profile must not pick up the container's variables (the token).
+    base = replace(rendered, argv=tuple(k8s_escape(a) for a in rendered.argv), env={k: k8s_escape(v) for k, v in rendered.env.items()})
     obj = k8s_name(name)
     notes: list[str] = [topo.describe()]
     if any(k in base.env for k in DROPPED_ENV):
         notes.append("k8s: CUDA_VISIBLE_DEVICES is left out; the device plugin gives each pod its GPUs")
-    if base.env_from:
+    if SECRET_TARGET in base.env_from:
         notes.append(f"k8s: the API key comes from Secret {d.kubernetes.api_key_secret} (key {d.kubernetes.api_key_key})")
+    for target in base.env_from:
+        if target not in (SECRET_TARGET, "HF_TOKEN"):
+            notes.append(f"k8s: {target} comes from Secret {secret_name(target)} (key value)")
     notes.append(
         f"k8s: the Hugging Face token comes from Secret {d.kubernetes.hf_token_secret} (key {d.kubernetes.hf_token_key}), "
         "if it exists: kubectl create secret generic "
@@ -232,8 +250,6 @@ def manifests(profile: Profile, name: str) -> Manifests:
 
 def to_yaml(m: Manifests) -> str:
     """The manifests as one multi-document YAML stream, for `kubectl apply -f -`."""
-    import yaml
-
     header = "# Rendered by launcher. Apply with: kubectl apply -f THIS_FILE\n"
-    body = "---\n".join(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000) for doc in m.docs)
+    body = "---\n".join(yaml_dump(doc) for doc in m.docs)
     return header + "---\n" + body

@@ -30,8 +30,6 @@ MAX_FILE_BYTES = 1 << 20  # a profile is a few KiB; 1 MiB is far beyond any real
 MAX_NODES = 10_000  # keys and values after YAML aliases are expanded (an alias bomb expands to billions)
 MAX_DEPTH = 32  # nesting of mappings and lists (real profiles: 4)
 MAX_MESSAGE = 400  # characters of one error line
-# Environment variable names that look like they hold a secret: never put into argv, always by reference.
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
 def clip(text: object, limit: int = 80) -> str:
@@ -716,6 +714,8 @@ def _expand_paths(merged: Merged, environ: Mapping[str, str]) -> None:
     Only local paths (a Hugging Face id or an inline chat template is left as written), and never a
     variable whose name looks secret: the expanded value ends up in vLLM's argv, visible in ps.
     """
+    from launcher.schema import looks_secret
+
     for section, key in PATH_KEYS:
         block = merged.data.get(section)
         if not isinstance(block, dict):
@@ -725,7 +725,7 @@ def _expand_paths(merged: Merged, environ: Mapping[str, str]) -> None:
             continue
         for m in _VARIABLE.finditer(value):
             variable = m.group(1) or m.group(2)
-            if SECRET_NAME.search(variable):
+            if looks_secret(variable):
                 dotted = f"{section}.{key}"
                 raise ProfileError(_located_in(dotted, f"refers to ${variable}, whose name looks secret; launcher does not expand "
                                                "a secret into vLLM's command line (visible in ps)", merged))

@@ -15,6 +15,14 @@ MAX_SPECULATIVE_TOKENS = 4
 # vllm#51679: these XML tool parsers swallow </think> unless the qwen3 reasoning parser runs.
 TOOL_PARSERS_NEEDING_QWEN3_REASONING = ("qwen3_xml", "qwen3_coder")
 DEFAULT_VLLM_VERSION = "0.33.0"
+# Environment variable names that look like they hold a secret: rendered by reference, never expanded into argv.
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    return SECRET_NAME.search(name) is not None
+
+
 # Largest whole number a profile value may hold: exact in a float and in every JSON reader (2**53).
 MAX_INT = 2**53
 # Longest context accepted: 64 x this model's 262144 positions; 10**30 tokens is a typo, not a context.
