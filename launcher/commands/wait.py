@@ -8,7 +8,7 @@ import os
 import click
 
 from launcher.errors import NotReadyError, ProfileError
-from launcher.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress
+from launcher.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress, printable
 
 API_KEY_ENV_DEFAULT = "VLLM_API_KEY"  # what vLLM itself reads when started without --api-key
 
@@ -62,7 +62,7 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
         api_key=api_key_from_env(api_key_env), interval=interval,
     )
     max_len = f", max_model_len {info.max_model_len}" if info.max_model_len else ""
-    click.echo(f"ready: {info.url} serves '{info.model}'{max_len} (waited {info.elapsed_s:.1f} s)")
+    click.echo(f"ready: {info.url} serves '{printable(info.model, 200)}'{max_len} (waited {info.elapsed_s:.1f} s)")
 
 
 @click.command()
@@ -100,7 +100,8 @@ def smoke(
         on_check=None if as_json else _echo_check,
     )
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        # ASCII only: the server's text arrives escaped (\\u001b), never as a live terminal sequence.
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=True).replace("\x7f", "\\u007f"))
     else:
         click.echo(report.format_text(verbose))
     if not report.ok:
