@@ -9,8 +9,8 @@ from launcher.errors import HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
 from launcher.render import Rendered
-from launcher.validate import render_checked
 from launcher.runtime import Runtime, runtime_of
+from launcher.validate import render_checked
 
 __all__ = ["Runtime", "serve"]
 
@@ -116,9 +116,17 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
 
 
 def _node(resolved: Resolved, rank: int) -> Rendered:
-    """Node `rank` of a multi-node profile: its own argv and environment (VLLM_HOST_IP, NCCL/GLOO interfaces)."""
-    from launcher import deploy
+    """Node `rank` of a multi-node profile: its own argv and environment (VLLM_HOST_IP, NCCL/GLOO interfaces).
 
+    The command is checked and translated for the target vLLM exactly as without --node-rank; the
+    node's own flags (--nnodes, --node-rank, ...) follow it.
+    """
+    import dataclasses
+
+    from launcher import deploy
+    from launcher.render import render
+
+    checked = render_checked(resolved)
     node = deploy.node_command(resolved.profile, rank)
     if node.prelude or node.rendered is None:
         steps = "; then ".join(" ".join(c) for c in node.prelude) or "nothing"
@@ -126,4 +134,5 @@ def _node(resolved: Resolved, rank: int) -> Rendered:
             f"node {rank} of profile {resolved.name} needs Ray started first ({steps}); "
             f"run `launcher render --profile {resolved.name} --node-rank {rank}` and follow it"
         )
-    return node.rendered
+    own = node.rendered.argv[len(render(resolved.profile).argv):]
+    return dataclasses.replace(node.rendered, argv=checked.argv + own, notes=checked.notes)
