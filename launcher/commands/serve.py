@@ -47,7 +47,8 @@ def serve(
 
     --profile auto (the container's default) picks the best profile these GPUs can run.
     launcher replaces itself with `vllm serve`, so signals and the exit code are vLLM's.
-    Arguments after `--` go to vLLM (after the profile's own). Exit 3 when the preflight fails.
+    Arguments after `--` go to vLLM: one that names a profile key sets that key (and is checked like it),
+    the others follow the profile's own. Exit 3 when the preflight fails.
     """
     runtime = runtime_of(ctx)
     if not profile_name:

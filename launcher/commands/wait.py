@@ -26,7 +26,7 @@ def api_key_from_env(var: str | None) -> str | None:
 def _url_option(fn):  # type: ignore[no-untyped-def]
     return click.option(
         "--url", default=DEFAULT_URL, show_default=True, envvar="LAUNCHER_URL", show_envvar=True,
-        help="Base URL of the vLLM server (a trailing /v1 is accepted).",
+        help="Base URL of the vLLM server, http:// or https:// (a trailing /v1 is accepted; redirects are not followed).",
     )(fn)
 
 
@@ -45,7 +45,8 @@ def _echo_progress(p: Progress) -> None:
 
 @click.command()
 @_url_option
-@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True, help="Seconds to wait in all.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds to wait in all, the server's answers included.")
 @click.option("--model", default=None, help="Model id that must be listed (default: any).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between looks.")
 @_api_key_option
@@ -75,7 +76,8 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
 @click.option("--expect-mtp/--no-expect-mtp", "expect_mtp", default=None,
               help="Speculative decoding must (or must not) run. Default: n/a when /metrics has no spec-decode counters.")
 @click.option("--check", "only", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds per request.")
+@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds per request, whole answer included (a trickling answer is cut there).")
 @click.option("--verbose", "-v", is_flag=True, help="Show the evidence of every check, not only of warnings and failures.")
 def smoke(
     url: str, model: str | None, as_json: bool, api_key_env: str | None, random_weights: bool | None,
