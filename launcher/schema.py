@@ -183,9 +183,7 @@ class Vllm(StrictModel):
 class Model(StrictModel):
     """The checkpoint to serve."""
 
-    name: Annotated[
-        str, Field(min_length=1, pattern=r"^[^-]", description="Hugging Face model id or a local path.", json_schema_extra=_no_render())
-    ]
+    name: Annotated[str, Field(min_length=1, description="Hugging Face model id or a local path.", json_schema_extra=_no_render())]
     facts: Annotated[
         Optional[str],
         Field(
@@ -205,6 +203,13 @@ class Model(StrictModel):
         Field(description="Activation dtype; `auto` takes the checkpoint's (bfloat16)."),
     ] = None
     quantization: Annotated[Optional[str], Field(description="Quantization method; normally read from the checkpoint.")] = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_an_option(cls, value: str) -> str:
+        if value.startswith("-"):
+            raise ValueError("must not start with '-' (vLLM would read the model as an option)")
+        return value
 
 
 class Parallel(StrictModel):

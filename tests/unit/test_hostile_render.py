@@ -453,3 +453,21 @@ def test_generated_hostile_strings_round_trip_through_every_format(case: tuple[d
     if profile.deployment is not None and profile.deployment.nodes > 1:
         check_plan(profile, secrets)
     check_every_format(profile, secrets)
+
+
+# ------------------------------------------------------------------------------- values that look like options
+
+
+def test_a_value_starting_with_a_dash_stays_a_value(tmp_path, write_profile) -> None:
+    from launcher.validate import render_checked
+
+    write_profile("d", "extends: tp4\nserver: {served_model_name: -qwen}\nengine: {seed: -1}\n")
+    r = render_checked(resolve("d", profiles_dirs=[tmp_path / "profiles"], environ={}))
+    assert "--served-model-name=-qwen" in r.argv  # argparse would take `-qwen` for an option
+    assert r.argv[r.argv.index("--seed") + 1] == "-1"  # a negative number is a value to argparse
+    assert yaml.safe_load(format_yaml(r))["served-model-name"] == "-qwen"
+
+
+def test_a_model_name_starting_with_a_dash_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not start with '-'"):
+        _profile(_merge(BASE, {"model": {"name": "-x"}}))
