@@ -72,13 +72,13 @@ def base_url(url: str) -> str:
         raise ProfileError(f"--url {printable(url, 80)!r}: a URL has no spaces or control characters")
     if "://" not in url:
         url = "http://" + url
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ProfileError(f"--url {printable(url, 80)}: only http:// and https:// URLs (a vLLM server), not {parts.scheme}://")
     try:
+        parts = urllib.parse.urlsplit(url)
         host, _ = parts.hostname, parts.port
     except ValueError as exc:
         raise ProfileError(f"--url {printable(url, 80)}: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ProfileError(f"--url {printable(url, 80)}: only http:// and https:// URLs (a vLLM server), not {parts.scheme}://")
     if not host:
         raise ProfileError(f"--url {printable(url, 80)}: no host in the URL")
     url = url.rstrip("/")

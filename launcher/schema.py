@@ -325,7 +325,7 @@ class Chat(StrictModel):
 class Server(StrictModel):
     """The OpenAI-compatible HTTP server."""
 
-    host: Annotated[Optional[str], Field(description="Address to listen on.")] = None
+    host: Annotated[Optional[HostAddress], Field(description="Address to listen on (an IP address or a DNS name).")] = None
     port: Annotated[Optional[int], Field(ge=1, le=65535, description="Port to listen on (vLLM default 8000).")] = None
     served_model_name: Annotated[Optional[str], Field(description="Model name clients use in requests.")] = None
     api_key_env: Annotated[

@@ -300,7 +300,7 @@ def test_smoke_filters_terminal_escapes() -> None:
             assert "Paris" in output and not any(c in output for c in "\x1b\x07\x9b"), repr(output)
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://h/", "http://h\n:8000", "http://"])
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://h/", "http://h\n:8000", "http://", "http://[::1", "http://h:99999"])
 @pytest.mark.parametrize("command", ["wait", "smoke"])
 def test_only_http_urls_are_accepted(url: str, command: str) -> None:
     args = [command, "--url", url] + (["--timeout", "1"] if command == "wait" else [])

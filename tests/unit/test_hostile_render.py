@@ -288,6 +288,13 @@ def test_host_addresses_are_validated(ip: str) -> None:
         _profile(data)
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0\n--trust-remote-code", "a b", "$(id)", "http://x"])
+def test_server_host_is_validated(host: str) -> None:
+    with pytest.raises(ValueError, match="not an IP address or a DNS name"):
+        _profile(_merge(BASE, {"server": {"host": host}}))
+    assert _profile(_merge(BASE, {"server": {"host": "::"}})).server.host == "::"
+
+
 @pytest.mark.parametrize("ip", ["10.1.2.3", "fe80::1", "2001:db8::10", "node-1", "gpu7.cluster.example.com", "my_host"])
 def test_good_host_addresses_load(ip: str) -> None:
     data = json.loads(json.dumps(TWO_NODES))
