@@ -638,6 +638,7 @@ class _Battery:
         with ThreadPoolExecutor(max_workers=len(PROSE_PROMPTS)) as pool:
             results = list(pool.map(one, PROSE_PROMPTS))
         evidence: dict[str, Any] = {"requests": results}
+        health: int | str
         try:
             health, _ = http_get(self.base + "/health", 10.0)
         except OSError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
@@ -23,14 +24,14 @@ def api_key_from_env(var: str | None) -> str | None:
     return value
 
 
-def _url_option(fn):  # type: ignore[no-untyped-def]
+def _url_option(fn: Any) -> Any:
     return click.option(
         "--url", default=DEFAULT_URL, show_default=True, envvar="LAUNCHER_URL", show_envvar=True,
         help="Base URL of the vLLM server, http:// or https:// (a trailing /v1 is accepted; redirects are not followed).",
     )(fn)
 
 
-def _api_key_option(fn):  # type: ignore[no-untyped-def]
+def _api_key_option(fn: Any) -> Any:
     return click.option(
         "--api-key-env", metavar="VAR", default=None,
         help=f"Environment variable holding the server's API key (default: {API_KEY_ENV_DEFAULT} when set).",
@@ -110,5 +111,5 @@ def smoke(
         raise NotReadyError(f"smoke failed: {', '.join(report.failed())}")
 
 
-def _echo_check(check) -> None:  # type: ignore[no-untyped-def]
+def _echo_check(check: Any) -> None:
     click.echo(f"launcher: smoke: {check.name}: {check.status} ({check.duration_s:.1f} s)", err=True)

@@ -131,7 +131,9 @@ def test_serve_without_nvml_is_exit_3_unless_skipped() -> None:
 def test_serve_without_vllm_is_exit_4_one_line() -> None:
     p = launcher("serve", "--profile", "dual-3090", "--skip-checks", env={"PATH": "/nonexistent"})
     assert p.returncode == 4
-    assert p.stderr.strip().splitlines()[-1:] == ["launcher: error: 'vllm' not found on PATH; install vLLM (pip install 'launcher[vllm]') or run the launcher container"]
+    assert p.stderr.strip().splitlines()[-1:] == [
+        "launcher: error: 'vllm' not found on PATH; install vLLM (pip install 'launcher[vllm]') or run the launcher container"
+    ]
 
 
 def test_serve_really_execs(tmp_path) -> None:

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from container_fakes import FakeVllm, child_env, read_record, write_fake_vllm
+
 from launcher.load import resolve
 from launcher.render import render
 
@@ -167,7 +167,7 @@ def test_healthcheck_checks_the_model_is_listed() -> None:
 
 
 def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
-    patterns = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*", "allow-list: exclude everything, then re-include"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     copied = set()
