@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from launcher.defaults import DEFAULT_PORT, DEFAULT_VLLM_VERSION
 from launcher.errors import ProfileError
-from launcher.render import Rendered
+from launcher.render import Rendered, comment_safe, yaml_dump
 from launcher.topology import topology
 
 if TYPE_CHECKING:
@@ -178,8 +178,6 @@ def format_compose(rendered: Rendered, profile: "Profile") -> str:
 
     The image tag follows its `vllm.version`; a multi-node deployment is refused.
     """
-    import yaml
-
-    header = "".join(f"# {line}\n" for line in compose_notes(rendered, profile))
-    body = yaml.safe_dump(compose_file(rendered, profile), sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
+    header = "".join(f"# {comment_safe(line)}\n" for line in compose_notes(rendered, profile))
+    body = yaml_dump(compose_file(rendered, profile))
     return header + body

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Protocol
 
 from launcher.defaults import DEFAULT_PORT
 from launcher.errors import ProfileError
-from launcher.render import Arg, Rendered, format_env, format_shell, format_yaml
+from launcher.render import Arg, Rendered, comment_safe, format_env, format_shell, format_yaml, split_secrets
 from launcher.schema import Deployment, Profile
 from launcher.topology import Topology, deployment_of, topology
 
@@ -44,6 +44,7 @@ class NodeCommand:
     prelude: tuple[tuple[str, ...], ...]  # run first, in order (ray start ...)
     rendered: Optional[Rendered]  # this node's vllm serve, env included; None when it runs no vLLM
     serves_http: bool
+    env_from: dict[str, str] = field(default_factory=dict)  # secrets by reference: variable -> where it is read from
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node_rank": self.rank, "role": self.role, "host": self.host}
@@ -51,8 +52,9 @@ class NodeCommand:
             out["prelude"] = [list(c) for c in self.prelude]
         out["argv"] = list(self.rendered.argv) if self.rendered else []
         out["env"] = dict(self.env)
-        if self.rendered and self.rendered.env_from:
-            out["env_from"] = dict(self.rendered.env_from)
+        env_from = self.rendered.env_from if self.rendered else self.env_from
+        if env_from:
+            out["env_from"] = dict(env_from)
         return out
 
 
@@ -103,7 +105,7 @@ def multinode_args(nodes: int, rank: str, master_addr: str, master_port: int, he
 def node_env(profile: Profile, rank: int) -> dict[str, str]:
     """The profile's environment plus node `rank`'s VLLM_HOST_IP and socket interfaces."""
     d = deployment_of(profile)
-    env = dict(profile.env)
+    env, _, _ = split_secrets(profile.env)  # secret-looking variables go by reference (Rendered.env_from)
     if not d.hosts:
         return dict(sorted(env.items()))
     host = d.hosts[rank]
@@ -135,7 +137,7 @@ def node_command(profile: Profile, rank: int, source: str = "the profile") -> No
                 + "; --node-rank applies to deployment.nodes > 1"
             )
         role = "replica" if topo.replicas > 1 else "head"
-        return NodeCommand(0, role, None, dict(base.env), (), base, True)
+        return NodeCommand(0, role, None, dict(base.env), (), base, True, dict(base.env_from))
     if not 0 <= rank < topo.nodes:
         raise ProfileError(f"--node-rank {rank}: the profile has {topo.nodes} nodes (ranks 0..{topo.nodes - 1})")
     d = deployment_of(profile)
@@ -147,12 +149,13 @@ def node_command(profile: Profile, rank: int, source: str = "the profile") -> No
         if rank == 0:
             prelude = (("ray", "start", "--head", "--port", str(d.ray_port), "--node-ip-address", ip),)
             extra = [] if RAY_FLAG in base.argv else [Arg(RAY_FLAG, "ray", "deployment.backend")]
-            return NodeCommand(0, "head", ip, env, prelude, command(profile, source, more=extra, env=env), True)
+            return NodeCommand(0, "head", ip, env, prelude, command(profile, source, more=extra, env=env), True, dict(base.env_from))
         prelude = (("ray", "start", "--address", f"{head}:{d.ray_port}", "--node-ip-address", ip, "--block"),)
-        return NodeCommand(rank, "worker", ip, env, prelude, None, False)
+        return NodeCommand(rank, "worker", ip, env, prelude, None, False, dict(base.env_from))
     _check_extra_args(profile, MULTINODE_FLAGS)
     args = multinode_args(topo.nodes, str(rank), head, d.master_port, headless=rank > 0)
-    return NodeCommand(rank, "head" if rank == 0 else "worker", ip, env, (), command(profile, source, more=args, env=env), rank == 0)
+    return NodeCommand(rank, "head" if rank == 0 else "worker", ip, env, (), command(profile, source, more=args, env=env), rank == 0,
+                       dict(base.env_from))
 
 
 def plan(profile: Profile, source: str = "the profile") -> Plan:
@@ -194,14 +197,15 @@ def plan(profile: Profile, source: str = "the profile") -> Plan:
 
 
 def _prelude_lines(node: NodeCommand) -> list[str]:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in node.env.items())
+    words = [f"{k}={shlex.quote(v)}" for k, v in node.env.items()] + [f'{k}="${{{s}}}"' for k, s in node.env_from.items()]
+    env = " ".join(words)
     return [(env + " " if env else "") + shlex.join(cmd) for cmd in node.prelude]
 
 
 def _header(node: NodeCommand, nodes: int) -> str:
     where = f", {node.host}" if node.host else ""
     what = "serves HTTP" if node.serves_http else ("headless" if node.rendered else "Ray worker, no vllm serve")
-    return f"# --- node {node.rank} of {nodes}: {node.role}{where} ({what}) ---"
+    return comment_safe(f"# --- node {node.rank} of {nodes}: {node.role}{where} ({what}) ---")
 
 
 def format_node(node: NodeCommand, fmt: str) -> str:
@@ -222,7 +226,7 @@ def format_node(node: NodeCommand, fmt: str) -> str:
 
 def replace_env(node: NodeCommand) -> Rendered:
     """A Rendered carrying only `node`'s environment (for --format env on a node that runs no vLLM)."""
-    return Rendered((), dict(node.env), {}, (), "", 0, ())
+    return Rendered((), dict(node.env), dict(node.env_from), (), "", 0, ())
 
 
 def format_plan(p: Plan, fmt: str) -> str:
@@ -231,7 +235,7 @@ def format_plan(p: Plan, fmt: str) -> str:
         return json.dumps(p.to_json(), indent=2) + "\n"
     if fmt != "shell":
         raise ProfileError(f"--format {fmt}: each node has its own {fmt}; pick one with --node-rank R")
-    blocks = [f"# launcher: {p.topology.describe()}"]
+    blocks = [comment_safe(f"# launcher: {p.topology.describe()}")]
     multi = p.topology.multi_node
     for node in p.nodes:
         body = format_node(node, "shell")

@@ -134,11 +134,11 @@ class Gpu(_Frozen):
         Optional[tuple[GpuProcess, ...]], BeforeValidator(_tuple), Field(description="Processes holding memory; absent = unknown.")
     ] = None
 
-    @field_validator("memory_free_bytes")
+    @field_validator("memory_free_bytes", "memory_reserved_bytes", "memory_used_bytes")
     @classmethod
-    def _free_le_total(cls, value: int, info: Any) -> int:
+    def _free_le_total(cls, value: Optional[int], info: Any) -> Optional[int]:
         total = info.data.get("memory_total_bytes")
-        if total is not None and value > total:
+        if total is not None and value is not None and value > total:
             raise ValueError(f"is larger than memory_total_bytes ({total})")
         return value
 

@@ -17,7 +17,7 @@ from typing import Any
 from launcher.defaults import DEFAULT_PORT as DEFAULT_API_PORT
 from launcher.deploy import MULTINODE_FLAGS, multinode_args
 from launcher.errors import ProfileError
-from launcher.render import Rendered
+from launcher.render import SECRET_TARGET, Rendered, yaml_dump
 from launcher.schema import Profile
 from launcher.topology import deployment_of, topology
 
@@ -68,18 +68,36 @@ def _labels(name: str, component: str | None = None) -> dict[str, str]:
     return labels
 
 
+def k8s_escape(text: str) -> str:
+    """Kubernetes expands `$(VAR)` in command, args and env values (and turns `$$` into `$`): keep text literal."""
+    return re.sub(r"\$(?=[$(])", "$$", text)
+
+
+def _escaped(rendered: Rendered) -> Rendered:
+    """The argv and environment with every `$(` and `$$` kept literal for Kubernetes."""
+    return replace(rendered, argv=tuple(k8s_escape(a) for a in rendered.argv), env={k: k8s_escape(v) for k, v in rendered.env.items()})
+
+
+def secret_name(variable: str) -> str:
+    """The Secret a secret-looking profile variable is read from in a cluster: WANDB_API_KEY -> wandb-api-key."""
+    return k8s_name(variable.replace("_", "-"))
+
+
 def _env(profile: Profile, rendered: Rendered) -> list[dict[str, Any]]:
     d = deployment_of(profile)
     k = d.kubernetes
     env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in rendered.env.items() if key not in DROPPED_ENV]
     for key, value in (("NCCL_SOCKET_IFNAME", d.nccl_socket_ifname), ("GLOO_SOCKET_IFNAME", d.gloo_socket_ifname)):
         if value and key not in rendered.env:
-            env.append({"name": key, "value": value})
+            env.append({"name": key, "value": k8s_escape(value)})
     env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": k.hf_token_secret, "key": k.hf_token_key, "optional": True}}})
-    if rendered.env_from:
-        for target in rendered.env_from:
+    for target in rendered.env_from:
+        if target == SECRET_TARGET:
             env.append({"name": target, "valueFrom": {"secretKeyRef": {"name": k.api_key_secret, "key": k.api_key_key}}})
+        elif target != "HF_TOKEN":
+            # A secret-looking variable of the profile: by reference to a Secret of its own, never its value.
+            env.append({"name": target, "valueFrom": {"secretKeyRef": {"name": secret_name(target), "key": "value"}}})
     return env
 
 
@@ -162,13 +180,18 @@ def manifests(profile: Profile, name: str, source: str = "the profile") -> Manif
 
     topo = topology(profile)
     d = deployment_of(profile)
-    base = command(profile, source)
+    checked = command(profile, source)
+    # Every value written as is: `$(VAR)` in the profile must not pick up the container's variables (the token).
+    base = _escaped(checked)
     obj = k8s_name(name)
     notes: list[str] = [topo.describe()]
     if any(k in base.env for k in DROPPED_ENV):
         notes.append("k8s: CUDA_VISIBLE_DEVICES is left out; the device plugin gives each pod its GPUs")
-    if base.env_from:
+    if SECRET_TARGET in base.env_from:
         notes.append(f"k8s: the API key comes from Secret {d.kubernetes.api_key_secret} (key {d.kubernetes.api_key_key})")
+    for target in base.env_from:
+        if target not in (SECRET_TARGET, "HF_TOKEN"):
+            notes.append(f"k8s: {target} comes from Secret {secret_name(target)} (key value)")
     notes.append(
         f"k8s: the Hugging Face token comes from Secret {d.kubernetes.hf_token_secret} (key {d.kubernetes.hf_token_key}), "
         "if it exists: kubectl create secret generic "
@@ -207,9 +230,10 @@ def manifests(profile: Profile, name: str, source: str = "the profile") -> Manif
     leader_addr = "$(LWS_LEADER_ADDRESS)"
     # The per-pod flags are checked like every other flag; the pod's own values (the leader's address,
     # the worker's index) are filled in by the LeaderWorkerSet, so a stand-in is checked and then replaced.
-    leader = _placeholders(command(profile, source, more=multinode_args(topo.nodes, "0", CHECK_ADDR, d.master_port, headless=False)),
+    # Escaped first, then the LeaderWorkerSet's own `$(LWS_*)` variables go in unescaped.
+    leader = _placeholders(_escaped(command(profile, source, more=multinode_args(topo.nodes, "0", CHECK_ADDR, d.master_port, headless=False))),
                            {CHECK_ADDR: leader_addr})
-    worker = _placeholders(command(profile, source, more=multinode_args(topo.nodes, "1", CHECK_ADDR, d.master_port, headless=True)),
+    worker = _placeholders(_escaped(command(profile, source, more=multinode_args(topo.nodes, "1", CHECK_ADDR, d.master_port, headless=True))),
                            {CHECK_ADDR: leader_addr}, rank="$(LWS_WORKER_INDEX)")
     gpus = topo.node_gpus[0]
     leader_labels = {**_labels(obj, "leader"), "role": "leader"}
@@ -257,8 +281,6 @@ def _placeholders(rendered: Rendered, values: dict[str, str], rank: str | None =
 
 def to_yaml(m: Manifests) -> str:
     """The manifests as one multi-document YAML stream, for `kubectl apply -f -`."""
-    import yaml
-
     header = "# Rendered by launcher. Apply with: kubectl apply -f THIS_FILE\n"
-    body = "---\n".join(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000) for doc in m.docs)
+    body = "---\n".join(yaml_dump(doc) for doc in m.docs)
     return header + "---\n" + body

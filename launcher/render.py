@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
-from launcher.schema import Profile
+from launcher.schema import Profile, looks_secret
 
 # The blocks whose fields become vLLM flags, in render order.
 FLAG_SECTIONS = ("parallel", "engine", "kv_cache", "model", "chat", "server")
@@ -23,7 +24,16 @@ class Arg:
     key: str = ""  # the profile's dotted key it came from ("" for extra args)
 
     def tokens(self) -> list[str]:
-        return [self.flag] if self.value is None else [self.flag, _text(self.value)]
+        if self.value is None:
+            return [self.flag]
+        text = _text(self.value)
+        # A value that starts with `-` would be read by argparse as an option: write --flag=-value.
+        if text.startswith("-") and not _NEGATIVE_NUMBER.fullmatch(text):
+            return [f"{self.flag}={text}"]
+        return [self.flag, text]
+
+
+_NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # what argparse takes as a value although it starts with `-`
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,9 @@ class Rendered:
     model: str
     head: int  # argv[:head] is program, subcommand and model; options follow
     notes: tuple[str, ...]  # what the renderer changed or wants the operator to know
+    # The profile's own values of the variables in env_from (secret-looking env entries): used by
+    # `serve` when the environment does not set them; never printed in any format.
+    secret_values: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"argv": list(self.argv), "env": dict(self.env)}
@@ -102,10 +115,47 @@ def assemble(profile: Profile, extra_notes: tuple[str, ...] = ()) -> Rendered:
     for arg in opts:
         argv.extend(arg.tokens())
     argv.extend(profile.extra_args)
-    env = dict(sorted(profile.env.items()))
-    env_from = {SECRET_TARGET: profile.server.api_key_env} if profile.server.api_key_env else {}
+    env, env_from, secrets = split_secrets(profile.env)
+    if profile.server.api_key_env:
+        env_from[SECRET_TARGET] = profile.server.api_key_env
     notes = tuple(f"differs from the model card: {d.card} -> {d.rendered}: {d.why}" for d in profile.deviations)
-    return Rendered(tuple(argv), env, env_from, tuple(opts), profile.model.name, len(command) + len(model_tokens), notes + tuple(extra_notes))
+    notes += tuple(
+        f'env.{name} looks like a secret: every format shows it as "${{{name}}}" (set it where the command runs); serve passes on '
+        "the environment's value, else the profile's" for name in secrets
+    )
+    return Rendered(tuple(argv), env, env_from, tuple(opts), profile.model.name, len(command) + len(model_tokens),
+                    notes + tuple(extra_notes), secrets)
+
+
+def split_secrets(environment: dict[str, str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(plain variables, {secret: variable it is read from}, the secrets' own values), each sorted by name.
+
+    A variable whose name looks secret (*TOKEN*, *KEY*, *SECRET*, *PASSWORD*) is rendered by reference,
+    `NAME="${NAME}"`, in every format, and its value is never printed.
+    """
+    plain = {k: v for k, v in sorted(environment.items()) if not looks_secret(k)}
+    secrets = {k: v for k, v in sorted(environment.items()) if looks_secret(k)}
+    return plain, {k: k for k in secrets}, secrets
+
+
+# Characters that end or hide a comment line in a shell, YAML or a terminal: C0/C1 controls, DEL, the
+# Unicode line and paragraph separators, bidirectional and zero-width format characters, noncharacters.
+_COMMENT_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\uffff]")
+
+
+def comment_safe(text: str) -> str:
+    """`text` for one comment line: unsafe characters (and `\\`) written as backslash escapes, so nothing breaks out."""
+
+    def escape(m: re.Match[str]) -> str:
+        c = m.group(0)
+        if c == "\\":
+            return "\\\\"
+        named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c)
+        if named:
+            return named
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return _COMMENT_UNSAFE.sub(escape, text)
 
 
 def with_args(rendered: Rendered, args: Sequence[Arg], env: Mapping[str, str] | None = None) -> Rendered:
@@ -210,17 +260,31 @@ def option_pairs(tokens: list[str]) -> list[tuple[str, str | None]]:
 
 
 def format_yaml(r: Rendered) -> str:
-    import yaml
-
     header = [
         "# vllm serve --config file rendered by launcher; use: vllm serve --config THIS_FILE",
     ]
     if r.env or r.env_from:
-        header.append("# Environment needed too (not expressible here): " + " ".join(
+        header.append("# Environment needed too (not expressible here): " + comment_safe(" ".join(
             [f"{k}={shlex.quote(v)}" for k, v in r.env.items()] + [f'{k}="${{{s}}}"' for k, s in r.env_from.items()]
-        ))
-    body = yaml.safe_dump(config_mapping(r), sort_keys=False, allow_unicode=True, width=10_000)
+        )))
+    body = yaml_dump(config_mapping(r))
     return "\n".join(header) + "\n" + body
+
+
+def yaml_dump(data: Any) -> str:
+    """YAML that loads back to exactly `data`: safe_dump, but text with a line break PyYAML would fold
+    (NEL, U+2028, U+2029) or any other non-printable character is written double-quoted, with escapes."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = '"' if any(c != "\n" and not c.isprintable() for c in value) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _text)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
 
 
 FORMATS = {"shell": format_shell, "json": format_json, "yaml": format_yaml, "env": format_env}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -14,12 +16,24 @@ from launcher.defaults import DEFAULT_VLLM_VERSION
 MAX_SPECULATIVE_TOKENS = 4
 # vllm#51679: these XML tool parsers swallow </think> unless the qwen3 reasoning parser runs.
 TOOL_PARSERS_NEEDING_QWEN3_REASONING = ("qwen3_xml", "qwen3_coder")
+# Environment variable names that look like they hold a secret: rendered by reference, never expanded into argv.
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    return SECRET_NAME.search(name) is not None
+
+
+# Largest whole number a profile value may hold: exact in a float and in every JSON reader (2**53).
+MAX_INT = 2**53
+# Longest context accepted: 64 x this model's 262144 positions; 10**30 tokens is a typo, not a context.
+MAX_CONTEXT_TOKENS = 1 << 24
 
 
 class StrictModel(BaseModel):
-    """Base for every block: unknown keys are refused, values are never coerced silently."""
+    """Base for every block: unknown keys are refused, values are never coerced silently, NaN/Infinity refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _flag(name: str) -> dict[str, Any]:
@@ -64,9 +78,33 @@ JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 
 
 def _context_length(value: Any) -> Any:
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONTEXT_TOKENS):
         return value
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_CONTEXT_TOKENS:
+        raise ValueError(f"{value} tokens is beyond any context (at most {MAX_CONTEXT_TOKENS})")
     raise ValueError("expected a positive whole number of tokens or 'auto'")
+
+
+_DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
+
+
+def host_address(value: Any) -> Any:
+    """An IP address (v4 or v6) or a DNS name: what goes into VLLM_HOST_IP, --master-addr and the node headers."""
+    if not isinstance(value, str):
+        return value
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) <= 253 and _DNS_NAME.fullmatch(value) and not value.replace(".", "").isdigit():
+        return value
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:56] + "...'"
+    raise ValueError(f"{shown} is not an IP address or a DNS name")
+
+
+HostAddress = Annotated[str, BeforeValidator(host_address)]
 
 
 ContextLength = Annotated[Union[int, str], BeforeValidator(_context_length)]
@@ -177,6 +215,13 @@ class Model(StrictModel):
     ] = None
     quantization: Annotated[Optional[str], Field(description="Quantization method; normally read from the checkpoint.")] = None
 
+    @field_validator("name")
+    @classmethod
+    def _not_an_option(cls, value: str) -> str:
+        if value.startswith("-"):
+            raise ValueError("must not start with '-' (vLLM would read the model as an option)")
+        return value
+
 
 class Parallel(StrictModel):
     """How the model is spread over GPUs."""
@@ -230,7 +275,9 @@ class Engine(StrictModel):
         Optional[bool],
         Field(description="Reuse KV of shared prefixes. With MTP on this model it can corrupt state (vllm#43559)."),
     ] = None
-    async_scheduling: Annotated[Optional[bool], Field(description="Overlap scheduling with execution (vllm#52873: turn off if MTP acceptance collapses).")] = None
+    async_scheduling: Annotated[
+        Optional[bool], Field(description="Overlap scheduling with execution (vllm#52873: turn off if MTP acceptance collapses).")
+    ] = None
     performance_mode: Annotated[
         Optional[Literal["balanced", "interactivity", "throughput"]], Field(description="vLLM's tuning preset.")
     ] = None
@@ -260,7 +307,10 @@ class KvCache(StrictModel):
     ] = None
     memory_bytes: Annotated[
         Optional[PositiveInt],
-        Field(description="Fixed KV cache size in bytes; skips profiling and ignores gpu_memory_utilization.", json_schema_extra=_flag("--kv-cache-memory-bytes")),
+        Field(
+            description="Fixed KV cache size in bytes; skips profiling and ignores gpu_memory_utilization.",
+            json_schema_extra=_flag("--kv-cache-memory-bytes"),
+        ),
     ] = None
 
 
@@ -299,7 +349,7 @@ class Chat(StrictModel):
 class Server(StrictModel):
     """The OpenAI-compatible HTTP server."""
 
-    host: Annotated[Optional[str], Field(description="Address to listen on.")] = None
+    host: Annotated[Optional[HostAddress], Field(description="Address to listen on (an IP address or a DNS name).")] = None
     port: Annotated[Optional[int], Field(ge=1, le=65535, description="Port to listen on (vLLM default 8000).")] = None
     served_model_name: Annotated[Optional[str], Field(description="Model name clients use in requests.")] = None
     api_key_env: Annotated[
@@ -320,7 +370,7 @@ class Host(StrictModel):
     """One machine of a multi-node engine, in node-rank order (the first is rank 0, the head)."""
 
     ip: Annotated[
-        str,
+        HostAddress,
         Field(
             min_length=1,
             description="This node's address on the network the nodes share. Becomes its VLLM_HOST_IP (unique per node); "
@@ -397,7 +447,7 @@ class Deployment(StrictModel):
         ),
     ] = "mp"
     master_addr: Annotated[
-        Optional[str], Field(description="Address the other nodes reach the head on (mp: --master-addr; ray: the Ray head); default hosts[0].ip.")
+        Optional[HostAddress], Field(description="Address the other nodes reach the head on (mp: --master-addr; ray: the Ray head); default hosts[0].ip.")
     ] = None
     master_port: Annotated[int, Field(ge=1, le=65535, description="torch.distributed port on the head (mp: --master-port).")] = 29501
     ray_port: Annotated[int, Field(ge=1, le=65535, description="Ray head port (ray backend).")] = 6379
@@ -461,6 +511,12 @@ class Profile(StrictModel):
         tuple[Deviation, ...], Field(description="Knowing departures from the model card, printed when rendering.")
     ] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsafe_values(cls, data: Any) -> Any:
+        _check_values(data, "")
+        return data
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_strings(cls, value: Any) -> Any:
@@ -512,6 +568,27 @@ class Profile(StrictModel):
         for rule in rules:
             rule(self)
         return self
+
+
+def _check_values(value: Any, key: str, depth: int = 0) -> None:
+    """What no flag, file or JSON reader can carry: NUL and lone surrogates in text, NaN/Infinity, absurd integers."""
+    if depth > 64:
+        raise RuleError(key, "nested too deep")
+    if isinstance(value, dict):
+        for k, item in value.items():
+            _check_values(item, f"{key}.{k}" if key else str(k), depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_values(item, f"{key}.{i}", depth + 1)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise RuleError(key, "contains a NUL character, which no command line or environment can carry")
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            raise RuleError(key, "contains text that is not valid Unicode (a lone surrogate)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise RuleError(key, f"{value} is not a number a profile can hold (NaN and Infinity are refused)")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise RuleError(key, f"the number is absurdly large (more than {MAX_INT})")
 
 
 class RuleError(ValueError):
@@ -599,30 +676,38 @@ def _rule_deployment(p: Profile) -> None:
                 "(pipeline parallel spans nodes)",
             )
     if d.nodes > 1:
-        if len(set(counts)) > 1:
-            raise RuleError(
-                "deployment.hosts",
-                f"nodes differ ({', '.join(map(str, counts))} GPUs); tensor x pipeline parallel over nodes needs identical nodes",
-            )
-        if dp > 1:
-            raise RuleError(
-                "parallel.data_parallel_size",
-                "data parallel across nodes is not rendered; for more copies of the engine use deployment.replicas "
-                "(independent servers behind a load balancer)",
-            )
-        ips = [h.ip for h in d.hosts]
-        dup = next((ip for ip in ips if ips.count(ip) > 1), None)
-        if dup is not None:
-            raise RuleError("deployment.hosts", f"ip {dup} appears twice; every node needs its own VLLM_HOST_IP")
-        for name in PER_NODE_ENV:
-            if name in p.env:
-                raise RuleError(f"env.{name}", "differs per node; give each node's address as deployment.hosts[].ip instead")
-        backend = par.distributed_executor_backend
-        if backend is not None and backend != d.backend:
-            raise RuleError(
-                "parallel.distributed_executor_backend",
-                f"is {backend} but deployment.backend is {d.backend}; a multi-node engine uses the deployment's backend",
-            )
+        _rule_multi_node(p, d, counts)
+    _rule_hosts_agree(p, d)
+
+
+def _rule_multi_node(p: Profile, d: Deployment, counts: tuple[int, ...]) -> None:
+    if len(set(counts)) > 1:
+        raise RuleError(
+            "deployment.hosts",
+            f"nodes differ ({', '.join(map(str, counts))} GPUs); tensor x pipeline parallel over nodes needs identical nodes",
+        )
+    if (p.parallel.data_parallel_size or 1) > 1:
+        raise RuleError(
+            "parallel.data_parallel_size",
+            "data parallel across nodes is not rendered; for more copies of the engine use deployment.replicas "
+            "(independent servers behind a load balancer)",
+        )
+    ips = [h.ip for h in d.hosts]
+    dup = next((ip for ip in ips if ips.count(ip) > 1), None)
+    if dup is not None:
+        raise RuleError("deployment.hosts", f"ip {dup} appears twice; every node needs its own VLLM_HOST_IP")
+    for name in PER_NODE_ENV:
+        if name in p.env:
+            raise RuleError(f"env.{name}", "differs per node; give each node's address as deployment.hosts[].ip instead")
+    backend = p.parallel.distributed_executor_backend
+    if backend is not None and backend != d.backend:
+        raise RuleError(
+            "parallel.distributed_executor_backend",
+            f"is {backend} but deployment.backend is {d.backend}; a multi-node engine uses the deployment's backend",
+        )
+
+
+def _rule_hosts_agree(p: Profile, d: Deployment) -> None:
     for i, host in enumerate(d.hosts):
         if host.vllm_version is not None and host.vllm_version != p.vllm.version:
             raise RuleError(
@@ -666,7 +751,7 @@ def _rule_json_dicts(p: Profile) -> None:
         if value is None:
             continue
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise RuleError(key, f"cannot be written as JSON: {exc}") from None
 

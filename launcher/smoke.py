@@ -33,10 +33,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from launcher.errors import NotReadyError
-from launcher.readiness import base_url, http_get, probe
+from launcher.readiness import base_url, http_get, printable, probe
 
 PASS, WARN, FAIL, NA = "pass", "warn", "fail", "n/a"
 STATUSES = (PASS, WARN, FAIL, NA)
@@ -55,6 +55,8 @@ LOW_ACCEPTANCE = 0.3
 MIN_DRAFT_TOKENS_TO_JUDGE = 20
 TOOL_MARKERS = ("<tool_call>", "</tool_call>", "<function=")
 THINK_MARKERS = ("<think>", "</think>")
+# Most bytes read from one chat answer (streamed or not): a 1024-token answer is a few KiB.
+MAX_ANSWER_BYTES = 32 << 20
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
@@ -131,7 +133,7 @@ class SmokeReport:
         }
 
     def format_text(self, verbose: bool = False) -> str:
-        head = f"smoke {self.url} model {self.model}"
+        head = f"smoke {self.url} model {printable(self.model, 200)}"
         if self.random_weights:
             head += f" (random weights, {self.random_weights_source}: checks that judge the output are n/a)"
         lines = [head] + [format_check(c, verbose) for c in self.checks]
@@ -146,11 +148,11 @@ class SmokeReport:
 
 def format_check(check: CheckResult, verbose: bool = False) -> str:
     """One line per check; the evidence follows, indented, for warnings and failures (or always)."""
-    line = f"  {check.status.upper():4}  {check.name:<19} {check.summary} ({check.duration_s:.1f} s)"
+    line = f"  {check.status.upper():4}  {check.name:<19} {printable(check.summary)} ({check.duration_s:.1f} s)"
     if verbose or check.status in (WARN, FAIL):
         for key, value in check.evidence.items():
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            line += f"\n          {key}: {_trim(text, 400)}"
+            line += f"\n          {key}: {printable(text, 400)}"
     return line
 
 
@@ -366,6 +368,120 @@ def evaluate_spec_decode(
 # ------------------------------------------------------------------------------------ running
 
 
+def _plain(model: Any) -> Any:
+    """An openai response object as plain data, without pydantic's warnings about a server's odd shapes."""
+    dump = getattr(model, "model_dump", None)
+    if dump is None:
+        raise MalformedAnswer(f"the answer is a {type(model).__name__}, not a chat completion object")
+    return dump(warnings=False)
+
+
+def _cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class _PastDeadline(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _http_module(openai: Any) -> Any:
+    """The HTTP library the installed openai client is built on (httpx, or httpx2 for openai >= 3)."""
+    import importlib
+
+    base = importlib.import_module("openai._base_client")
+    for name in ("httpx2", "httpx"):
+        module = getattr(base, name, None)
+        if module is not None and hasattr(module, "HTTPTransport"):
+            return module
+    import httpx
+
+    return httpx
+
+
+def _bounded_client(http: Any, timeout: float, max_bytes: int) -> Any:
+    """An HTTP client for openai that never follows a redirect and bounds each answer in time and size.
+
+    `timeout` is the whole request's deadline: a body that trickles is cut there (its socket is shut
+    down by a watchdog), not only a pause between two reads as the client's own timeout would.
+    """
+
+    class PastDeadline(http.ReadTimeout, _PastDeadline):
+        pass
+
+    class TooLarge(http.ReadError, _TooLarge):
+        pass
+
+    class BoundedStream(http.SyncByteStream):
+        def __init__(self, inner: Any, deadline: float, sock: Any) -> None:
+            self.inner, self.deadline, self.sock = inner, deadline, sock
+
+        def __iter__(self) -> Iterator[bytes]:
+            watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), _shut_socket, args=(self.sock,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                yield from _bounded_chunks(self.inner, self.deadline, max_bytes, (PastDeadline, TooLarge, http.TransportError))
+            finally:
+                watchdog.cancel()
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class BoundedTransport(http.BaseTransport):
+        def __init__(self) -> None:
+            self.inner = http.HTTPTransport()
+
+        def handle_request(self, request: Any) -> Any:
+            deadline = time.monotonic() + timeout
+            response = self.inner.handle_request(request)
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            response.stream = BoundedStream(response.stream, deadline, sock)
+            return response
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return http.Client(transport=BoundedTransport(), follow_redirects=False, timeout=http.Timeout(timeout, connect=min(10.0, timeout)))
+
+
+def _bounded_chunks(inner: Iterable[bytes], deadline: float, max_bytes: int, errors: tuple[Any, Any, Any]) -> Iterator[bytes]:
+    past_deadline, too_large, transport_error = errors
+    total = 0
+    try:
+        for chunk in inner:
+            if time.monotonic() >= deadline:
+                raise past_deadline("no complete answer in time")
+            total += len(chunk)
+            if total > max_bytes:
+                raise too_large(f"the answer is larger than {max_bytes >> 20} MiB")
+            yield chunk
+    except transport_error:
+        if time.monotonic() >= deadline:
+            raise past_deadline("no complete answer in time") from None
+        raise
+
+
+def _shut_socket(sock: Any) -> None:
+    import socket
+
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class _Battery:
     """Sends the requests with the `openai` client, as users would, and evaluates them."""
 
@@ -378,7 +494,15 @@ class _Battery:
         self.api_key = api_key
         self.random = random_weights
         self.timeout = request_timeout
-        self.client = openai.OpenAI(base_url=base + "/v1", api_key=api_key or "EMPTY", max_retries=0, timeout=request_timeout)
+        self.http = _http_module(openai)
+        self.client = openai.OpenAI(
+            base_url=base + "/v1", api_key=api_key or "EMPTY", max_retries=0, timeout=request_timeout,
+            http_client=_bounded_client(self.http, request_timeout, MAX_ANSWER_BYTES),
+        )
+        # What a hostile or broken server can make a request raise: each fails its check, none crashes the battery.
+        self.failures: tuple[type[BaseException], ...] = (
+            openai.OpenAIError, self.http.HTTPError, self.http.StreamError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+        )
         self.thinking_tokens = max_tokens or (RANDOM_MAX_TOKENS if random_weights else THINKING_MAX_TOKENS)
 
     # -- request helpers
@@ -401,7 +525,7 @@ class _Battery:
         response = self.client.chat.completions.create(
             model=self.model, messages=messages, max_tokens=max_tokens, seed=SEED, extra_body=self._extra(thinking), **kwargs
         )
-        return response.model_dump()
+        return _plain(response)
 
     def _stream(self, messages: list[dict[str, Any]], max_tokens: int, thinking: bool, **kwargs: Any) -> dict[str, Any]:
         kwargs = self._sampling(kwargs)
@@ -415,14 +539,34 @@ class _Battery:
             extra_body=self._extra(thinking),
             **kwargs,
         )
-        return accumulate_stream(chunk.model_dump() for chunk in stream)
+        return accumulate_stream(_plain(chunk) for chunk in stream)
 
-    def _error(self, exc: Exception) -> dict[str, Any]:
+    def _error(self, exc: BaseException) -> dict[str, Any]:
         evidence: dict[str, Any] = {"error": type(exc).__name__, "message": _trim(str(exc), 400)}
         status = getattr(exc, "status_code", None)
         if status is not None:
             evidence["http_status"] = status
         return evidence
+
+    def failure(self, name: str, exc: BaseException) -> CheckResult:
+        """A request that raised: failed, with one line saying why (a redirect, the deadline, the size, the shape)."""
+        status = getattr(exc, "status_code", None)
+        response = getattr(exc, "response", None)
+        if isinstance(status, int) and 300 <= status < 400:
+            where = response.headers.get("location") if response is not None else None
+            summary = (f"the server answered {status}, a redirect to {_trim(where or '?', 100)}: not followed "
+                       "(launcher sends requests, and the API key, only to --url)")
+        elif _cause(exc, _TooLarge) is not None:
+            summary = f"the answer is too large (over {MAX_ANSWER_BYTES >> 20} MiB)"
+        elif _cause(exc, _PastDeadline) is not None or isinstance(exc, self.openai.APITimeoutError):
+            summary = f"no complete answer within {self.timeout:g} s (--request-timeout)"
+        elif isinstance(exc, MalformedAnswer):
+            summary = f"the answer is not a chat completion: {exc}"
+        elif isinstance(exc, (ValueError, TypeError, AttributeError, KeyError, IndexError)):
+            summary = f"the answer is not a chat completion ({type(exc).__name__}: {_trim(str(exc), 120)})"
+        else:
+            summary = f"request failed: {_trim(str(exc), 160)}"
+        return CheckResult(name, FAIL, summary, self._error(exc))
 
     # -- the checks
 
@@ -480,9 +624,9 @@ class _Battery:
             start = time.monotonic()
             try:
                 body = self._create([{"role": "user", "content": prompt}], max_tokens, thinking=False)
-            except self.openai.OpenAIError as exc:
+                choice, message, usage = _first(body)
+            except self.failures as exc:
                 return {"ok": False, "seconds": round(time.monotonic() - start, 2), **self._error(exc)}
-            choice, message, usage = _first(body)
             tokens = usage.get("completion_tokens") or 0
             return {
                 "ok": tokens > 0,
@@ -495,6 +639,7 @@ class _Battery:
         with ThreadPoolExecutor(max_workers=len(PROSE_PROMPTS)) as pool:
             results = list(pool.map(one, PROSE_PROMPTS))
         evidence: dict[str, Any] = {"requests": results}
+        health: int | str
         try:
             health, _ = http_get(self.base + "/health", 10.0)
         except OSError as exc:
@@ -509,10 +654,56 @@ class _Battery:
         return CheckResult("concurrency", PASS, f"{len(results)} concurrent requests completed ({secs}), server healthy", evidence)
 
 
-def _first(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+class MalformedAnswer(ValueError):
+    """The server's answer does not have the shape of a chat completion (a failed check, not a crash)."""
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedAnswer(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _text_or_none(message: dict[str, Any], key: str) -> None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MalformedAnswer(f"message.{key} is a {type(value).__name__}, not text")
+
+
+def _check_message(message: dict[str, Any]) -> None:
+    for key in ("content", "reasoning", "reasoning_content"):
+        _text_or_none(message, key)
+    calls = message.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise MalformedAnswer(f"message.tool_calls is a {type(calls).__name__}, not a list")
+    for call in calls:
+        fn = _dict(_dict(call, "a tool call").get("function"), "a tool call's function")
+        if fn.get("name") is not None and not isinstance(fn.get("name"), str):
+            raise MalformedAnswer("a tool call's name is not text")
+
+
+def _first(body: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(first choice, its message, usage) of a chat completion; MalformedAnswer when it has another shape."""
+    if not isinstance(body, dict):
+        raise MalformedAnswer(f"the answer is {'null' if body is None else 'a ' + type(body).__name__}, not a chat completion object")
     choices = body.get("choices") or [{}]
-    choice = choices[0] or {}
-    return choice, choice.get("message") or {}, body.get("usage") or {}
+    if not isinstance(choices, list):
+        raise MalformedAnswer(f"choices is a {type(choices).__name__}, not a list")
+    choice = _dict(choices[0], "choices[0]")
+    message = _dict(choice.get("message"), "choices[0].message")
+    _check_message(message)
+    finish = choice.get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        raise MalformedAnswer("finish_reason is not text")
+    usage = _dict(body.get("usage"), "usage")
+    tokens = usage.get("completion_tokens")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)):
+        raise MalformedAnswer("usage.completion_tokens is not a whole number")
+    return choice, message, usage
 
 
 def _evidence(body: dict[str, Any], message: dict[str, Any], choice: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
@@ -532,11 +723,12 @@ def _evidence(body: dict[str, Any], message: dict[str, Any], choice: dict[str, A
     return evidence
 
 
-def accumulate_stream(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def accumulate_stream(chunks: Iterable[Any]) -> dict[str, Any]:
     """Fold streamed chat chunks (as dicts) into one non-streaming-shaped body.
 
     Content, reasoning (`reasoning` or `reasoning_content` deltas) and tool-call argument
     fragments are concatenated; a tool call's id and name come from its first delta.
+    A chunk of another shape raises MalformedAnswer.
     """
     content: list[str] = []
     reasoning: list[str] = []
@@ -544,22 +736,21 @@ def accumulate_stream(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
     finish_reason = None
     usage: dict[str, Any] = {}
     count = 0
-    for chunk in chunks:
+    for raw in chunks:
         count += 1
+        chunk = _dict(raw, "a streamed chunk")
         if chunk.get("usage"):
-            usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
+            usage = _dict(chunk["usage"], "usage")
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise MalformedAnswer(f"a streamed chunk's choices is a {type(choices).__name__}, not a list")
+        for choice in choices:
+            choice = _dict(choice, "a streamed choice")
+            delta = _dict(choice.get("delta"), "a streamed delta")
+            _check_message({k: delta.get(k) for k in ("content", "reasoning", "reasoning_content")})
             content.append(delta.get("content") or "")
             reasoning.append(delta.get("reasoning") or delta.get("reasoning_content") or "")
-            for tc in delta.get("tool_calls") or []:
-                slot = calls.setdefault(int(tc.get("index") or 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-                if tc.get("id") and not slot["id"]:
-                    slot["id"] = tc["id"]
-                fn = tc.get("function") or {}
-                if fn.get("name") and not slot["function"]["name"]:
-                    slot["function"]["name"] = fn["name"]
-                slot["function"]["arguments"] += fn.get("arguments") or ""
+            _add_tool_deltas(calls, delta.get("tool_calls"))
             if choice.get("finish_reason"):
                 finish_reason = choice["finish_reason"]
     message = {
@@ -569,6 +760,28 @@ def accumulate_stream(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "tool_calls": [calls[i] for i in sorted(calls)],
     }
     return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}], "usage": usage, "stream_chunks": count}
+
+
+def _add_tool_deltas(calls: dict[int, dict[str, Any]], deltas: Any) -> None:
+    if deltas is None:
+        return
+    if not isinstance(deltas, list):
+        raise MalformedAnswer("a streamed delta's tool_calls is not a list")
+    for tc in deltas:
+        tc = _dict(tc, "a streamed tool call")
+        index = tc.get("index") or 0
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1024:
+            raise MalformedAnswer("a streamed tool call's index is not a small whole number")
+        slot = calls.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        if tc.get("id") and not slot["id"]:
+            slot["id"] = tc["id"]
+        fn = _dict(tc.get("function"), "a streamed tool call's function")
+        name, arguments = fn.get("name"), fn.get("arguments")
+        if not isinstance(name or "", str) or not isinstance(arguments or "", str):
+            raise MalformedAnswer("a streamed tool call's name or arguments are not text")
+        if name and not slot["function"]["name"]:
+            slot["function"]["name"] = name
+        slot["function"]["arguments"] += arguments or ""
 
 
 def scrape_metrics(base: str, timeout: float = 10.0) -> tuple[dict[str, list[tuple[dict[str, str], float]]] | None, str | None]:
@@ -634,21 +847,30 @@ def run_smoke(
     before_counters = spec_decode_counters(before, info.model) if before is not None else None
 
     battery = _Battery(base, info.model, api_key, random_weights, request_timeout, max_tokens)
+    try:
+        _run_checks(battery, report, wanted, before_counters, expect_spec_decode, not random_weights, on_check)
+    finally:
+        battery.client.close()
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _run_checks(battery: "_Battery", report: SmokeReport, wanted: Sequence[str], before_counters: dict[str, Any] | None,
+                expect_spec_decode: bool | None, judge: bool, on_check: Callable[[CheckResult], None] | None) -> None:
+    base, model = battery.base, battery.model
     for name in wanted:
         t0 = time.monotonic()
         if name == "spec_decode":
-            result = _spec_decode_check(base, info.model, before_counters, expect_spec_decode, not random_weights)
+            result = _spec_decode_check(base, model, before_counters, expect_spec_decode, judge)
         else:
             try:
                 result = getattr(battery, name)()
-            except battery.openai.OpenAIError as exc:
-                result = CheckResult(name, FAIL, f"request failed: {_trim(str(exc), 160)}", battery._error(exc))
+            except battery.failures as exc:
+                result = battery.failure(name, exc)
         result.duration_s = time.monotonic() - t0
         report.checks.append(result)
         if on_check is not None:
             on_check(result)
-    report.duration_s = time.monotonic() - started
-    return report
 
 
 def _spec_decode_check(base: str, model: str, before: dict[str, Any] | None, expect: bool | None, judge: bool) -> CheckResult:

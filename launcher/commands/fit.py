@@ -103,7 +103,7 @@ def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs
     """
     import dataclasses
 
-    from launcher.calibrate import compare, format_rows, parse_log
+    from launcher.calibrate import compare, format_rows, other_model, parse_log
     from launcher.fit import GIB
     from launcher.fit_profile import fit_profile
 
@@ -116,6 +116,9 @@ def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs
     if log.empty:
         raise ProfileError(f"{path}: no vLLM memory lines found (is this a vLLM start log?)")
     resolved = load_profile(profile_name, profiles_dirs, sets)
+    why = other_model(log, (resolved.profile.model.name, resolved.profile.facts_key))
+    if why:
+        raise ProfileError(f"{path}: {why}")
     result = fit_profile(resolved.profile, _target(ctx, resolved.profile, inventory_file, gpu, None))
     notes = []
     measured = log.summaries[0] if log.summaries else None

@@ -54,7 +54,8 @@ def serve(
 
     --profile auto (the container's default) picks the best profile these GPUs can run.
     launcher replaces itself with `vllm serve`, so signals and the exit code are vLLM's.
-    Arguments after `--` go to vLLM (after the profile's own). Exit 3 when the preflight fails.
+    Arguments after `--` go to vLLM: one that names a profile key sets that key (and is checked like it),
+    the others follow the profile's own. Exit 3 when the preflight fails.
     The command is rendered and checked for the vLLM installed where it runs (read from its package
     metadata) when that differs from the profile's vllm.version; a version launcher has no schema
     for gets the offer to learn it (`launcher engines learn`).
@@ -155,7 +156,11 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
 
 
 def _node(resolved: Resolved, rank: int) -> Rendered:
-    """Node `rank` of a multi-node profile: its own argv and environment (VLLM_HOST_IP, NCCL/GLOO interfaces)."""
+    """Node `rank` of a multi-node profile: its own argv and environment (VLLM_HOST_IP, NCCL/GLOO interfaces).
+
+    The command is checked and translated for the target vLLM exactly as without --node-rank; the
+    node's own flags (--nnodes, --node-rank, ...) follow it.
+    """
     from launcher import deploy
 
     node = deploy.node_command(resolved.profile, rank, str(resolved.path))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
 from launcher.errors import NotReadyError, ProfileError
-from launcher.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress
+from launcher.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress, printable
 
 API_KEY_ENV_DEFAULT = "VLLM_API_KEY"  # what vLLM itself reads when started without --api-key
 
@@ -23,14 +24,14 @@ def api_key_from_env(var: str | None) -> str | None:
     return value
 
 
-def _url_option(fn):  # type: ignore[no-untyped-def]
+def _url_option(fn: Any) -> Any:
     return click.option(
         "--url", default=DEFAULT_URL, show_default=True, envvar="LAUNCHER_URL", show_envvar=True,
-        help="Base URL of the vLLM server (a trailing /v1 is accepted).",
+        help="Base URL of the vLLM server, http:// or https:// (a trailing /v1 is accepted; redirects are not followed).",
     )(fn)
 
 
-def _api_key_option(fn):  # type: ignore[no-untyped-def]
+def _api_key_option(fn: Any) -> Any:
     return click.option(
         "--api-key-env", metavar="VAR", default=None,
         help=f"Environment variable holding the server's API key (default: {API_KEY_ENV_DEFAULT} when set).",
@@ -45,7 +46,8 @@ def _echo_progress(p: Progress) -> None:
 
 @click.command()
 @_url_option
-@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True, help="Seconds to wait in all.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds to wait in all, the server's answers included.")
 @click.option("--model", default=None, help="Model id that must be listed (default: any).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between looks.")
 @_api_key_option
@@ -62,7 +64,7 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
         api_key=api_key_from_env(api_key_env), interval=interval,
     )
     max_len = f", max_model_len {info.max_model_len}" if info.max_model_len else ""
-    click.echo(f"ready: {info.url} serves '{info.model}'{max_len} (waited {info.elapsed_s:.1f} s)")
+    click.echo(f"ready: {info.url} serves '{printable(info.model, 200)}'{max_len} (waited {info.elapsed_s:.1f} s)")
 
 
 @click.command()
@@ -75,7 +77,8 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
 @click.option("--expect-mtp/--no-expect-mtp", "expect_mtp", default=None,
               help="Speculative decoding must (or must not) run. Default: n/a when /metrics has no spec-decode counters.")
 @click.option("--check", "only", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds per request.")
+@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds per request, whole answer included (a trickling answer is cut there).")
 @click.option("--verbose", "-v", is_flag=True, help="Show the evidence of every check, not only of warnings and failures.")
 def smoke(
     url: str, model: str | None, as_json: bool, api_key_env: str | None, random_weights: bool | None,
@@ -100,12 +103,13 @@ def smoke(
         on_check=None if as_json else _echo_check,
     )
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        # ASCII only: the server's text arrives escaped (\\u001b), never as a live terminal sequence.
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=True).replace("\x7f", "\\u007f"))
     else:
         click.echo(report.format_text(verbose))
     if not report.ok:
         raise NotReadyError(f"smoke failed: {', '.join(report.failed())}")
 
 
-def _echo_check(check) -> None:  # type: ignore[no-untyped-def]
+def _echo_check(check: Any) -> None:
     click.echo(f"launcher: smoke: {check.name}: {check.status} ({check.duration_s:.1f} s)", err=True)

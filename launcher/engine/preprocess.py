@@ -17,6 +17,7 @@ from launcher.engine.schemas import dash_key
 from launcher.engine.values import human_int
 
 _MODEL_RE = re.compile(r"^--model(=.+|$)")
+MODEL_RE = _MODEL_RE  # `--model` / `--model=X` (extra args name the model only through model.name)
 _CONFIG_RE = re.compile(r"^--config(=.+|$)")
 _SERVED_RE = re.compile(r"^--served[-_]model[-_]name(=.+|$)")
 

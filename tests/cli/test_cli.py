@@ -60,10 +60,12 @@ def test_render_full_profile_says_what_it_changed_from_the_card() -> None:
 
 def test_serve_execs_the_rendered_command_with_extra_args() -> None:
     calls = []
-    result = run("serve", "--profile", "tp4", "--set", "engine.max_num_seqs=4", "--", "--enforce-eager", obj=machine("a100-80gbx4", calls))
+    result = run("serve", "--profile", "tp4", "--set", "engine.max_num_seqs=4", "--", "--enforce-eager", "--max-logprobs", "3",
+                 obj=machine("a100-80gbx4", calls))
     assert result.exit_code == 0, result.output
     (rendered,) = calls
-    assert rendered.argv[-1] == "--enforce-eager"
+    assert rendered.argv[-2:] == ("--max-logprobs", "3")  # no profile key: verbatim, last
+    assert rendered.argv.count("--enforce-eager") == 1  # a profile key (engine.enforce_eager): rendered once (issue 19)
     assert "--max-num-seqs" in rendered.argv
 
 

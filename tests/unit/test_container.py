@@ -151,21 +151,21 @@ def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
         "LAUNCHER_PROFILE": "dual-3090",
         "LAUNCHER__ENGINE__MAX_MODEL_LEN": "65536",
         "LAUNCHER_SET": "engine.max_num_seqs=4 server.port=9000",
-        "LAUNCHER_EXTRA_ARGS": "--enforce-eager",
+        "LAUNCHER_EXTRA_ARGS": "--enforce-eager --max-logprobs 4",
         "HF_TOKEN": HF_TOKEN,
         "HF_HUB_OFFLINE": "1",
     }
-    args = ["--set", "engine.gpu_memory_utilization=0.9", "--", "--seed", "7"]
+    args = ["--set", "engine.gpu_memory_utilization=0.9", "--", "--seed", "7", "--max-logprobs", "5"]
     result, record = run_entry(tmp_path, env, args)
     assert result.returncode == 0, result.stderr
     seen = read_record(record)
-    want = expected_argv(env, "dual-3090", sets=("engine.gpu_memory_utilization=0.9",), extra=("--seed", "7"))
+    want = expected_argv(env, "dual-3090", sets=("engine.gpu_memory_utilization=0.9",), extra=("--seed", "7", "--max-logprobs", "5"))
     assert seen["argv"][1:] == want[1:]
     argv = " ".join(seen["argv"][1:])
     for part in ("serve havenoammo/Qwen3.6-27B-INT8-MTP", "--max-model-len 65536", "--max-num-seqs 4", "--port 9000",
-                 "--gpu-memory-utilization 0.9", "--tensor-parallel-size 2"):
-        assert part in argv
-    assert argv.endswith("--enforce-eager --seed 7"), "extra args: environment first, then the command's"
+                 "--gpu-memory-utilization 0.9", "--tensor-parallel-size 2", "--enforce-eager", "--seed 7"):
+        assert part in argv  # extra args naming a profile key (--enforce-eager, --seed) set that key (issue 19)
+    assert argv.endswith("--max-logprobs 4 --max-logprobs 5"), "other extra args: environment first, then the command's"
     assert seen["pid"] == result.pid, "launcher must exec vLLM (same process), not spawn it"
     # The environment reaches vLLM: the profile's, the token, offline mode.
     assert seen["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"

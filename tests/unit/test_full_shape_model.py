@@ -12,7 +12,7 @@ import pytest
 from launcher.gpu_catalog import lookup
 from launcher.load import resolve
 from launcher.model_facts import MODEL_FACTS
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 FACTS = MODEL_FACTS["havenoammo/Qwen3.6-27B-INT8-MTP"]

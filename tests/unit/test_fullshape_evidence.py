@@ -23,7 +23,7 @@ from launcher.gpu_catalog import lookup
 from launcher.inventory import load_inventory
 from launcher.load import resolve
 from launcher.validate import render_checked
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = FIXTURES / "gpu-fullshape"

@@ -58,11 +58,15 @@ def test_precedence_set_none_resets_to_default(tmp_path, write_profile) -> None:
 
 
 def test_precedence_extra_args_after_profile_extra_args(tmp_path, write_profile) -> None:
-    child = "extends: _b\nextra_args: [--seed, '1']\n"
-    r = _resolve(tmp_path, write_profile, child=child, environ={"LAUNCHER_EXTRA_ARGS": "--enforce-eager"}, extra=["--seed", "2"])
+    child = "extends: _b\nextra_args: [--seed, '1', --max-logprobs, '5']\n"
+    r = _resolve(tmp_path, write_profile, child=child, environ={"LAUNCHER_EXTRA_ARGS": "--enforce-eager --max-logprobs 6"}, extra=["--seed", "2"])
+    # Extra args that name a profile key become that key at their own precedence (issue 19): the command line's wins.
+    assert r.profile.engine.seed == 2 and r.profile.engine.enforce_eager is True
+    assert _source(r, "engine.seed") == "extra vLLM args"
     argv = list(render(r.profile).argv)
-    # Profile escape hatch first, then the environment's, then the command line's: argparse keeps the last.
-    assert argv[-5:] == ["--seed", "1", "--enforce-eager", "--seed", "2"]
+    assert argv.count("--seed") == 1
+    # The others stay verbatim: profile escape hatch first, then the environment's (argparse keeps the last).
+    assert argv[-4:] == ["--max-logprobs", "5", "--max-logprobs", "6"]
     assert _source(r, "extra_args") == "extra vLLM args"
 
 
