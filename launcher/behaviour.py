@@ -66,6 +66,25 @@ class Behaviour:
         return float(self.data["defaults"]["gpu_memory_utilization"])
 
     @property
+    def hybrid_prefix_caching(self) -> bool:
+        """Whether vLLM turns prefix caching on by default for a hybrid (GDN + attention) model."""
+        return bool(self.data["defaults"]["hybrid_prefix_caching"])
+
+    def profiling_kv_blocks(self, max_num_seqs: int, num_speculative_tokens: int, compute_capability: Sequence[int]) -> int:
+        """Blocks of the throw-away KV cache vLLM allocates to measure its CUDA graphs.
+
+        capture size = min(max_num_seqs x (1 + k) x 2, 512; 1024 on data-centre Blackwell) (config/vllm.py);
+        0.25.1 takes that many blocks, 0.32 and later min(max_num_seqs, it).
+        """
+        cap = min(max_num_seqs * (1 + num_speculative_tokens) * 2, 1024 if int(compute_capability[0]) == 10 else 512)
+        rule = self.data["cudagraph_profiling"]["blocks"]
+        return cap if rule == "capture_size" else min(max_num_seqs, cap)
+
+    @property
+    def profiling_measured(self) -> bool:
+        return bool(self.data["cudagraph_profiling"]["measured"])
+
+    @property
     def cuda_version(self) -> str:
         return str(self.data["cuda"]["version"])
 

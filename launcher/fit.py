@@ -18,26 +18,37 @@ from launcher.errors import ProfileError
 from launcher.model_facts import DEFAULT_MODEL_ID, MODEL_FACTS, ModelFacts
 
 # --- constants of docs/memory-model.md (all [inferred] there unless noted) -----------------------
-WEIGHT_OVERHEAD = int(0.03 * GIB)  # W: "+ 0.03 GiB" per GPU beyond the checkpoint bytes
+# Calibrated on the real 27B shape (tests/fixtures/gpu-fullshape, vLLM 0.25.1 on H200: three starts, see
+# docs/memory-model.md#measured-on-h200-full-27b-shape). "Model loading took" exceeded checkpoint bytes / TP
+# by 0.21 GiB at TP1 without MTP and 0.42 GiB at TP2 with MTP.
+WEIGHT_OVERHEAD = int(0.21 * GIB)  # W: per GPU beyond the checkpoint bytes
+WEIGHT_OVERHEAD_MTP = int(0.21 * GIB)  # W: more with the MTP drafter loaded [two points: TP and MTP not separated]
 PERSISTENT_BASE = int(0.25 * GIB)  # P: buffers and workspaces independent of max_num_seqs
 PERSISTENT_PER_SEQ_PER_VOCAB = 4.125  # P: penalty tables int32 [N, V] plus ~1/32 extra, bytes
-ACTIVATION_BASE = int(0.15 * GIB)  # A: fixed part of the profile-run peak
-ACTIVATION_PER_1K_TOKENS = 0.30 * GIB  # A: per 1024 batched tokens, divided by TP
+ACTIVATION_BASE = 0  # A: no fixed part left once the two below are fitted to the measured peaks
+ACTIVATION_PER_1K_TOKENS = 0.52 * GIB  # A: per 1024 batched tokens, divided by TP (measured: TP1 vs TP2 at M 2048)
 SAMPLER_BYTES = 4  # A: fp32 logits; the sampler peak holds 3 copies of [min(N, M), V]
+SAMPLER_FACTOR = 1.44  # A: measured peak over the 3 fp32 copies (N 256 and 1024)
+# P also carries what grows outside torch during the profile run (NCCL all-reduce buffers, cuBLAS workspaces,
+# before 0.33 the cuBLAS handles): measured 0.25 GiB at TP1 and 0.68 GiB at TP2 (vLLM 0.25.1).
+NONTORCH_BASE = int(0.25 * GIB)
+NONTORCH_DISTRIBUTED = int(0.43 * GIB)
 ENCODER_PROFILE = int(1.5 * GIB)  # A: vision encoder profiling without --language-model-only (1-2 GiB, [UNVERIFIED])
-GRAPH_SMALL = int(0.20 * GIB)  # G: N*(1+k)*2 <= 32 capture sizes (0.15-0.3 GiB)
+GRAPH_SMALL = int(0.20 * GIB)  # G: N*(1+k)*2 <= 32 capture sizes (0.15-0.3 GiB) [not measured]
 GRAPH_SMALL_LIMIT = 32
-GRAPH_LARGE_BASE = 0.60 * GIB  # G: 24 GB cards in docs/memory-model.md#worked-numbers (0.5-1.0 GiB range)
-GRAPH_LARGE_MEMORY_STEP = 0.20 * GIB  # G: 80 GB cards sit at 0.8 in docs/memory-model.md#worked-numbers
-GRAPH_LARGE_SEQS_STEP = 0.20 * GIB  # G: max_num_seqs 1024 (H100 defaults) sits at 1.0
+# G is vLLM's own estimate, subtracted from the budget: measured 0.76 GiB with MTP (PIECEWISE graphs only,
+# N 256 and 1024 alike) and 1.11 GiB without (FULL and PIECEWISE; the real capture then took 1.57).
+GRAPH_MTP = int(0.76 * GIB)
+GRAPH_NO_MTP = int(1.11 * GIB)
 
 # --- uncertainties: docs/memory-model.md#uncertainty-and-verdicts ----------------------------------
 SIGMA_T = int(0.05 * GIB)
-SIGMA_W_LOCAL = int(0.05 * GIB)
+SIGMA_W_LOCAL = int(0.10 * GIB)
 SIGMA_W_FACTS_TIMES_TP = int(1.0 * GIB)  # ±0.5 GiB per GPU at TP2 from shipped facts
 SIGMA_P = int(0.1 * GIB)
-SIGMA_A_FRACTION = 0.5
-SIGMA_G = int(0.3 * GIB)
+SIGMA_A_FRACTION = 0.15  # measured residuals 1-6 % on vLLM 0.25.1; 0.33 unmeasured
+SIGMA_G = int(0.15 * GIB)
+SIGMA_G_UNMEASURED = int(0.3 * GIB)
 
 KV_DTYPE_BYTES = {
     "auto": 2,
@@ -167,6 +178,8 @@ class StartupCheck:
     verdict: str  # fits / marginal / does-not-fit (pass / warn / fail of the rule, or the load peak)
     load_peak_bytes: int  # weights plus the MTP drafter's transient embed/lm_head copies
     load_margin_bytes: int
+    profiling_peak_bytes: int = 0  # weights, buffers, graphs and the throw-away KV cache of the CUDA-graph measurement
+    profiling_kv_blocks: int = 0
 
     @property
     def free_memory_bytes(self) -> int:
@@ -193,6 +206,8 @@ class StartupCheck:
             "verdict": self.verdict,
             "load_peak_bytes": self.load_peak_bytes,
             "load_margin_bytes": self.load_margin_bytes,
+            "profiling_peak_bytes": self.profiling_peak_bytes,
+            "profiling_kv_blocks": self.profiling_kv_blocks,
         }
 
 
@@ -375,6 +390,14 @@ def _mamba_bytes(value: str, auto: int, key: str) -> int:
         raise ProfileError(f"{key} {value!r} is not one of auto, {', '.join(MAMBA_DTYPE_BYTES)}") from None
 
 
+def _nontorch(inp: FitInput) -> int:
+    """Non-torch growth during the profile run: NCCL buffers with 2+ GPUs; the cuBLAS handles where the
+    target vLLM creates them after its snapshot (launcher.behaviour: all versions before 0.33.0)."""
+    pre = behaviour.behaviour(inp.vllm_version).data["startup_memory"]["before_snapshot"]["cublas_gib"]
+    moved = int((pre[0] + pre[1]) / 2 * GIB)  # cuBLAS counted before the snapshot instead
+    return NONTORCH_BASE + (NONTORCH_DISTRIBUTED if inp.world_size > 1 else 0) - moved
+
+
 def _validate(inp: FitInput) -> None:
     facts = inp.model
     if inp.tensor_parallel_size not in facts.valid_tensor_parallel_sizes:
@@ -408,10 +431,6 @@ def _rss(*values: float) -> int:
     return int(round(math.sqrt(sum(v * v for v in values))))
 
 
-def _clamp01(x: float) -> float:
-    return min(1.0, max(0.0, x))
-
-
 # --- the estimate ---------------------------------------------------------------------------------
 
 
@@ -437,43 +456,39 @@ def estimate(inp: FitInput) -> FitResult:
     budget = Term("budget", math.ceil(T * u), int(round(u * inp.total_memory_uncertainty_bytes)),
                   "docs/memory-model.md#budget-r: ceil(total x gpu_memory_utilization)")
 
-    # W = (S_main - lmo*S_vis + [k>0]*S_mtp)/t + 0.03 GiB (docs/memory-model.md#weights-w). With PP, language layers split
-    # over stages; the vision tower (stage 0) and MTP (last stage) are charged whole [inferred].
+    # W = (S_main - lmo*S_vis + [k>0]*S_mtp)/t + overhead (docs/memory-model.md#weights-w). With PP, language layers
+    # split over stages; the vision tower (stage 0) and MTP (last stage) are charged whole [inferred].
     w = inp.weights
     vision = w.vision_bytes if not inp.language_model_only else 0
     language = w.main_bytes - w.vision_bytes
     mtp = w.mtp_bytes if k > 0 else 0
-    weight_bytes = int(language / (t * pp) + vision / t + mtp / t) + WEIGHT_OVERHEAD
+    weight_bytes = int(language / (t * pp) + vision / t + mtp / t) + WEIGHT_OVERHEAD + (WEIGHT_OVERHEAD_MTP if k > 0 else 0)
     sigma_w = SIGMA_W_LOCAL if w.from_local_index else SIGMA_W_FACTS_TIMES_TP // (t * pp)
     weights = Term("weights", weight_bytes, sigma_w, f"docs/memory-model.md#weights-w; bytes from {w.source}")
 
-    # P = 0.25 GiB + N*V*4.125 B: penalty tables [N, V] int32 and other persistent buffers (docs/memory-model.md#persistent-buffers-p).
-    persistent = Term("persistent", int(PERSISTENT_BASE + N * V * PERSISTENT_PER_SEQ_PER_VOCAB), SIGMA_P,
-                      "docs/memory-model.md#persistent-buffers-p: 0.25 GiB + max_num_seqs x vocab x 4.125 B")
+    # P = 0.25 GiB + N*V*4.125 B (penalty tables [N, V] int32 and other persistent buffers) + what grows outside
+    # torch during the profile run (docs/memory-model.md#persistent-buffers-p).
+    persistent = Term("persistent", int(PERSISTENT_BASE + N * V * PERSISTENT_PER_SEQ_PER_VOCAB) + _nontorch(inp), SIGMA_P,
+                      "docs/memory-model.md#persistent-buffers-p: 0.25 GiB + max_num_seqs x vocab x 4.125 B + non-torch")
 
-    # A = 0.15 GiB + 0.30 GiB*(M/1024)/t + 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (docs/memory-model.md#activation-peak-a).
-    act = ACTIVATION_BASE + ACTIVATION_PER_1K_TOKENS * (M / 1024) / t + 3 * min(N, M) * V * SAMPLER_BYTES
+    # A = 0.52 GiB*(M/1024)/t + 1.44 x 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (docs/memory-model.md#activation-peak-a).
+    act = ACTIVATION_BASE + ACTIVATION_PER_1K_TOKENS * (M / 1024) / t + SAMPLER_FACTOR * 3 * min(N, M) * V * SAMPLER_BYTES
     if not inp.language_model_only and not inp.skip_mm_profiling and w.vision_bytes > 0:
         act += ENCODER_PROFILE
     act_bytes = int(act)
     activation = Term("activation", act_bytes, int(SIGMA_A_FRACTION * act_bytes),
-                      "docs/memory-model.md#activation-peak-a: profile-run peak (batched tokens, sampler, encoder), ±50 %")
+                      "docs/memory-model.md#activation-peak-a: profile-run peak (batched tokens, sampler, encoder), ±15 %")
 
-    # G: CUDA graphs (docs/memory-model.md#cuda-graphs-g). The large-regime value interpolates the worked numbers'
-    # anchors (0.6 GiB on 24 GB cards, 0.8 on 80 GB cards, 1.0 with 1024 sequences) [inferred];
-    # its slope in T (0.2 GiB over 55 GiB) stays far below u so more memory never costs capacity.
+    # G: vLLM's estimate of the CUDA graphs (docs/memory-model.md#cuda-graphs-g), measured with and without MTP.
     if inp.enforce_eager:
-        graph_bytes = 0
+        graph_bytes, sigma_g = 0, 0
     elif N * (1 + k) * 2 <= GRAPH_SMALL_LIMIT:
-        graph_bytes = GRAPH_SMALL
+        graph_bytes, sigma_g = GRAPH_SMALL, SIGMA_G_UNMEASURED
+    elif k > 0:
+        graph_bytes, sigma_g = GRAPH_MTP, SIGMA_G
     else:
-        graph_bytes = int(
-            GRAPH_LARGE_BASE
-            + GRAPH_LARGE_MEMORY_STEP * _clamp01((T - 24 * GIB) / (55 * GIB))
-            + GRAPH_LARGE_SEQS_STEP * _clamp01((N - 256) / 768)
-        )
-    cudagraph = Term("cudagraph", graph_bytes, 0 if inp.enforce_eager else SIGMA_G,
-                     "docs/memory-model.md#cuda-graphs-g: captured CUDA graphs, ±0.3 GiB")
+        graph_bytes, sigma_g = GRAPH_NO_MTP, SIGMA_G_UNMEASURED
+    cudagraph = Term("cudagraph", graph_bytes, sigma_g, "docs/memory-model.md#cuda-graphs-g: vLLM's estimate of the captured graphs")
 
     # K = R - W - P - A - G (docs/memory-model.md#kv-cache-k), or the --kv-cache-memory-bytes value.
     if inp.kv_cache_memory_bytes is not None:
@@ -519,7 +534,7 @@ def estimate(inp: FitInput) -> FitResult:
     safe_blocks = max(0, (kv.bytes - kv.uncertainty_bytes)) // bpb - 1 - gdn_groups * S
     max_len_safe = min(max(0, safe_blocks) * B, limit)
 
-    startup = _startup_check(inp, M, budget, weights, (persistent, activation, cudagraph, kv))
+    startup = _startup_check(inp, M, budget, weights, (persistent, activation, cudagraph, kv), N, bpb)
     notes = _notes(inp, weights, kv, limit)
 
     return FitResult(
@@ -560,9 +575,10 @@ def estimate(inp: FitInput) -> FitResult:
     )
 
 
-def _startup_check(inp: FitInput, M: int, budget: Term, weights: Term, others: tuple[Term, ...]) -> StartupCheck:
+def _startup_check(inp: FitInput, M: int, budget: Term, weights: Term, others: tuple[Term, ...],
+                   N: int = 0, bytes_per_block: int = 0) -> StartupCheck:
     """vLLM's own start-up check (launcher.behaviour.startup, the same computation as `check`'s
-    memory-free), then the load peak must fit in what is free after the context."""
+    memory-free), then the load peak and the CUDA-graph measurement's peak must fit in what is free."""
     facts = inp.model
     k, t = inp.num_speculative_tokens, inp.tensor_parallel_size
     requested = None
@@ -577,8 +593,25 @@ def _startup_check(inp: FitInput, M: int, budget: Term, weights: Term, others: t
         verdict = "does-not-fit"
     elif load_margin < 0 and verdict == "fits":
         verdict = "marginal"
+    # While vLLM measures its CUDA graphs it holds the weights, the persistent buffers, a throw-away KV cache and
+    # the graphs (docs/memory-model.md#cuda-graphs-g); nothing checks that against the budget: too much is an OOM.
+    b = behaviour.behaviour(inp.vllm_version)
+    blocks = 0 if inp.enforce_eager or not bytes_per_block else b.profiling_kv_blocks(N, k, inp.compute_capability)
+    persistent, cudagraph = others[0].bytes, others[2].bytes
+    profiling_peak = weights.bytes + persistent + blocks * bytes_per_block + cudagraph if blocks else 0
+    if profiling_peak:
+        if rule.free_bytes - rule.allowance.low_bytes < profiling_peak:
+            # measured on 0.25.1 (the NVML peak of the full-shape starts); from the source only for later versions
+            verdict = "does-not-fit" if b.profiling_measured else _worse(verdict, "marginal")
+        elif rule.free_bytes - rule.allowance.high_bytes < profiling_peak:
+            verdict = _worse(verdict, "marginal")
     return StartupCheck(rule=rule, free_memory_assumed=inp.free_memory_bytes is None, verdict=verdict,
-                        load_peak_bytes=load_peak, load_margin_bytes=load_margin)
+                        load_peak_bytes=load_peak, load_margin_bytes=load_margin,
+                        profiling_peak_bytes=profiling_peak, profiling_kv_blocks=blocks)
+
+
+def _worse(a: str, b: str) -> str:
+    return max(a, b, key=VERDICTS.index)
 
 
 def _notes(inp: FitInput, weights: Term, kv: Term, limit: int) -> list[str]:
@@ -710,6 +743,9 @@ def format_breakdown(result: FitResult) -> str:
         f"  margin {result.margin_bytes / GIB:+.2f} GiB vs ±{result.uncertainty_bytes / GIB:.2f} GiB: {result.kv_verdict}",
         f"  largest max_model_len that starts: {result.max_model_len_fit} (with margin: {result.max_model_len_safe})",
         "  start-up: " + startup_line(result.startup.rule, assumed=result.startup.free_memory_assumed) + f": {result.startup.verdict}",
+        f"  while vLLM measures its CUDA graphs: weights + buffers + {result.startup.profiling_kv_blocks} throw-away KV blocks + graphs = "
+        f"{result.startup.profiling_peak_bytes / GIB:.2f} GiB of {(result.startup.rule.free_bytes - result.startup.rule.allowance.high_bytes) / GIB:.2f}"
+        f"-{(result.startup.rule.free_bytes - result.startup.rule.allowance.low_bytes) / GIB:.2f} GiB free",
         f"verdict: {result.verdict}",
     ]
     lines += [f"note: {n}" for n in result.notes]

@@ -151,7 +151,8 @@ def fit_input(
         max_model_len=length,
         max_num_seqs=e.max_num_seqs,
         max_num_batched_tokens=e.max_num_batched_tokens,
-        enable_prefix_caching=True if e.enable_prefix_caching is None else e.enable_prefix_caching,
+        enable_prefix_caching=(behaviour(profile.vllm.version).hybrid_prefix_caching if e.enable_prefix_caching is None
+                               else e.enable_prefix_caching),
         language_model_only=bool(profile.model.language_model_only),
         skip_mm_profiling=bool(e.skip_mm_profiling),
         gpu_name=gpu.name,

@@ -150,6 +150,8 @@ def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs
         if measured is not None and measured.kv_bytes_to_requested_limit:
             click.echo(f"vLLM suggests --kv-cache-memory={measured.kv_bytes_to_requested_limit} for this machine "
                        "(kv_cache.memory_bytes in a profile)")
-    if log.version and not log.version.startswith("0.33"):
-        notes.append(f"the log is from vLLM {log.version}; the estimate models 0.33")
+    target = resolved.profile.vllm.version
+    if log.version and log.version != target:
+        notes.append(f"the log is from vLLM {log.version}; the estimate follows the profile's vLLM {target} "
+                     f"(--set vllm.version={log.version} to estimate for the log's)")
     echo_notes(notes)

@@ -67,7 +67,8 @@ def test_idle_3090_pair_passes_memory_free_with_and_without_reserved(reserved: b
     resolved = resolve("dual-3090", environ={})
     report = evaluate(resolved.profile, inv, {}, kv_fit=kv_fit_check)
     assert report.result("memory-free").status == "pass", report.result("memory-free").message
-    assert report.result("kv-fit").status == "warn"
+    # the KV fit is another matter: measured on the full shape, 262144 tokens do not fit a 24 GB budget
+    assert report.result("kv-fit").status == "fail" and report.result("kv-fit").sets
     # never the raw NVML total: requested is ceil(0.95 x the CUDA total)
     mem = report.result("memory-free")
     assert "CUDA total 24.00" not in mem.message

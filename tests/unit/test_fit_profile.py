@@ -61,7 +61,7 @@ def test_profile_maps_onto_the_estimator(profile_file):
     direct = estimate(ROW2)
     assert result.inputs == direct.inputs
     assert result.to_json() == direct.to_json()
-    assert (result.block_size_tokens, result.blocks_per_request, result.kv_verdict) == (1600, 176, "marginal")
+    assert (result.block_size_tokens, result.blocks_per_request, result.kv_verdict) == (1600, 176, "does-not-fit")
 
 
 def test_speculation_off_means_no_mtp(profile_file):
@@ -141,12 +141,12 @@ def test_local_checkpoint_weights(write_profile, tmp_path):
         "{name: havenoammo/Qwen3.6-27B-INT8-MTP,", f"{{name: '{ckpt}', facts: havenoammo/Qwen3.6-27B-INT8-MTP,"))
     result = fit_profile(_profile(path), "RTX 3090")
     assert result.inputs.weights.from_local_index
-    assert result.weights.uncertainty_bytes == int(0.05 * GIB)
+    assert result.weights.uncertainty_bytes == int(0.10 * GIB)
 
 
 @pytest.mark.parametrize(
     "sets, status",
-    [(("engine.max_num_seqs=4",), "pass"), ((), "warn"), (("kv_cache.dtype=auto",), "fail")],
+    [(("engine.max_model_len=131072",), "pass"), (("engine.max_model_len=163200",), "warn"), ((), "fail")],
 )
 def test_kv_fit_check(profile_file, sets, status):
     inv = load_inventory(FIXTURES / "rtx3090x2-idle.json")
@@ -174,16 +174,16 @@ def run(*args, obj=None):
 
 def test_fit_command_json(profile_file):
     out = run("fit", "--profile", str(profile_file), "--gpu", "RTX 3090", "--json")
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 3, out.output  # the card's 262144 tokens do not fit a 24 GB budget (measured)
     data = json.loads(out.stdout)
     for key in ("block_size_tokens", "bytes_per_block", "bytes_per_request", "available_bytes"):
         assert key in data["kv_cache"]
-    assert data["max_model_len_fit"] == 262144 and data["concurrency_at_max_len"] == pytest.approx(1.07, abs=0.005)
-    assert data["suggestions"]["max_model_len"] < 262144
+    assert data["max_model_len_fit"] < 262144 and data["concurrency_at_max_len"] < 1
+    assert data["suggestions"]["max_model_len"] < data["max_model_len_fit"]
 
 
 def test_fit_command_table_and_exit_code(profile_file):
-    ok = run("fit", "--profile", str(profile_file), "--gpu", "3090", "--set", "engine.max_num_seqs=4")
+    ok = run("fit", "--profile", str(profile_file), "--gpu", "3090", "--set", "engine.max_model_len=131072")
     assert ok.exit_code == 0 and "kv_available" in ok.output
     bad = run("fit", "--profile", str(profile_file), "--gpu", "RTX 3090", "--set", "kv_cache.dtype=auto")
     assert bad.exit_code == 3 and "would fit with margin: --set engine.max_model_len=" in bad.output
@@ -193,7 +193,7 @@ def test_fit_command_inventory_and_probe(profile_file):
     out = run("fit", "--profile", str(profile_file), "--inventory", str(FIXTURES / "a100-80gbx4.json"))
     assert out.exit_code == 0 and "A100" in out.output
     inv = load_inventory(FIXTURES / "rtx3090x2-idle.json")
-    probed = run("fit", "--profile", str(profile_file), obj=Runtime(probe=lambda: inv))
+    probed = run("fit", "--profile", str(profile_file), "--set", "engine.max_model_len=131072", obj=Runtime(probe=lambda: inv))
     assert probed.exit_code == 0 and "RTX 3090" in probed.output
 
 

@@ -39,7 +39,7 @@ NEEDS = {
     "nvidia-smi": "gpu",
     "docker build -t launcher:vllm-0.33.0 .": "docker",
     "docker run -d --name vllm --gpus all --ipc=host --init -p 8000:8000 -v ~/.cache/huggingface:/root/.cache/huggingface "
-    "-e HF_TOKEN -e LAUNCHER_PROFILE=dual-3090 launcher:vllm-0.33.0": "docker",
+    "-e HF_TOKEN -e LAUNCHER_PROFILE=dual-3090 -e LAUNCHER__ENGINE__MAX_MODEL_LEN=131072 launcher:vllm-0.33.0": "docker",
     "docker run -d --name vllm --gpus all --ipc=host --init -p 8000:8000 -v ~/.cache/huggingface:/root/.cache/huggingface "
     "-e HF_TOKEN -e HF_HUB_OFFLINE=1 -e LAUNCHER_PROFILE=dual-3090 -e LAUNCHER_SET=\"engine.max_num_seqs=4\" launcher:vllm-0.33.0 "
     "--set engine.max_model_len=131072 -- --enforce-eager": "docker",
