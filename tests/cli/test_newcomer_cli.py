@@ -1,0 +1,94 @@
+"""What a newcomer meets on the command line (issue 17): each row of the issue's table, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from launcher.cli import cli, main
+
+
+def run(*args: str, obj=None, env=None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args), obj=obj, env=env)
+
+
+def launcher_process(*args: str, stdout: int | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER")}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "launcher", *args], stdout=stdout, stderr=subprocess.PIPE, env=full_env)
+
+
+# ------------------------------------------------------------------ a closed pipe ends quietly
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [("profiles",), ("fit", "--profile", "dual-3090", "--gpu", "RTX 3090")])
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_closed_stdout_ends_quietly_with_0(args: tuple[str, ...], debug: str) -> None:
+    """`launcher profiles | head -1`: the reader is gone before launcher writes; no error, exit 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read: the first write gets EPIPE, deterministically
+    try:
+        proc = launcher_process(*args, stdout=write_end, env={"LAUNCHER_DEBUG": debug})
+    finally:
+        os.close(write_end)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert err == b""
+
+
+@pytest.mark.slow
+def test_head_reads_the_first_line_and_launcher_exits_0() -> None:
+    """The shell pipeline itself, as the issue ran it."""
+    p = subprocess.run(["bash", "-c", f"{sys.executable} -m launcher profiles | head -1; echo rc=${{PIPESTATUS[0]}}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.splitlines() == [p.stdout.splitlines()[0], "rc=0"] and p.stdout.startswith("NAME")
+    assert "error" not in p.stderr
+
+
+def test_in_process_closed_pipe_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    with pytest.raises(SystemExit) as exc:
+        main(["profiles"])
+    assert exc.value.code == 0
+    out.close()
+
+
+def test_a_broken_pipe_that_is_not_stdout_stays_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a closed stdout is quiet: EPIPE from anywhere else (a socket) is still reported, exit 1."""
+    import launcher.commands.profiles as profiles_cmd
+
+    def broken(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(profiles_cmd, "profile_rows", broken)
+    read_end, write_end = os.pipe()  # stdout is a healthy pipe: its reader is still there
+    out = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(["profiles"])
+        assert exc.value.code == 1
+    finally:
+        out.close()
+        os.close(read_end)
+
+
+# ------------------------------------------------------------------ --help matches the commands
+
+
+def test_help_lists_every_render_format() -> None:
+    from launcher.commands.render import render
+
+    formats = next(p for p in render.params if p.name == "fmt").type.choices  # type: ignore[attr-defined]
+    text = run("--help").output
+    line = " ".join(text.split("render", 1)[1].split("diff", 1)[0].split())
+    for fmt in formats:
+        assert fmt in line, f"`launcher --help` does not name render format {fmt}: {line}"
