@@ -17,7 +17,8 @@ __all__ = ["Runtime", "serve"]
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options(env_default=True)
-@click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop.")
+@click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop. Without readable GPUs "
+              "the command is printed anyway, with a warning that the preflight could not run.")
 @click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
               help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
 @click.option("--wait", "wait_ready", is_flag=True,
@@ -52,7 +53,7 @@ def serve(
     runtime = runtime_of(ctx)
     if not profile_name:
         raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
-    resolved = _preflight(runtime, profile_name, profiles_dirs, sets, extra_args, skip_checks)
+    resolved = _preflight(runtime, profile_name, profiles_dirs, sets, extra_args, skip_checks, dry_run)
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
     if dry_run:
@@ -86,7 +87,7 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
 
 
 def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...],
-               skip_checks: bool) -> Resolved:
+               skip_checks: bool, dry_run: bool = False) -> Resolved:
     """Run the checks against the live GPUs; the resolved profile carries the check's adjustments."""
     from launcher.commands.check import format_report
     from launcher.preflight import AUTO, get_inventory, require_runnable, run_preflight
@@ -101,6 +102,11 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
     try:
         inventory = get_inventory(None, runtime.probe)
     except HardwareError as exc:
+        if dry_run and name != AUTO:
+            # --dry-run prints the command; with no GPUs to read there is nothing to check it against.
+            click.echo(f"launcher: WARNING: --dry-run: the GPU preflight could not run, the command is not checked "
+                       f"against any GPU ({exc})", err=True)
+            return load_profile(name, dirs, sets, extra)
         if not skip_checks:
             raise HardwareError(f"{exc} (to start anyway: --skip-checks)") from None
         click.echo(f"launcher: WARNING: --skip-checks: GPUs not checked ({exc})", err=True)

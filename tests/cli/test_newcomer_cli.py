@@ -10,10 +10,27 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import cli, main
+from launcher.errors import LauncherError
 
 
-def run(*args: str, obj=None, env=None):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(cli, list(args), obj=obj, env=env)
+class Ran:
+    """A CliRunner result as `launcher.cli.main` ends it: a LauncherError is its one line on stderr and its exit code."""
+
+    def __init__(self, result) -> None:  # type: ignore[no-untyped-def]
+        self.result = result
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exit_code = result.exit_code
+        if isinstance(result.exception, LauncherError):
+            self.stderr += f"launcher: error: {result.exception}\n"
+            self.exit_code = result.exception.exit_code
+        elif result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        self.output = self.stdout + self.stderr
+
+
+def run(*args: str, obj=None, env=None) -> Ran:  # type: ignore[no-untyped-def]
+    return Ran(CliRunner().invoke(cli, list(args), obj=obj, env=env))
 
 
 def launcher_process(*args: str, stdout: int | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -92,3 +109,57 @@ def test_help_lists_every_render_format() -> None:
     line = " ".join(text.split("render", 1)[1].split("diff", 1)[0].split())
     for fmt in formats:
         assert fmt in line, f"`launcher --help` does not name render format {fmt}: {line}"
+
+
+# ------------------------------------------------------------------ no GPU here
+
+
+def no_nvml():  # type: ignore[no-untyped-def]
+    """The real probe on a machine whose NVML library cannot be loaded (what a laptop or CI runner gives)."""
+    from launcher.gpu import probe
+
+    class Nvml:
+        class NVMLError(Exception):
+            pass
+
+        def nvmlInit(self) -> None:
+            raise self.NVMLError("NVML Shared Library Not Found")
+
+    return probe(nvml=Nvml())
+
+
+def no_gpu_runtime():  # type: ignore[no-untyped-def]
+    from launcher.runtime import Runtime
+
+    calls: list[object] = []
+    return Runtime(probe=no_nvml, exec_fn=calls.append), calls
+
+
+def test_serve_dry_run_without_gpus_prints_the_command_with_a_warning() -> None:
+    runtime, calls = no_gpu_runtime()
+    result = run("serve", "--profile", "dual-3090", "--dry-run", obj=runtime)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP ")
+    assert "WARNING: --dry-run: the GPU preflight could not run" in result.stderr
+    assert not calls
+
+
+def test_serve_without_gpus_still_refuses_to_start() -> None:
+    runtime, calls = no_gpu_runtime()
+    result = run("serve", "--profile", "dual-3090", obj=runtime)
+    assert result.exit_code == 3 and not calls
+    assert "--skip-checks" in result.stderr
+
+
+def test_serve_dry_run_auto_without_gpus_cannot_choose() -> None:
+    runtime, _ = no_gpu_runtime()
+    assert run("serve", "--profile", "auto", "--dry-run", obj=runtime).exit_code == 3
+
+
+@pytest.mark.parametrize("args", [("fit", "--profile", "dual-3090"), ("gpus",), ("profiles", "--live"), ("check", "--profile", "tp4")])
+def test_no_gpu_hint_names_both_ways_to_an_answer(args: tuple[str, ...]) -> None:
+    runtime, _ = no_gpu_runtime()
+    result = run(*args, obj=runtime)
+    assert result.exit_code == 3
+    assert "launcher fit --profile P --gpu" in result.stderr and "--gpu-memory GIB --compute-capability X.Y" in result.stderr
+    assert "launcher check --inventory inventory.json" in result.stderr
