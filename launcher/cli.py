@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
 }
 
 SHORT_HELP: dict[str, str] = {
-    "profiles": "List profiles (name, GPUs, TP, memory, context, MTP).",
+    "profiles": "List profiles (name, GPUs, TP, memory, context, MTP, what for).",
     "show": "Print a profile after layering, as YAML.",
     "explain": "Show every resolved value and which layer set it.",
     "schema": "Print the JSON Schema of a profile file.",

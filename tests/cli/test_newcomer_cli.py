@@ -163,3 +163,40 @@ def test_no_gpu_hint_names_both_ways_to_an_answer(args: tuple[str, ...]) -> None
     assert result.exit_code == 3
     assert "launcher fit --profile P --gpu" in result.stderr and "--gpu-memory GIB --compute-capability X.Y" in result.stderr
     assert "launcher check --inventory inventory.json" in result.stderr
+
+
+# ------------------------------------------------------------------ profiles say what each is for
+
+
+def test_profiles_table_has_a_short_description_per_profile() -> None:
+    result = run("profiles")
+    assert result.exit_code == 0
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[-1] == "DESCRIPTION"
+    start = header.index("DESCRIPTION")
+    described = {line.split()[0]: line[start:] for line in rows}
+    assert "two TP 4 engines" in described["tp4x2"]
+    assert "2 x H200" in described["h200x2-tiny"]
+    for name, text in described.items():
+        assert text.strip(), f"{name} has no description"
+        assert len(text) <= 76
+
+
+def test_profiles_markdown_and_json_carry_the_summary() -> None:
+    md = run("profiles", "--format", "markdown").stdout
+    assert md.splitlines()[0].endswith("| description |")
+    rows = {r["name"]: r for r in __import__("json").loads(run("profiles", "--format", "json").stdout)}
+    assert rows["tp4x2"]["summary"].startswith("8 GPUs as two TP 4 engines")
+    assert rows["tp4x2"]["description"].startswith(rows["tp4x2"]["summary"])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("One line. Then more.", "One line"),
+    ("vLLM 0.25.1 on 2 x H200. More", "vLLM 0.25.1 on 2 x H200"),
+    ("", ""),
+    ("word " * 40, ("word " * 14).strip() + "..."),
+])
+def test_summary_is_the_first_sentence_cut_at_a_word(text: str, expected: str) -> None:
+    from launcher.commands.profiles import summary
+
+    assert summary(text) == expected
