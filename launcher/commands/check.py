@@ -41,13 +41,13 @@ def check(
     not this shell's; the profile's own `env` applies in both cases, as it does for `serve`.
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
-    from launcher.preflight import choose_auto, combined_fix, get_inventory, kv_fit_hook, require_runnable, run_preflight
+    from launcher.preflight import combined_fix, get_inventory, require_runnable, run_preflight
 
     runtime = runtime_of(ctx)
     inventory = get_inventory(inventory_file, runtime.probe)
     auto = None
     if profile_name == "auto":
-        auto = choose_auto(inventory, profiles_dirs, sets, extra_args, kv_fit=kv_fit_hook())
+        auto = _choose(inventory, profiles_dirs, sets, extra_args, as_json, inventory_file)
     name = profile_name if auto is None else str(auto.resolved.path)
     resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
     where = f"inventory {inventory_file}" if inventory_file else "live NVML"
@@ -61,13 +61,34 @@ def check(
         click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
-            others = ", ".join(f"{c.name} ({c.group})" for c in auto.considered if c.name != resolved.name)
-            click.echo(f"auto: chose {resolved.name}" + (f" over {others}" if others else ""))
+            from launcher.choice import choice_lines
+
+            click.echo("\n".join(choice_lines(auto)))
         lines = format_report(resolved, report, inventory, where).splitlines()
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
         click.echo("\n".join(lines))
     require_runnable(report, resolved.name)
+
+
+def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...], as_json: bool,
+            inventory_file: Optional[str]) -> Any:
+    """choose_auto; with --json, a failure still prints JSON (every profile's failures, the closest) before exit 3."""
+    from launcher.preflight import NoProfileRuns, choose_auto, kv_fit_hook
+
+    try:
+        return choose_auto(inventory, dirs, sets, extra, kv_fit=kv_fit_hook())
+    except NoProfileRuns as exc:
+        if as_json:
+            where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+            click.echo(json.dumps({
+                "profile": None,
+                "inventory": {"source": where, "summary": inventory.summary()},
+                "runnable": False,
+                "auto": {"chosen": None, "closest": exc.closest.to_json() if exc.closest else None,
+                         "considered": [{"name": c.name, "group": c.group, "why": c.why_not} for c in exc.found]},
+            }, indent=2))
+        raise
 
 
 def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str) -> str:
