@@ -415,6 +415,31 @@ def _clamp01(x: float) -> float:
 # --- the estimate ---------------------------------------------------------------------------------
 
 
+def _estimate_notes(inp: FitInput, weights: Term, kv: Term, limit: int) -> list[str]:
+    """What the operator should know about the estimate's inputs (shipped facts, floors, PP, limits)."""
+    k, pp, L = inp.num_speculative_tokens, inp.pipeline_parallel_size, inp.max_model_len
+    notes: list[str] = []
+    if not inp.weights.from_local_index:
+        notes.append(
+            f"weights from shipped facts (±{weights.uncertainty_bytes / GIB:.2f} GiB per GPU); "
+            "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
+        )
+    if inp.compute_capability < (8, 0):
+        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 "
+                     "(docs/memory-model.md#compute-capability-floor)")
+    if k > 0 and pp > 1:
+        notes.append("MTP does not work with pipeline parallel > 1 (docs/troubleshooting.md#mtp-with-pipeline-parallel)")
+    if pp > 1:
+        notes.append("pipeline parallel: per-stage split of layers and weights is approximate [inferred]")
+    if L > limit:
+        notes.append(f"max_model_len {L} exceeds the model's {limit} (vLLM refuses without VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
+    if inp.free_memory_bytes is None:
+        notes.append("no free-memory reading: start-up check assumes an idle GPU (free = total)")
+    if inp.kv_cache_memory_bytes is None and kv.bytes <= 0:
+        notes.append("no memory left for the KV cache: vLLM stops with 'No available memory for the cache blocks'")
+    return notes
+
+
 def estimate(inp: FitInput) -> FitResult:
     """Run the estimate of docs/memory-model.md for one GPU and return every term.
 
@@ -538,24 +563,7 @@ def estimate(inp: FitInput) -> FitResult:
     startup = StartupCheck(rule=rule, free_memory_assumed=free_assumed, verdict=startup_verdict,
                            load_peak_bytes=load_peak, load_margin_bytes=load_margin)
 
-    if not w.from_local_index:
-        notes.append(
-            f"weights from shipped facts (±{weights.uncertainty_bytes / GIB:.2f} GiB per GPU); "
-            "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
-        )
-    if inp.compute_capability < (8, 0):
-        notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 "
-                     "(docs/memory-model.md#compute-capability-floor)")
-    if k > 0 and pp > 1:
-        notes.append("MTP does not work with pipeline parallel > 1 (docs/troubleshooting.md#mtp-with-pipeline-parallel)")
-    if pp > 1:
-        notes.append("pipeline parallel: per-stage split of layers and weights is approximate [inferred]")
-    if L > limit:
-        notes.append(f"max_model_len {L} exceeds the model's {limit} (vLLM refuses without VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
-    if free_assumed:
-        notes.append("no free-memory reading: start-up check assumes an idle GPU (free = total)")
-    if inp.kv_cache_memory_bytes is None and kv.bytes <= 0:
-        notes.append("no memory left for the KV cache: vLLM stops with 'No available memory for the cache blocks'")
+    notes += _estimate_notes(inp, weights, kv, limit)
 
     return FitResult(
         inputs=inp,
@@ -673,8 +681,25 @@ def startup_line(rule: Startup, assumed: bool = False) -> str:
     return text
 
 
-def format_breakdown(result: FitResult) -> str:
-    """A human table of the terms and the KV geometry (GiB, ± uncertainty)."""
+def pool_lines(result: FitResult, engines: int = 1, layout: str = "") -> list[str]:
+    """The KV pool, labelled: per engine (what vLLM logs as "Maximum concurrency"), and for the whole deployment
+    when it runs `engines` copies (data parallel ranks x replicas, `layout` says which), each with its own pool."""
+    L = result.inputs.max_model_len
+    per = "per engine" if engines > 1 else "one engine"
+    lines = [
+        f"  pool ({per}): {result.num_blocks} blocks, {result.kv_cache_tokens:,} tokens, "
+        f"{result.concurrency_at_max_len:.2f} requests at {L} at once (vLLM's \"Maximum concurrency\")",
+    ]
+    if engines > 1:
+        lines.append(
+            f"  pool (whole deployment, {engines} engines{': ' + layout if layout else ''}): {result.num_blocks * engines} blocks, "
+            f"{result.kv_cache_tokens * engines:,} tokens, {result.concurrency_at_max_len * engines:.2f} requests at {L} at once"
+        )
+    return lines
+
+
+def format_breakdown(result: FitResult, engines: int = 1, layout: str = "") -> str:
+    """A human table of the terms and the KV geometry (GiB, ± uncertainty); `engines` as in `pool_lines`."""
     i = result.inputs
     lines = [
         f"GPU {i.gpu_name or '?'}: {i.total_memory_bytes / GIB:.2f} GiB (CUDA total), CC "
@@ -695,8 +720,7 @@ def format_breakdown(result: FitResult) -> str:
         f"S={result.state_blocks_per_gdn_group} state blocks x {result.gdn_groups} GDN groups",
         f"  one request at {i.max_model_len}: {result.blocks_per_request} blocks = "
         f"{result.bytes_per_request / GIB:.2f} GiB (+1 null block = {result.bytes_needed_to_start / GIB:.2f} GiB)",
-        f"  pool: {result.num_blocks} blocks, {result.kv_cache_tokens:,} tokens, "
-        f"concurrency {result.concurrency_at_max_len:.2f}x at {i.max_model_len}",
+        *pool_lines(result, engines, layout),
         f"  margin {result.margin_bytes / GIB:+.2f} GiB vs ±{result.uncertainty_bytes / GIB:.2f} GiB: {result.kv_verdict}",
         f"  largest max_model_len that starts: {result.max_model_len_fit} (with margin: {result.max_model_len_safe})",
         "  start-up: " + startup_line(result.startup.rule, assumed=result.startup.free_memory_assumed) + f": {result.startup.verdict}",

@@ -63,7 +63,7 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     How each term is computed, and what it was checked against: docs/memory-model.md.
     """
     from launcher.fit import format_breakdown, suggest
-    from launcher.fit_profile import fit_profile, fix_hint
+    from launcher.fit_profile import engines_of, fit_profile, fix_hint
 
     resolved = load_profile(profile_name, profiles_dirs, sets)
     profile = resolved.profile
@@ -71,11 +71,14 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     result = fit_profile(profile, target)
     suggestion = suggest(result.inputs, result)
     if as_json:
-        out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json()}
+        engines, layout = engines_of(profile)
+        out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json(),
+               "deployment": {"engines": engines, "layout": layout or "one engine", "kv_cache_tokens": result.kv_cache_tokens * engines,
+                              "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(f"profile {resolved.name}: {profile.model.name}")
-        click.echo(format_breakdown(result))
+        click.echo(format_breakdown(result, *engines_of(profile)))
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

@@ -1,0 +1,75 @@
+"""`launcher fit` as a newcomer reads it (issue 17): labelled per-engine and whole-deployment figures,
+GPU memory variants and custom cards, the memory bar."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from launcher.cli import cli
+from tests.conftest import REPO
+
+
+def fit(*args: str) -> str:
+    result = CliRunner().invoke(cli, ["fit", *args])
+    assert result.exit_code in (0, 3), result.output
+    return result.stdout
+
+
+def fit_json(*args: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(fit(*args, "--json"))
+
+
+def test_tp4x2_shows_per_engine_and_whole_deployment_labelled() -> None:
+    text = fit("--profile", "tp4x2", "--gpu", "RTX 3090", "--count", "8")
+    per = re.search(r"pool \(per engine\): .* ([\d.]+) requests at 262144 at once", text)
+    whole = re.search(r"pool \(whole deployment, 2 engines: data parallel 2\): .* ([\d.]+) requests at 262144", text)
+    assert per and whole, text
+    assert float(whole.group(1)) == pytest.approx(2 * float(per.group(1)), abs=0.011)
+    tp8 = re.search(r"pool \(one engine\): .* ([\d.]+) requests", fit("--profile", "tp8", "--gpu", "RTX 3090", "--count", "8"))
+    assert tp8 and float(whole.group(1)) > float(tp8.group(1)) > float(per.group(1))  # tp4x2 no longer looks worse
+
+
+def test_json_carries_the_deployment_figures() -> None:
+    data = fit_json("--profile", "tp4x2", "--gpu", "H100")
+    assert data["deployment"]["engines"] == 2
+    assert data["deployment"]["kv_cache_tokens"] == 2 * data["kv_cache"]["tokens"]
+    one = fit_json("--profile", "tp4", "--gpu", "H100")["deployment"]
+    assert one["engines"] == 1 and one["layout"] == "one engine"
+
+
+def test_replicas_count_as_engines() -> None:
+    data = fit_json("--profile", "tp4", "--gpu", "H100", "--set", "deployment.replicas=3")
+    assert data["deployment"]["engines"] == 3
+    assert data["deployment"]["concurrency_at_max_len"] == pytest.approx(3 * data["concurrency_at_max_len"], abs=1e-3)
+
+
+def _worked_numbers() -> dict[str, tuple[float, float, float]]:
+    text = (REPO / "docs" / "multi-node.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| 8 x ([^|]+?) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)", text, re.M)
+    assert rows, "docs/multi-node.md lost its worked-numbers table"
+    return {gpu.strip(): (float(a), float(b), float(c)) for gpu, a, b, c in rows}
+
+
+@pytest.mark.parametrize("gpu", sorted(_worked_numbers()))
+def test_multi_node_worked_numbers_are_fit_figures(gpu: str) -> None:
+    """docs/multi-node.md's TP8 / TP4 / tp4x2 columns are what `fit` prints (tp4x2: the whole deployment)."""
+    tp8, tp4, tp4x2 = _worked_numbers()[gpu]
+    assert round(fit_json("--profile", "tp8", "--gpu", gpu)["concurrency_at_max_len"], 1) == tp8
+    assert round(fit_json("--profile", "tp4", "--gpu", gpu)["concurrency_at_max_len"], 1) == tp4
+    assert round(fit_json("--profile", "tp4x2", "--gpu", gpu)["deployment"]["concurrency_at_max_len"], 1) == tp4x2
+
+
+def test_check_kv_fit_says_per_engine_for_data_parallel() -> None:
+    from launcher.fit_profile import kv_fit_check
+    from launcher.inventory import load_inventory
+    from launcher.load import resolve
+    from tests.conftest import FIXTURES
+
+    inv = load_inventory(FIXTURES / "inventories" / "h100x8.json")
+    result = kv_fit_check(resolve("tp4x2").profile, inv.gpus[:4])
+    assert "requests at full length per engine (" in result.message and "for the 2 engines of data parallel 2)" in result.message
+    assert "per engine" not in kv_fit_check(resolve("tp4").profile, inv.gpus[:4]).message
