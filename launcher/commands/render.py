@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, inventory_option, load_for, load_profile, passthrough, profile_options
+from launcher.commands._common import echo_notes, echo_warnings, inventory_option, load_for, load_profile, passthrough, profile_options, unset_secrets
 from launcher.render import FORMATS
 from launcher.validate import render_checked
 
@@ -32,6 +32,8 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
     rendered = render_checked(resolved)  # every format below carries this argv (per node: plus the node's flags)
     if fmt in ("k8s", "compose") and node_rank is not None:
         raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
+    if fmt != "k8s":  # k8s reads the key from a Secret
+        echo_warnings(unset_secrets(rendered.env_from))
     if fmt == "k8s":
         from launcher.k8s import manifests, to_yaml
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, load_profile, passthrough, profile_options
+from launcher.commands._common import echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
 from launcher.errors import HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
@@ -57,6 +57,7 @@ def serve(
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
     if dry_run:
+        echo_warnings(unset_secrets(rendered.env_from))
         click.echo(printable(rendered))
         return
     if wait_ready or smoke:

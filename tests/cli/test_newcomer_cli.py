@@ -200,3 +200,43 @@ def test_summary_is_the_first_sentence_cut_at_a_word(text: str, expected: str) -
     from launcher.commands.profiles import summary
 
     assert summary(text) == expected
+
+
+# ------------------------------------------------------------------ an API key variable that is not set
+
+
+def h200x2_runtime():  # type: ignore[no-untyped-def]
+    from launcher.exec import child_environment
+    from launcher.inventory import load_inventory
+    from launcher.runtime import Runtime
+    from tests.conftest import FIXTURES
+
+    inventory = load_inventory(FIXTURES / "inventories" / "h200x2.json")
+    # exec stops short of os.execvpe: the environment vLLM would get is built, as the real exec builds it
+    return Runtime(probe=lambda: inventory, exec_fn=lambda r: child_environment(r, os.environ))
+
+
+@pytest.mark.parametrize("args", [
+    ("render", "--profile", "dual-3090"),
+    ("render", "--profile", "dual-3090", "--format", "compose"),
+    ("explain", "--profile", "dual-3090"),
+    ("serve", "--profile", "dual-3090", "--dry-run"),
+])
+def test_unset_api_key_variable_is_warned_where_the_command_is_shown(args: tuple[str, ...]) -> None:
+    key = ("--set", "server.api_key_env=NEWCOMER_KEY")
+    missing = run(*args, *key, obj=h200x2_runtime(), env={"NEWCOMER_KEY": None})
+    assert missing.exit_code == 0, missing.output
+    assert "launcher: warning: server.api_key_env: NEWCOMER_KEY is not set in this environment" in missing.stderr
+    present = run(*args, *key, obj=h200x2_runtime(), env={"NEWCOMER_KEY": "sk-secret-value"})
+    assert present.exit_code == 0 and "NEWCOMER_KEY is not set" not in present.stderr
+    assert "sk-secret-value" not in present.output
+
+
+def test_k8s_takes_the_key_from_a_secret_so_no_warning() -> None:
+    result = run("render", "--profile", "dual-3090", "--format", "k8s", "--set", "server.api_key_env=NEWCOMER_KEY", env={"NEWCOMER_KEY": None})
+    assert result.exit_code == 0 and "is not set" not in result.stderr
+
+
+def test_serve_without_the_key_still_refuses() -> None:
+    result = run("serve", "--profile", "dual-3090", "--set", "server.api_key_env=NEWCOMER_KEY", obj=h200x2_runtime(), env={"NEWCOMER_KEY": None})
+    assert result.exit_code == 2 and "NEWCOMER_KEY is not set" in result.stderr
