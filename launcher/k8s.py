@@ -90,7 +90,22 @@ def _volumes(profile: Profile) -> tuple[list[dict[str, Any]], list[dict[str, Any
     if k.model_cache_pvc:
         volumes.append({"name": "hf-cache", "persistentVolumeClaim": {"claimName": k.model_cache_pvc}})
         mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_MOUNT})
+    elif k.model_cache_host_path:
+        volumes.append({"name": "hf-cache", "hostPath": {"path": k.model_cache_host_path, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_MOUNT})
     return volumes, mounts
+
+
+def cache_note(profile: Profile) -> str:
+    """Where the pods keep the ~34 GB of weights, said loudly: without a cache every pod start downloads them."""
+    k = deployment_of(profile).kubernetes
+    if k.model_cache_pvc:
+        return f"k8s: model cache: PersistentVolumeClaim {k.model_cache_pvc} at {HF_CACHE_MOUNT} (create it before applying)"
+    if k.model_cache_host_path:
+        return (f"k8s: model cache: hostPath {k.model_cache_host_path} on each node at {HF_CACHE_MOUNT}: the weights download once "
+                "per node; a cluster that forbids hostPath needs deployment.kubernetes.model_cache_pvc instead")
+    return ("k8s: WARNING: no model cache (model_cache_host_path: false): every pod start downloads the weights (~34 GB); "
+            "set deployment.kubernetes.model_cache_pvc or model_cache_host_path")
 
 
 def _probes(profile: Profile, port: int) -> dict[str, Any]:
@@ -164,7 +179,7 @@ def manifests(profile: Profile, name: str, source: str = "the profile") -> Manif
     d = deployment_of(profile)
     base = command(profile, source)
     obj = k8s_name(name)
-    notes: list[str] = [topo.describe()]
+    notes: list[str] = [topo.describe(), cache_note(profile)]
     if any(k in base.env for k in DROPPED_ENV):
         notes.append("k8s: CUDA_VISIBLE_DEVICES is left out; the device plugin gives each pod its GPUs")
     if base.env_from:
@@ -259,6 +274,12 @@ def to_yaml(m: Manifests) -> str:
     """The manifests as one multi-document YAML stream, for `kubectl apply -f -`."""
     import yaml
 
+    class Plain(yaml.SafeDumper):
+        """Manifests as people write them: a mapping used twice (labels, selector) is written twice, never as &id001/*id001."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
     header = "# Rendered by launcher. Apply with: kubectl apply -f THIS_FILE\n"
-    body = "---\n".join(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000) for doc in m.docs)
+    body = "---\n".join(yaml.dump(doc, Dumper=Plain, sort_keys=False, allow_unicode=True, width=10_000) for doc in m.docs)
     return header + "---\n" + body
