@@ -73,3 +73,64 @@ def test_check_kv_fit_says_per_engine_for_data_parallel() -> None:
     result = kv_fit_check(resolve("tp4x2").profile, inv.gpus[:4])
     assert "requests at full length per engine (" in result.message and "for the 2 engines of data parallel 2)" in result.message
     assert "per engine" not in kv_fit_check(resolve("tp4").profile, inv.gpus[:4]).message
+
+
+# ------------------------------------------------------------------ memory variants and any card
+
+
+@pytest.mark.parametrize("typed", ["RTX 4090 48GB", "4090 48G", "rtx 4090 48 GiB", "RTX 4090D 48GB"])
+def test_modded_48gb_4090_is_a_known_variant(typed: str) -> None:
+    from launcher.gpu_catalog import GIB, lookup
+
+    model = lookup(typed)
+    assert model.key == "RTX 4090 48GB" and model.compute_capability == (8, 9)
+    assert 47 * GIB < model.cuda_total_bytes < model.memory_total_bytes
+    assert lookup("RTX 4090").memory_total_bytes < 25 * GIB  # the plain name stays the 24 GB card
+
+
+def test_an_inventory_of_a_48gb_4090_gets_the_variants_cuda_total() -> None:
+    from launcher.gpu_catalog import cuda_total_from_nvml, lookup
+
+    variant = lookup("RTX 4090 48GB")
+    total, _, how = cuda_total_from_nvml("NVIDIA GeForce RTX 4090", variant.memory_total_bytes)
+    assert total == variant.cuda_total_bytes and "RTX 4090 48GB" in how
+    total24, _, how24 = cuda_total_from_nvml("NVIDIA GeForce RTX 4090", lookup("RTX 4090").memory_total_bytes)
+    assert total24 == lookup("RTX 4090").cuda_total_bytes and "(RTX 4090)" in how24
+
+
+def test_fit_on_a_48gb_4090_holds_more_than_on_a_24gb_one() -> None:
+    big = fit_json("--profile", "dual-3090", "--gpu", "RTX 4090 48GB")
+    small = fit_json("--profile", "dual-3090", "--gpu", "RTX 4090")
+    assert big["gpu"]["compute_capability"] == [8, 9]
+    assert big["kv_cache"]["tokens"] > 3 * small["kv_cache"]["tokens"]
+
+
+def test_any_card_from_memory_and_compute_capability() -> None:
+    from launcher.gpu_catalog import DEFAULT_DRIVER_RESERVED_BYTES, GIB
+
+    data = fit_json("--profile", "dual-3090", "--gpu-memory", "48", "--compute-capability", "8.9")
+    assert data["gpu"]["cuda_total_bytes"] == 48 * GIB - DEFAULT_DRIVER_RESERVED_BYTES
+    assert data["gpu"]["compute_capability"] == [8, 9]
+    variant = fit_json("--profile", "dual-3090", "--gpu", "RTX 4090", "--gpu-memory", "96")
+    assert variant["gpu"]["compute_capability"] == [8, 9] and variant["gpu"]["cuda_total_bytes"] > 95 * GIB
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--gpu-memory", "48"), "--gpu-memory needs --compute-capability X.Y"),
+    (("--compute-capability", "8.9"), "--compute-capability describes a card together with --gpu-memory"),
+    (("--gpu-memory", "48", "--compute-capability", "eight"), "compute capability like"),
+])
+def test_an_incomplete_card_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
+    result = CliRunner().invoke(cli, ["fit", "--profile", "dual-3090", *args])
+    assert result.exit_code == 2 or getattr(result.exception, "exit_code", None) == 2
+    assert message in (result.output + str(result.exception))
+
+
+def test_unknown_size_of_a_known_card_suggests_the_variant_flags() -> None:
+    from launcher.errors import ProfileError
+    from launcher.gpu_catalog import lookup
+
+    with pytest.raises(ProfileError) as exc:
+        lookup("RTX 4090 96GB")
+    assert "--gpu 'RTX 4090' --gpu-memory 96" in str(exc.value)
+    assert "--gpu-memory GIB --compute-capability X.Y" in str(exc.value)
