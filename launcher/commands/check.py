@@ -34,11 +34,12 @@ def check(
     as_json: bool,
     extra_args: tuple[str, ...],
 ) -> None:
-    """Preflight a profile: GPU count, memory, compute capability, attention/KV, driver, MIG, P2P.
+    """Preflight a profile: GPU count, memory, compute capability, attention/KV, driver, MIG, P2P, model files, disk.
 
     --profile auto picks the best profile this machine (or inventory) can run.
     With --inventory, the CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES recorded in the file apply,
-    not this shell's; the profile's own `env` applies in both cases, as it does for `serve`.
+    not this shell's; the profile's own `env` applies in both cases, as it does for `serve`. Model files
+    and disk are this machine's, or with --inventory what `launcher gpus --json` recorded (else skipped).
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
     from launcher.preflight import combined_fix, get_inventory, require_runnable, run_preflight
@@ -50,6 +51,9 @@ def check(
         auto = _choose(inventory, profiles_dirs, sets, extra_args, as_json, inventory_file)
     name = profile_name if auto is None else str(auto.resolved.path)
     resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
+    from launcher.model_files import with_model_checks  # the weights and their disk: here, or as the inventory recorded them
+
+    report = with_model_checks(report, resolved.profile, inventory if inventory_file else None)
     where = f"inventory {inventory_file}" if inventory_file else "live NVML"
     fix = None
     if report.status != "pass":

@@ -103,7 +103,7 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
     try:
         inventory = get_inventory(None, runtime.probe)
     except HardwareError as exc:
-        if dry_run and name != AUTO:
+        if dry_run and not skip_checks and name != AUTO:
             # --dry-run prints the command; with no GPUs to read there is nothing to check it against.
             click.echo(f"launcher: WARNING: --dry-run: the GPU preflight could not run, the command is not checked "
                        f"against any GPU ({exc})", err=True)
@@ -113,6 +113,9 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
         click.echo(f"launcher: WARNING: --skip-checks: GPUs not checked ({exc})", err=True)
         return load_profile(name, dirs, sets, extra)
     resolved, report = run_preflight(name, dirs, sets, extra, inventory_source=inventory)
+    from launcher.model_files import with_model_checks
+
+    report = with_model_checks(report, resolved.profile)  # vLLM starts here: this machine's cache and disk
     click.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
     if not report.ok:
         if not skip_checks:

@@ -12,6 +12,7 @@ variables and arguments. Commands that need real hardware, Docker or the network
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import subprocess
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from container_fakes import FakeVllm, child_env, write_fake_vllm
 from test_container import build_args, entry_command, image_env
 
@@ -160,6 +160,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
             path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(body)
+    seed_model_cache(root / ".cache" / "huggingface" / "hub")
     record = root / ".vllm-record.json"
     fakebin = root / ".bin"
     write_fake_vllm(fakebin, record)
@@ -168,6 +169,23 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN, **fake_nvml}, path_first=[fakebin])
     with FakeVllm() as server:
         yield {"root": root, "record": record, "env": env, "server": server}
+
+
+def seed_model_cache(hub: Path) -> None:
+    """The cache the runbook's `docker run -v ~/.cache/huggingface:...` mounts holds the model (launcher checks it):
+    a stand-in snapshot in huggingface_hub's layout, the index naming its shards, with the model card's sizes."""
+    snap = hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs").mkdir()
+    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs" / "main").write_text("0" * 40)
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    weight_map = {"model.language_model.layers.0.mlp.down_proj.weight": shards[0],
+                  "model.visual.blocks.0.attn.qkv.weight": shards[0], "mtp.layers.0.mlp.down_proj.weight": shards[1]}
+    index = {"metadata": {"total_size": 33_850_000_000}, "weight_map": weight_map}
+    (snap / "model.safetensors.index.json").write_text(json.dumps(index))
+    (snap / "config.json").write_text("{}")
+    for shard in shards:
+        (snap / shard).write_bytes(b"")
 
 
 def adapt(cmd: str, server_url: str) -> str:
@@ -219,6 +237,8 @@ def docker_run_as_process(cmd: str, root: Path) -> tuple[list[str], dict[str, st
             host, container = value.split(":")[:2]
             if container == image_env()["LAUNCHER_PROFILES_DIR"]:
                 env["LAUNCHER_PROFILES_DIR"] = str(root / Path(host.replace("$PWD/", "")))
+            if container == image_env()["HF_HOME"]:  # the model cache mount: the sandbox's home stands for the host's
+                env["HF_HOME"] = str(root / Path(host.replace("~/", "")))
         i += 2
     image, args = words[i], words[i + 1 :]
     assert image == "launcher:vllm-" + build_args()["VLLM_TAG"].lstrip("v")
