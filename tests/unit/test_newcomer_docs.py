@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from container_fakes import FakeVllm, child_env
 
 REPO = Path(__file__).resolve().parents[2]
