@@ -46,6 +46,12 @@ NEEDS = {
     "docker compose up -d": "docker",
     "docker rm -f vllm": "docker",
     "LAUNCHER_IMAGE=launcher:vllm-0.32.0 docker compose up -d": "docker",
+    "systemd-analyze verify --man=no launcher-dual-3090.service": "systemd",
+    "sudo install -m 0644 launcher-dual-3090.service /etc/systemd/system/": "systemd",
+    "sudo install -d /etc/launcher && sudo install -m 0600 /dev/null /etc/launcher/launcher-dual-3090.env": "systemd",
+    "sudoedit /etc/launcher/launcher-dual-3090.env": "systemd",
+    "sudo systemctl daemon-reload && sudo systemctl enable --now launcher-dual-3090.service": "systemd",
+    "journalctl -u launcher-dual-3090.service -f": "systemd",
 }
 # launcher commands that read the GPUs through NVML (no --inventory/--gpu given): run on the recording.
 NVML_COMMANDS = ("launcher gpus", "launcher check", "launcher fit", "launcher profiles --live")
