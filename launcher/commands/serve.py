@@ -22,8 +22,9 @@ __all__ = ["Runtime", "serve"]
 @click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
               help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
 @click.option("--wait", "wait_ready", is_flag=True,
-              help="Start vLLM as a child instead of exec'ing it, wait until it lists the model, then keep serving "
-              "in the foreground (signals forwarded, exit code vLLM's). Exit 5 if it is not ready in time.")
+              help="Start vLLM as a child instead of exec'ing it, wait until it lists the model (showing the start's stage from "
+              "vLLM's log: weights, torch.compile, KV cache, CUDA graphs), then keep serving in the foreground (signals "
+              "forwarded, exit code vLLM's). Exit 5 if it is not ready in time, 4 (naming the stage) if vLLM exits.")
 @click.option("--smoke", is_flag=True, help="With --wait (implied): run the smoke battery once ready; exit 5 on a failure.")
 @click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
               help="Seconds to wait for readiness (loading 33 GB of weights and compiling takes minutes).")
