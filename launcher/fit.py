@@ -698,8 +698,54 @@ def pool_lines(result: FitResult, engines: int = 1, layout: str = "") -> list[st
     return lines
 
 
-def format_breakdown(result: FitResult, engines: int = 1, layout: str = "") -> str:
-    """A human table of the terms and the KV geometry (GiB, ± uncertainty); `engines` as in `pool_lines`."""
+BAR_WIDTH = 60
+BAR_PARTS = (  # role, letter, legend: what one GPU's memory holds, left to right
+    ("weights", "W", "weights"),
+    ("activations", "A", "activations + buffers"),
+    ("graphs", "G", "CUDA graphs"),
+    ("kv", "K", "KV cache"),
+    ("free", ".", "outside the budget"),
+)
+
+
+def _plain(text: str, role: str) -> str:
+    return text
+
+
+def bar_parts(result: FitResult) -> list[tuple[str, int]]:
+    """(role, bytes) of one GPU's memory (CUDA total): weights, activations + persistent buffers, CUDA graphs,
+    the KV cache, and what gpu_memory_utilization leaves outside vLLM's budget. Negative parts count as 0."""
+    total = result.inputs.total_memory_bytes
+    parts = [
+        ("weights", result.weights.bytes),
+        ("activations", result.persistent.bytes + result.activation.bytes),
+        ("graphs", result.cudagraph.bytes),
+        ("kv", result.kv_available.bytes),
+    ]
+    parts = [(role, max(0, n)) for role, n in parts]
+    parts.append(("free", max(0, total - sum(n for _, n in parts))))
+    return parts
+
+
+def memory_bar(result: FitResult, width: int = BAR_WIDTH, paint: Any = _plain) -> list[str]:
+    """One GPU's memory as a bar (a letter per part: W weights, A activations, G graphs, K KV, . outside the budget),
+    `width` characters for the CUDA total, largest remainders rounding; then its legend with the GiB of each part."""
+    parts = bar_parts(result)
+    whole = sum(n for _, n in parts) or 1
+    exact = [n * width / whole for _, n in parts]
+    cells = [int(x) for x in exact]
+    for k in sorted(range(len(parts)), key=lambda k: exact[k] - cells[k], reverse=True)[: width - sum(cells)]:
+        cells[k] += 1
+    letters = {role: letter for role, letter, _ in BAR_PARTS}
+    legend = {role: text for role, _, text in BAR_PARTS}
+    bar = "".join(paint(letters[role] * c, role) for (role, _), c in zip(parts, cells, strict=True) if c)
+    keys = "  ".join(paint(letters[role], role) + f" {legend[role]} {n / GIB:.2f}" for role, n in parts if n)
+    return [f"  memory per GPU [{bar}] {result.inputs.total_memory_bytes / GIB:.2f} GiB", f"  {' ' * 15} {keys}"]
+
+
+def format_breakdown(result: FitResult, engines: int = 1, layout: str = "", paint: Any = _plain) -> str:
+    """A human table of the terms and the KV geometry (GiB, ± uncertainty); `engines` as in `pool_lines`;
+    `paint(text, role)` colours the bar and the verdict (launcher.style.paint on a terminal)."""
     i = result.inputs
     lines = [
         f"GPU {i.gpu_name or '?'}: {i.total_memory_bytes / GIB:.2f} GiB (CUDA total), CC "
@@ -708,6 +754,8 @@ def format_breakdown(result: FitResult, engines: int = 1, layout: str = "") -> s
         + f", util {i.gpu_memory_utilization}, kv {i.kv_cache_dtype}, MTP k={i.num_speculative_tokens}, "
         f"max_model_len {i.max_model_len}, max_num_seqs {result.max_num_seqs}, "
         f"max_num_batched_tokens {result.max_num_batched_tokens}",
+        "",
+        *memory_bar(result, paint=paint),
         "",
         f"  {'term':<14}{'GiB':>9}{'± GiB':>9}  source",
     ]
@@ -724,7 +772,7 @@ def format_breakdown(result: FitResult, engines: int = 1, layout: str = "") -> s
         f"  margin {result.margin_bytes / GIB:+.2f} GiB vs ±{result.uncertainty_bytes / GIB:.2f} GiB: {result.kv_verdict}",
         f"  largest max_model_len that starts: {result.max_model_len_fit} (with margin: {result.max_model_len_safe})",
         "  start-up: " + startup_line(result.startup.rule, assumed=result.startup.free_memory_assumed) + f": {result.startup.verdict}",
-        f"verdict: {result.verdict}",
+        f"verdict: {paint(result.verdict, result.verdict)}",
     ]
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import click
 
+from launcher import style
 from launcher.checks import Report
 from launcher.commands._common import passthrough, profile_options
 from launcher.commands.gpus import runtime_of
@@ -71,7 +72,7 @@ def check(
         lines = format_report(resolved, report, inventory, where).splitlines()
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
-        click.echo("\n".join(lines))
+        style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
     require_runnable(report, resolved.name)
 
 
@@ -100,7 +101,7 @@ def format_report(resolved: Resolved, report: Report, inventory: Inventory, wher
         f"profile {resolved.name} ({resolved.path}) on {inventory.summary()}, driver {inventory.driver_version} ({where})"
     ]
     for r in report.results:
-        lines.append(f"{r.status.upper():<5} {r.id:<18} {r.message}")
+        lines.append(f"{style.status(r.status)} {r.id:<18} {r.message}")
         if r.fix and r.status != "pass":
             lines.append(f"{'':<24} Fix: {r.fix}")
     for layer in resolved.layers:
@@ -108,10 +109,12 @@ def format_report(resolved: Resolved, report: Report, inventory: Inventory, wher
             lines.append(f"adjusted by the check: {_flat(layer.data)} ({layer.source})")
     n_warn = len(report.warnings)
     if report.ok:
-        lines.append("result: runnable" + (f" with {n_warn} warning{'s' * (n_warn > 1)}" if n_warn else ""))
+        verdict = "runnable" + (f" with {n_warn} warning{'s' * (n_warn > 1)}" if n_warn else "")
+        lines.append("result: " + style.paint(verdict, "marginal" if n_warn else "fits"))
     else:
         n = len(report.failures)
-        lines.append(f"result: NOT RUNNABLE: {n} check{'s' * (n > 1)} failed ({', '.join(r.id for r in report.failures)})")
+        failed = f"NOT RUNNABLE: {n} check{'s' * (n > 1)} failed ({', '.join(r.id for r in report.failures)})"
+        lines.append("result: " + style.paint(failed, "does-not-fit"))
     return "\n".join(lines)
 
 

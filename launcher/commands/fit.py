@@ -98,8 +98,10 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
                               "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
         click.echo(json.dumps(out, indent=2))
     else:
+        from launcher import style
+
         click.echo(f"profile {resolved.name}: {profile.model.name}")
-        click.echo(format_breakdown(result, *engines_of(profile)))
+        style.echo(format_breakdown(result, *engines_of(profile), paint=style.paint))  # coloured on a terminal only
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

@@ -117,7 +117,9 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
     from launcher.model_files import with_model_checks
 
     report = with_model_checks(report, resolved.profile)  # vLLM starts here: this machine's cache and disk
-    click.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
+    from launcher import style
+
+    style.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
     if not report.ok:
         if not skip_checks:
             require_runnable(report, resolved.name)

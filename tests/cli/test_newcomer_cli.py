@@ -240,3 +240,69 @@ def test_k8s_takes_the_key_from_a_secret_so_no_warning() -> None:
 def test_serve_without_the_key_still_refuses() -> None:
     result = run("serve", "--profile", "dual-3090", "--set", "server.api_key_env=NEWCOMER_KEY", obj=h200x2_runtime(), env={"NEWCOMER_KEY": None})
     assert result.exit_code == 2 and "NEWCOMER_KEY is not set" in result.stderr
+
+
+# ------------------------------------------------------------------ colour where a person reads
+
+
+def on_a_terminal(*args: str, env: dict[str, str] | None = None) -> str:
+    """`launcher ARGS` with stdout and stderr on a pseudo-terminal (as in an interactive shell); what it wrote."""
+    import pty
+
+    master, slave = pty.openpty()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER") and k != "NO_COLOR"}
+    full_env.update({"TERM": "xterm", **(env or {})})
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=full_env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+DESKTOP = ("--inventory", "tests/fixtures/inventories/rtx3090x2-desktop.json")
+
+
+@pytest.mark.slow
+def test_check_is_coloured_on_a_terminal() -> None:
+    from tests.conftest import REPO
+
+    text = on_a_terminal("check", "--profile", "dual-3090", "--inventory", str(REPO / DESKTOP[1]))
+    assert "\x1b[32mPASS\x1b[0m  visible-devices" in text
+    assert "\x1b[33mWARN\x1b[0m  memory-free" in text
+    assert "result: \x1b[33mrunnable with 3 warnings\x1b[0m" in text
+
+
+@pytest.mark.slow
+def test_fit_bar_and_verdict_are_coloured_on_a_terminal() -> None:
+    text = on_a_terminal("fit", "--profile", "dual-3090", "--gpu", "RTX 3090")
+    assert "[\x1b[34mWWW" in text and "\x1b[32mKKK" in text
+    assert "verdict: \x1b[33mmarginal\x1b[0m" in text or "verdict: \x1b[32mfits\x1b[0m" in text
+
+
+@pytest.mark.slow
+def test_no_color_turns_it_off_on_a_terminal() -> None:
+    from tests.conftest import REPO
+
+    text = on_a_terminal("check", "--profile", "dual-3090", "--inventory", str(REPO / DESKTOP[1]), env={"NO_COLOR": "1"})
+    assert "PASS  visible-devices" in text and "\x1b[" not in text
+    assert "\x1b[" not in on_a_terminal("fit", "--profile", "dual-3090", "--gpu", "RTX 3090", env={"NO_COLOR": "1"})
+
+
+def test_piped_output_is_plain() -> None:
+    from tests.conftest import REPO
+
+    for args in (("check", "--profile", "dual-3090", "--inventory", str(REPO / DESKTOP[1])), ("fit", "--profile", "dual-3090", "--gpu", "RTX 3090")):
+        result = run(*args)
+        assert "\x1b[" not in result.output and ("PASS  " in result.output or "verdict: " in result.output)
+    p = subprocess.run([sys.executable, "-m", "launcher", "check", "--profile", "dual-3090", "--inventory", str(REPO / DESKTOP[1])],
+                       capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
+    assert "\x1b[" not in p.stdout and "WARN  memory-free" in p.stdout

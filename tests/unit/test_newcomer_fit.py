@@ -134,3 +134,37 @@ def test_unknown_size_of_a_known_card_suggests_the_variant_flags() -> None:
         lookup("RTX 4090 96GB")
     assert "--gpu 'RTX 4090' --gpu-memory 96" in str(exc.value)
     assert "--gpu-memory GIB --compute-capability X.Y" in str(exc.value)
+
+
+# ------------------------------------------------------------------ the memory bar
+
+
+@pytest.mark.parametrize(("profile", "gpu"), [("dual-3090", "RTX 3090"), ("tp4", "H200"), ("tp8", "A100-80GB")])
+def test_memory_bar_is_proportional_and_its_legend_is_the_terms(profile: str, gpu: str) -> None:
+    from launcher.fit import BAR_WIDTH, GIB, bar_parts, memory_bar
+    from launcher.fit_profile import fit_profile
+
+    result = fit_profile(resolve_profile(profile), gpu)
+    bar_line, legend = memory_bar(result)
+    bar = bar_line.split("[", 1)[1].split("]", 1)[0]
+    assert len(bar) == BAR_WIDTH
+    parts = dict(bar_parts(result))
+    total = result.inputs.total_memory_bytes
+    assert sum(parts.values()) == total
+    for role, letter in (("weights", "W"), ("activations", "A"), ("graphs", "G"), ("kv", "K"), ("free", ".")):
+        assert abs(bar.count(letter) - parts[role] / total * BAR_WIDTH) < 1.0, (role, bar)
+    assert f"W weights {result.weights.bytes / GIB:.2f}" in legend and f"K KV cache {result.kv_available.bytes / GIB:.2f}" in legend
+    assert re.fullmatch(r"W*A*G*K*\.*", bar)  # in memory order, left to right
+
+
+def resolve_profile(name: str):  # type: ignore[no-untyped-def]
+    from launcher.load import resolve
+
+    return resolve(name, environ={}).profile
+
+
+def test_fit_text_shows_the_bar_next_to_the_numbers() -> None:
+    text = fit("--profile", "dual-3090", "--gpu", "RTX 3090")
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  memory per GPU ["))
+    assert lines[at + 1].strip().startswith("W weights") and lines[at + 3].lstrip().startswith("term")
