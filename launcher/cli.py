@@ -43,7 +43,7 @@ SHORT_HELP: dict[str, str] = {
     "check": "Preflight a profile against the GPUs or an inventory file.",
     "fit": "Estimate GPU memory and KV cache for a profile.",
     "calibrate": "Compare the estimate with a real vLLM start log.",
-    "engines": "List supported vLLM versions and what differs.",
+    "engines": "List supported vLLM versions and what differs (for the profiles first).",
     "wait": "Wait until a server lists its model.",
     "smoke": "Run the post-start smoke battery against a server.",
 }

@@ -306,3 +306,33 @@ def test_piped_output_is_plain() -> None:
     p = subprocess.run([sys.executable, "-m", "launcher", "check", "--profile", "dual-3090", "--inventory", str(REPO / DESKTOP[1])],
                        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
     assert "\x1b[" not in p.stdout and "WARN  memory-free" in p.stdout
+
+
+# ------------------------------------------------------------------ engines: what matters first
+
+
+def test_engines_lists_what_changed_for_the_profiles_first() -> None:
+    text = run("engines").stdout
+    for block in text.split("\nvLLM ")[1:]:
+        head, _, rest = block.partition("  for this model's profiles (flags and values they use):\n")
+        assert rest, block[:200]
+        mattering, _, others = rest.partition("  every other difference:\n")
+        assert others, "the rest follows what matters"
+        for line in mattering.splitlines():
+            flag = line.split()[0].rstrip(":")
+            if flag.startswith("--"):
+                assert f"    {flag}:" not in others and f"newly deprecated: {flag}:" not in others  # said once
+    assert "--mamba-cache-mode: no longer accepts 'all' (used by dual-3090-full)" in text  # 0.25.1 -> 0.32.0
+
+
+def test_engines_relevance_follows_the_profiles_values() -> None:
+    from launcher.commands.engines import relevant_lines
+
+    diff = {"removed": ["--gone"], "deprecated": {"--old": "use --new"}, "added": [], "spellings_added": {}, "spellings_removed": {},
+            "changed": {"--kv-cache-dtype": {"choices": [["fp8_e4m3", "auto"], ["auto"]]}, "--unused": {"choices": [["a"], ["b"]]}},
+            "late": {"tool_call_parsers": {"added": [], "removed": ["qwen3_xml"]}}}
+    used = {"--gone": {"p1": None}, "--kv-cache-dtype": {"p1": "fp8_e4m3", "p2": "auto"}, "--tool-call-parser": {"p2": "qwen3_xml"}}
+    lines, covered = relevant_lines(diff, used)
+    assert lines == ["--gone: removed (used by p1)", "--kv-cache-dtype: no longer accepts 'fp8_e4m3' (used by p1)",
+                     "tool call parsers: 'qwen3_xml' is gone (used by p2)"]
+    assert covered == {"--gone", "--kv-cache-dtype"}
