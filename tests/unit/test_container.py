@@ -214,6 +214,23 @@ def expected_argv(env: dict[str, str], profile: str, sets: tuple[str, ...] = (),
     return list(render(resolve(profile, environ=environ, sets=sets, extra_args=extra).profile).argv)
 
 
+def seed_model_cache(hub: Path) -> None:
+    """A container's mounted Hugging Face cache that holds the model (`launcher serve` checks it; offline it must be
+    there): a stand-in snapshot in huggingface_hub's layout, the index naming its shards, the model card's sizes."""
+    snap = hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs").mkdir()
+    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs" / "main").write_text("0" * 40)
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    weight_map = {"model.language_model.layers.0.mlp.down_proj.weight": shards[0],
+                  "model.visual.blocks.0.attn.qkv.weight": shards[0], "mtp.layers.0.mlp.down_proj.weight": shards[1]}
+    index = {"metadata": {"total_size": 33_850_000_000}, "weight_map": weight_map}
+    (snap / "model.safetensors.index.json").write_text(json.dumps(index))
+    (snap / "config.json").write_text("{}")
+    for shard in shards:
+        (snap / shard).write_bytes(b"")
+
+
 def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
     env = {
         "LAUNCHER_PROFILE": "dual-3090",
@@ -222,7 +239,9 @@ def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
         "LAUNCHER_EXTRA_ARGS": "--enforce-eager",
         "HF_TOKEN": HF_TOKEN,
         "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),  # the mounted cache holds the model (offline: launcher checks it)
     }
+    seed_model_cache(tmp_path / "hub")
     args = ["--set", "engine.gpu_memory_utilization=0.9", "--", "--seed", "7"]
     result, record = run_entry(tmp_path, env, args)
     assert result.returncode == 0, result.stderr

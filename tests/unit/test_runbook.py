@@ -12,7 +12,6 @@ variables and arguments. Commands that need real hardware, Docker or the network
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import shlex
 import subprocess
@@ -21,7 +20,7 @@ from typing import Iterator
 
 import pytest
 from container_fakes import FakeVllm, child_env, write_fake_vllm
-from test_container import build_args, entry_command, image_env
+from test_container import build_args, entry_command, image_env, seed_model_cache
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -175,23 +174,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN, **fake_nvml}, path_first=[fakebin])
     with FakeVllm() as server:
         yield {"root": root, "record": record, "env": env, "server": server}
-
-
-def seed_model_cache(hub: Path) -> None:
-    """The cache the runbook's `docker run -v ~/.cache/huggingface:...` mounts holds the model (launcher checks it):
-    a stand-in snapshot in huggingface_hub's layout, the index naming its shards, with the model card's sizes."""
-    snap = hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs").mkdir()
-    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs" / "main").write_text("0" * 40)
-    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-    weight_map = {"model.language_model.layers.0.mlp.down_proj.weight": shards[0],
-                  "model.visual.blocks.0.attn.qkv.weight": shards[0], "mtp.layers.0.mlp.down_proj.weight": shards[1]}
-    index = {"metadata": {"total_size": 33_850_000_000}, "weight_map": weight_map}
-    (snap / "model.safetensors.index.json").write_text(json.dumps(index))
-    (snap / "config.json").write_text("{}")
-    for shard in shards:
-        (snap / shard).write_bytes(b"")
 
 
 def adapt(cmd: str, server_url: str) -> str:
