@@ -33,11 +33,11 @@ COMMANDS: dict[str, str] = {
 }
 
 SHORT_HELP: dict[str, str] = {
-    "profiles": "List profiles (name, GPUs, TP, memory, context, MTP).",
+    "profiles": "List profiles (name, GPUs, TP, memory, context, MTP, what for).",
     "show": "Print a profile after layering, as YAML.",
     "explain": "Show every resolved value and which layer set it.",
     "schema": "Print the JSON Schema of a profile file.",
-    "render": "Render the exact vllm serve command (shell, json, yaml, env).",
+    "render": "Render as shell, json, yaml, env, compose, k8s or systemd.",
     "diff": "Show what differs between two rendered profiles.",
     "serve": "Check, print and exec vllm serve for a profile.",
     "gpus": "Read the GPUs through NVML (the inventory).",
@@ -70,6 +70,16 @@ class LazyGroup(click.Group):
             raise
         return getattr(module, attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            # click turns EPIPE into a silent exit 1 (its "internal error" code here); a reader that
+            # went away is not an error: carry it past click to main(), which ends quietly.
+            if _stdout_gone():
+                raise StdoutClosed() from exc
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
         if rows:
@@ -87,6 +97,23 @@ class LazyGroup(click.Group):
             if close and "No such command" in str(exc):
                 raise click.UsageError(f"No such command '{name}'. Did you mean '{close[0]}'?") from None
             raise
+
+
+class StdoutClosed(Exception):
+    """Our stdout's reader closed the pipe (`launcher fit ... | head -1`)."""
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):
+        return True  # no descriptor to ask: the write itself said EPIPE
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _available(name: str) -> bool:
@@ -111,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("LAUNCHER_DEBUG", "") not in ("", "0")
     try:
         rc = cli.main(args=argv, prog_name="launcher", standalone_mode=False)
+        sys.stdout.flush()  # a reader that went away shows here, inside the boundary
+    except (BrokenPipeError, StdoutClosed):
+        _quiet_stdout()
+        sys.exit(0)
     except LauncherError as exc:
         if debug:
             raise
@@ -138,3 +169,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(EXIT_INTERNAL)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout is gone (`launcher profiles | head -1`): end quietly, as other CLIs do.
+
+    Python flushes stdout again at exit; pointing the descriptor at /dev/null keeps that flush from
+    printing "Exception ignored ... BrokenPipeError" (the recipe of the Python docs, signal module).
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's buffer)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -620,7 +620,7 @@ def _notes(inp: FitInput, weights: Term, kv: Term, limit: int) -> list[str]:
     if not inp.weights.from_local_index:
         notes.append(
             f"weights from shipped facts (±{weights.uncertainty_bytes / GIB:.2f} GiB per GPU); "
-            "a local checkpoint's model.safetensors.index.json narrows this to ±0.05 GiB"
+            "a local checkpoint's model.safetensors.index.json narrows this to ±0.10 GiB"
         )
     if inp.compute_capability < (8, 0):
         notes.append(f"compute capability {inp.compute_capability[0]}.{inp.compute_capability[1]} is below this model's floor of 8.0 "
@@ -716,8 +716,71 @@ def startup_line(rule: Startup, assumed: bool = False) -> str:
     return text
 
 
-def format_breakdown(result: FitResult) -> str:
-    """A human table of the terms and the KV geometry (GiB, ± uncertainty)."""
+def pool_lines(result: FitResult, engines: int = 1, layout: str = "") -> list[str]:
+    """The KV pool, labelled: per engine (what vLLM logs as "Maximum concurrency"), and for the whole deployment
+    when it runs `engines` copies (data parallel ranks x replicas, `layout` says which), each with its own pool."""
+    L = result.inputs.max_model_len
+    per = "per engine" if engines > 1 else "one engine"
+    lines = [
+        f"  pool ({per}): {result.num_blocks} blocks, {result.kv_cache_tokens:,} tokens, "
+        f"{result.concurrency_at_max_len:.2f} requests at {L} at once (vLLM's \"Maximum concurrency\")",
+    ]
+    if engines > 1:
+        lines.append(
+            f"  pool (whole deployment, {engines} engines{': ' + layout if layout else ''}): {result.num_blocks * engines} blocks, "
+            f"{result.kv_cache_tokens * engines:,} tokens, {result.concurrency_at_max_len * engines:.2f} requests at {L} at once"
+        )
+    return lines
+
+
+BAR_WIDTH = 60
+BAR_PARTS = (  # role, letter, legend: what one GPU's memory holds, left to right
+    ("weights", "W", "weights"),
+    ("activations", "A", "activations + buffers"),
+    ("graphs", "G", "CUDA graphs"),
+    ("kv", "K", "KV cache"),
+    ("free", ".", "outside the budget"),
+)
+
+
+def _plain(text: str, role: str) -> str:
+    return text
+
+
+def bar_parts(result: FitResult) -> list[tuple[str, int]]:
+    """(role, bytes) of one GPU's memory (CUDA total): weights, activations + persistent buffers, CUDA graphs,
+    the KV cache, and what gpu_memory_utilization leaves outside vLLM's budget. Negative parts count as 0."""
+    total = result.inputs.total_memory_bytes
+    parts = [
+        ("weights", result.weights.bytes),
+        ("activations", result.persistent.bytes + result.activation.bytes),
+        ("graphs", result.cudagraph.bytes),
+        ("kv", result.kv_available.bytes),
+    ]
+    parts = [(role, max(0, n)) for role, n in parts]
+    parts.append(("free", max(0, total - sum(n for _, n in parts))))
+    return parts
+
+
+def memory_bar(result: FitResult, width: int = BAR_WIDTH, paint: Any = _plain) -> list[str]:
+    """One GPU's memory as a bar (a letter per part: W weights, A activations, G graphs, K KV, . outside the budget),
+    `width` characters for the CUDA total, largest remainders rounding; then its legend with the GiB of each part."""
+    parts = bar_parts(result)
+    whole = sum(n for _, n in parts) or 1
+    exact = [n * width / whole for _, n in parts]
+    cells = [int(x) for x in exact]
+    for k in sorted(range(len(parts)), key=lambda k: exact[k] - cells[k], reverse=True)[: width - sum(cells)]:
+        cells[k] += 1
+    letters = {role: letter for role, letter, _ in BAR_PARTS}
+    legend = {role: text for role, _, text in BAR_PARTS}
+    bar = "".join(paint(letters[role] * c, role) for (role, _), c in zip(parts, cells, strict=True) if c)
+    keys = "  ".join(paint(letters[role], role) + f" {legend[role]} {n / GIB:.2f}" for role, n in parts if n)
+    return [f"  memory per GPU [{bar}] {result.inputs.total_memory_bytes / GIB:.2f} GiB", f"  {' ' * 15} {keys}"]
+
+
+def format_breakdown(result: FitResult, engines: int = 1, layout: str = "", paint: Any = _plain) -> str:
+    """A human table of the terms and the KV geometry (GiB, ± uncertainty); `engines` as in `pool_lines`;
+    `paint(text, role)` colours the bar and the verdict (launcher.style.paint on a terminal)."""
     i = result.inputs
     lines = [
         f"GPU {i.gpu_name or '?'}: {i.total_memory_bytes / GIB:.2f} GiB (CUDA total), CC "
@@ -726,6 +789,8 @@ def format_breakdown(result: FitResult) -> str:
         + f", util {i.gpu_memory_utilization}, kv {i.kv_cache_dtype}, MTP k={i.num_speculative_tokens}, "
         f"max_model_len {i.max_model_len}, max_num_seqs {result.max_num_seqs}, "
         f"max_num_batched_tokens {result.max_num_batched_tokens}",
+        "",
+        *memory_bar(result, paint=paint),
         "",
         f"  {'term':<14}{'GiB':>9}{'± GiB':>9}  source",
     ]
@@ -738,15 +803,14 @@ def format_breakdown(result: FitResult) -> str:
         f"S={result.state_blocks_per_gdn_group} state blocks x {result.gdn_groups} GDN groups",
         f"  one request at {i.max_model_len}: {result.blocks_per_request} blocks = "
         f"{result.bytes_per_request / GIB:.2f} GiB (+1 null block = {result.bytes_needed_to_start / GIB:.2f} GiB)",
-        f"  pool: {result.num_blocks} blocks, {result.kv_cache_tokens:,} tokens, "
-        f"concurrency {result.concurrency_at_max_len:.2f}x at {i.max_model_len}",
+        *pool_lines(result, engines, layout),
         f"  margin {result.margin_bytes / GIB:+.2f} GiB vs ±{result.uncertainty_bytes / GIB:.2f} GiB: {result.kv_verdict}",
         f"  largest max_model_len that starts: {result.max_model_len_fit} (with margin: {result.max_model_len_safe})",
         "  start-up: " + startup_line(result.startup.rule, assumed=result.startup.free_memory_assumed) + f": {result.startup.verdict}",
         f"  while vLLM measures its CUDA graphs: weights + buffers + {result.startup.profiling_kv_blocks} throw-away KV blocks + graphs = "
         f"{result.startup.profiling_peak_bytes / GIB:.2f} GiB of {(result.startup.rule.free_bytes - result.startup.rule.allowance.high_bytes) / GIB:.2f}"
         f"-{(result.startup.rule.free_bytes - result.startup.rule.allowance.low_bytes) / GIB:.2f} GiB free",
-        f"verdict: {result.verdict}",
+        f"verdict: {paint(result.verdict, result.verdict)}",
     ]
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)

@@ -325,7 +325,7 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
         f"one {L:,}-token request needs {gib(result.bytes_needed_to_start)} ({result.blocks_per_request} blocks of "
         f"{result.block_size_tokens} tokens, {result.bytes_per_block / (1 << 20):.2f} MiB, plus the null block); "
         f"margin {result.margin_bytes / GIB:+.2f} GiB; pool {result.kv_cache_tokens:,} tokens, "
-        f"{result.concurrency_at_max_len:.2f} requests at full length; largest max_model_len that fits: "
+        f"{result.concurrency_at_max_len:.2f} requests at full length{_deployment_text(profile, result)}; largest max_model_len that fits: "
         f"{result.max_model_len_fit:,} ({result.max_model_len_safe:,} with margin)"
     )
     data: dict[str, Any] = {
@@ -348,6 +348,24 @@ def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":
     head = "fits only within the estimate's error: " if status == "warn" else "does not fit: "
     return CheckResult("kv-fit", status, head + message, fix=fix_hint(profile, result), gpus=indices, data=data,
                        sets=_kv_sets(result))
+
+
+def engines_of(profile: "Profile") -> tuple[int, str]:
+    """How many engines (each with its own KV pool) the profile runs in all, and how: data parallel x replicas."""
+    from launcher.topology import topology
+
+    t = topology(profile)
+    parts = [f"data parallel {t.data_parallel_size}"] if t.data_parallel_size > 1 else []
+    if t.replicas > 1:
+        parts.append(f"{t.replicas} replicas")
+    return t.data_parallel_size * t.replicas, " x ".join(parts)
+
+
+def _deployment_text(profile: "Profile", result: FitResult) -> str:
+    engines, layout = engines_of(profile)
+    if engines == 1:
+        return ""
+    return f" per engine ({result.concurrency_at_max_len * engines:.2f} for the {engines} engines of {layout})"
 
 
 def _kv_sets(result: FitResult) -> tuple[str, ...]:

@@ -19,8 +19,9 @@ from launcher.inventory import (
 )
 
 INVENTORY_HINT = (
-    "on a machine without GPUs, capture the GPU host's inventory there with "
-    "`launcher gpus --json > inventory.json` and run `launcher check --inventory inventory.json`"
+    "without GPUs here, either estimate for a GPU model: `launcher fit --profile P --gpu \"RTX 3090\" --count 2` "
+    "(any card: --gpu-memory GIB --compute-capability X.Y), or capture the GPU host with "
+    "`launcher gpus --json > inventory.json` there and run `launcher check --inventory inventory.json --profile P`"
 )
 
 # NVML's P2P status codes (nvmlGpuP2PStatus_t) -> the inventory's names.

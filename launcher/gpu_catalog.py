@@ -110,6 +110,13 @@ _MODELS: tuple[GpuModel, ...] = (
     _m("RTX 4090", "NVIDIA GeForce RTX 4090", 24564, 23.64, (8, 9), nvlink="none", p2p=False,
        geforce=True, ecc=False, seen=True, aliases=("4090",),
        bandwidth=1008),
+    # Memory variant: 4090 boards rebuilt with 48 GB (sold for models like this one). NVML keeps the 4090's name;
+    # the total is told apart by memory (match_nvml). [UNVERIFIED] no capture here: nvidia-smi total taken as the
+    # 48 GB boards' usual 49140 MiB and the CUDA total as the RTX A6000's (same memory, same driver reservation).
+    _m("RTX 4090 48GB", "NVIDIA GeForce RTX 4090", 49140, 47.54, (8, 9), nvlink="none", p2p=False,
+       geforce=True, ecc=False, aliases=("4090 48GB", "RTX 4090 48G", "RTX 4090D 48GB", "4090D 48GB"),
+       source="modded 48 GB RTX 4090 [UNVERIFIED]: NVML total as 48 GB boards report it, CUDA total as the RTX A6000's",
+       bandwidth=1008),
     _m("RTX 5090", "NVIDIA GeForce RTX 5090", 32607, 31.4, (12, 0), nvlink="none", p2p=False,
        geforce=True, ecc=False, aliases=("5090",),
        bandwidth=1792),
@@ -162,21 +169,30 @@ _NOISE = re.compile(r"\b(nvidia|geforce|tesla)\b")
 def normalize(name: str) -> str:
     """Fold case, drop vendor words and every space, dash, underscore and dot."""
     folded = _NOISE.sub(" ", name.lower())
+    folded = re.sub(r"(\d)\s*gi?b\b", r"\1g", folded)  # 48GB, 48 GiB and 48G are one size
     return re.sub(r"[\s\-_.]+", "", folded)
 
 
-def _index() -> dict[str, GpuModel]:
+def _index() -> tuple[dict[str, GpuModel], dict[str, list[GpuModel]]]:
+    """Names a person types (key, aliases) -> one model; NVML names -> every memory variant, the first the base."""
     table: dict[str, GpuModel] = {}
+    by_nvml: dict[str, list[GpuModel]] = {}
     for model in _MODELS:
-        for spelling in (model.key, model.nvml_name, *model.aliases, *model.nvml_names):
+        for spelling in (model.key, *model.aliases):
             key = normalize(spelling)
             if key in table and table[key] is not model:
                 raise AssertionError(f"GPU alias {spelling!r} is ambiguous")
             table[key] = model
-    return table
+        for spelling in (model.nvml_name, *model.nvml_names):
+            by_nvml.setdefault(normalize(spelling), []).append(model)
+    for key, models in by_nvml.items():
+        if key in table and table[key] is not models[0]:
+            raise AssertionError(f"GPU alias {key!r} names another model than NVML's {models[0].key!r}")
+        table.setdefault(key, models[0])
+    return table, by_nvml
 
 
-_BY_NAME = _index()
+_BY_NAME, _BY_NVML = _index()
 
 
 def all_models() -> tuple[GpuModel, ...]:
@@ -200,8 +216,11 @@ def lookup(name: str) -> GpuModel:
         if display not in suggestions:
             suggestions.append(display)
     hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+    base, size = _base_and_size(name)
+    if base is not None and size:
+        hint += f"; a memory variant of a known card: --gpu {base.key!r} --gpu-memory {size:g}"
     known = ", ".join(m.key for m in _MODELS)
-    raise ProfileError(f"unknown GPU model {name!r}{hint} (known: {known})")
+    raise ProfileError(f"unknown GPU model {name!r}{hint}; any card: --gpu-memory GIB --compute-capability X.Y (known: {known})")
 
 
 BANDWIDTH_SOURCE = "NVIDIA datasheet peak memory bandwidth"
@@ -218,9 +237,57 @@ def memory_bandwidth(name: str) -> tuple[GpuModel, float] | None:
     return model, model.memory_bandwidth_gbs
 
 
-def match_nvml(name: str) -> GpuModel | None:
-    """The table entry for an NVML device name, or None (no error: inventories hold any GPU)."""
-    return _BY_NAME.get(normalize(name))
+def _base_and_size(name: str) -> tuple[GpuModel | None, float | None]:
+    """"RTX 4090 96GB" -> (RTX 4090, 96.0): a known card named with a memory size the table does not hold."""
+    m = re.fullmatch(r"(.*?)[\s\-_]*(\d+(?:\.\d+)?)\s*gi?b?", name.strip(), re.I)
+    if not m:
+        return None, None
+    return _BY_NAME.get(normalize(m.group(1))), float(m.group(2))
+
+
+def match_nvml(name: str, total_bytes: int | None = None) -> GpuModel | None:
+    """The table entry for an NVML device name, or None (no error: inventories hold any GPU).
+
+    With `total_bytes` (NVML's total), the memory variant of that name closest in memory (a 48 GB RTX 4090
+    reports the 24 GB card's name).
+    """
+    variants = _BY_NVML.get(normalize(name))
+    if not variants:
+        return _BY_NAME.get(normalize(name))
+    if total_bytes is None:
+        return variants[0]
+    return min(variants, key=lambda m: abs(m.memory_total_bytes - total_bytes))
+
+
+def custom_model(memory_gib: float | None, compute_capability: tuple[int, int] | None, base: GpuModel | None = None) -> GpuModel:
+    """A card described by its memory (GiB as nvidia-smi shows it: MiB / 1024) and compute capability.
+
+    With `base`, a memory variant of that known card (its compute capability, P2P and NVLink facts);
+    without, a generic card: no P2P assumed, CUDA total = NVML total minus a typical driver reservation.
+    """
+    if memory_gib is None and base is None:
+        raise ProfileError("--compute-capability describes a card together with --gpu-memory GIB (or --gpu MODEL)")
+    if base is None and compute_capability is None:
+        raise ProfileError("--gpu-memory needs --compute-capability X.Y (or --gpu MODEL to take it from)")
+    assert memory_gib is not None or base is not None
+    total = int(round(memory_gib * GIB)) if memory_gib is not None else base.memory_total_bytes  # type: ignore[union-attr]
+    cc = compute_capability or base.compute_capability  # type: ignore[union-attr]
+    label = f"{base.key if base else 'custom GPU'} ({total / GIB:g} GiB, CC {cc[0]}.{cc[1]})"
+    how = (f"--gpu-memory {total / GIB:g}: NVML total as given; CUDA total = that minus a typical "
+           f"{DEFAULT_DRIVER_RESERVED_BYTES / GIB:.2f} GiB driver reservation")
+    return GpuModel(
+        key=label,
+        nvml_name=base.nvml_name if base else label,
+        memory_total_bytes=total,
+        cuda_total_bytes=total - DEFAULT_DRIVER_RESERVED_BYTES,
+        cuda_total_uncertainty_bytes=DEFAULT_DRIVER_RESERVED_UNCERTAINTY,
+        compute_capability=cc,
+        nvlink=base.nvlink if base else "none",
+        p2p_expected=base.p2p_expected if base else False,
+        geforce=base.geforce if base else False,
+        ecc=base.ecc if base else False,
+        source=how + (f"; otherwise as {base.key}" if base else ""),
+    )
 
 
 # When NVML's total is all we have, CUDA sees this much less (driver-reserved memory): 0.31 GiB on
@@ -236,7 +303,7 @@ def cuda_total_from_nvml(name: str, nvml_total_bytes: int) -> tuple[int, int, st
     matches the table (within 1 %) gets the table's CUDA total; anything else is NVML's total
     minus a typical driver reservation.
     """
-    model = match_nvml(name)
+    model = match_nvml(name, nvml_total_bytes)
     if model is not None and abs(model.memory_total_bytes - nvml_total_bytes) <= 0.01 * nvml_total_bytes:
         return model.cuda_total_bytes, model.cuda_total_uncertainty_bytes, f"GPU table ({model.key})"
     return (

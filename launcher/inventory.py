@@ -38,7 +38,12 @@ The JSON format, version `launcher-inventory/1` (`launcher gpus --schema` prints
       ],
       "links": [                                  # optional; one entry per GPU pair (a < b)
         {"gpus": [0, 1], "p2p_read": "ok", "p2p_write": "ok", "nvlink": "ok", "topology": "hostbridge"}
-      ]
+      ],
+      "storage": {                                # optional: the model cache at capture (older files: model checks skip)
+        "hf_hub_cache": "/root/.cache/huggingface/hub",
+        "disk_free_bytes": 512000000000, "disk_total_bytes": 1000000000000, "hf_hub_offline": false,
+        "models": [{"name": "havenoammo/Qwen3.6-27B-INT8-MTP", "state": "complete", "present_bytes": 34100000000}]
+      }
     }
 
 P2P statuses are NVML's (`ok`, `chipset_not_supported`, `gpu_not_supported`,
@@ -227,6 +232,38 @@ class Link(_Frozen):
         return "no P2P"
 
 
+class CachedModel(_Frozen):
+    """One checkpoint as the model cache (or a local path) holds it."""
+
+    name: Annotated[str, Field(min_length=1, description="Hugging Face id (org/name) or a local path, as a profile's model.name says it.")]
+    kind: Annotated[Literal["hub", "local"], Field(description="hub: in the Hugging Face cache; local: a directory.")] = "hub"
+    state: Annotated[
+        Literal["complete", "partial", "absent"],
+        Field(description="complete: every safetensors file the index names is there; partial: some; absent: none (or no snapshot)."),
+    ]
+    location: Annotated[Optional[str], Field(description="The snapshot directory (hub) or the path (local).")] = None
+    present_bytes: Annotated[Bytes, Field(description="Bytes already on disk (weight files and unfinished downloads).")] = 0
+    expected_bytes: Annotated[Optional[Bytes], Field(description="Weight bytes the index names (metadata.total_size), when known.")] = None
+    missing: Annotated[tuple[str, ...], BeforeValidator(_tuple), Field(description="Weight files the index names that are not there.")] = ()
+    unfinished_downloads: Annotated[int, Field(ge=0, description="Files a download left unfinished (*.incomplete).")] = 0
+
+
+class Storage(_Frozen):
+    """Where vLLM finds or downloads the weights on the GPU host: the Hugging Face cache, its disk, offline mode."""
+
+    hf_hub_cache: Annotated[str, Field(min_length=1, description="The hub cache directory (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).")]
+    disk_free_bytes: Annotated[Optional[Bytes], Field(description="Free bytes on the cache's file system.")] = None
+    disk_total_bytes: Annotated[Optional[Bytes], Field(description="Size of the cache's file system.")] = None
+    hf_hub_offline: Annotated[bool, Field(description="HF_HUB_OFFLINE was set (vLLM may not download).")] = False
+    models: Annotated[
+        tuple[CachedModel, ...], BeforeValidator(_tuple),
+        Field(description="Checkpoints in the cache (an inventory lists every one it holds; a model not listed is absent)."),
+    ] = ()
+
+    def model(self, name: str) -> Optional[CachedModel]:
+        return next((m for m in self.models if m.name == name), None)
+
+
 def _gpu_entry(value: Any) -> str:
     if isinstance(value, GpuError) or (isinstance(value, dict) and "error" in value):
         return "error"
@@ -252,6 +289,10 @@ class InventoryModel(_Frozen):
         Field(description="Every GPU NVML lists, in NVML order; an entry with `error` is a GPU NVML could not read."),
     ]
     links: Annotated[tuple[Link, ...], BeforeValidator(_tuple), Field(description="P2P/NVLink per GPU pair.")] = ()
+    storage: Annotated[
+        Optional[Storage],
+        Field(description="The model cache and its disk at capture (`launcher gpus --json`); absent in older files: model checks then skip."),
+    ] = None
 
     @field_validator("environment")
     @classmethod
@@ -276,6 +317,7 @@ class Inventory:
     captured_at: Optional[str] = None
     hostname: Optional[str] = None
     source: Optional[str] = None  # "nvml" (live probe) or a file path
+    storage: Optional[Storage] = None  # the model cache at capture (an inventory file of `launcher gpus --json`)
 
     def __post_init__(self) -> None:
         if self.environment is None:
@@ -347,6 +389,7 @@ class Inventory:
             environment=dict(self.environment),
             gpus=tuple(self.entries()),
             links=self.links,
+            storage=self.storage,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -365,6 +408,7 @@ class Inventory:
             captured_at=model.captured_at,
             hostname=model.hostname,
             source=source or model.source,
+            storage=model.storage,
         )
 
 

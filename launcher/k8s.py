@@ -108,7 +108,22 @@ def _volumes(profile: Profile) -> tuple[list[dict[str, Any]], list[dict[str, Any
     if k.model_cache_pvc:
         volumes.append({"name": "hf-cache", "persistentVolumeClaim": {"claimName": k.model_cache_pvc}})
         mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_MOUNT})
+    elif k.model_cache_host_path:
+        volumes.append({"name": "hf-cache", "hostPath": {"path": k.model_cache_host_path, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_MOUNT})
     return volumes, mounts
+
+
+def cache_note(profile: Profile) -> str:
+    """Where the pods keep the ~34 GB of weights, said loudly: without a cache every pod start downloads them."""
+    k = deployment_of(profile).kubernetes
+    if k.model_cache_pvc:
+        return f"k8s: model cache: PersistentVolumeClaim {k.model_cache_pvc} at {HF_CACHE_MOUNT} (create it before applying)"
+    if k.model_cache_host_path:
+        return (f"k8s: model cache: hostPath {k.model_cache_host_path} on each node at {HF_CACHE_MOUNT}: the weights download once "
+                "per node; a cluster that forbids hostPath needs deployment.kubernetes.model_cache_pvc instead")
+    return ("k8s: WARNING: no model cache (model_cache_host_path: false): every pod start downloads the weights (~34 GB); "
+            "set deployment.kubernetes.model_cache_pvc or model_cache_host_path")
 
 
 def _probes(profile: Profile, port: int) -> dict[str, Any]:
@@ -184,7 +199,7 @@ def manifests(profile: Profile, name: str, source: str = "the profile") -> Manif
     # Every value written as is: `$(VAR)` in the profile must not pick up the container's variables (the token).
     base = _escaped(checked)
     obj = k8s_name(name)
-    notes: list[str] = [topo.describe()]
+    notes: list[str] = [topo.describe(), cache_note(profile)]
     if any(k in base.env for k in DROPPED_ENV):
         notes.append("k8s: CUDA_VISIBLE_DEVICES is left out; the device plugin gives each pod its GPUs")
     if SECRET_TARGET in base.env_from:

@@ -325,6 +325,19 @@ def candidates(
     return out
 
 
+class NoProfileRuns(HardwareError):
+    """`--profile auto` found nothing runnable: the closest profile first, then one line per profile with why."""
+
+    def __init__(self, summary: str, found: tuple[Candidate, ...], closest: Any = None) -> None:
+        self.found = found
+        self.closest = closest  # launcher.choice.NearMiss or None
+        head = f"--profile auto: no profile can run on {summary}"
+        if closest is not None:
+            head += f": {closest.line()}"
+        reasons = [f"  {c.name}: {c.why_not.split('; ')[0]}" for c in found] or ["  no profiles found"]
+        super().__init__("\n".join([head, *reasons]))
+
+
 @dataclass(frozen=True)
 class AutoChoice:
     resolved: Resolved
@@ -346,8 +359,10 @@ def choose_auto(
     # A multi-node engine needs its other machines and their addresses: never an automatic choice for one machine.
     runnable = [c for c in found if c.group == "runnable" and c.nodes == 1]
     if not runnable:
-        reasons = "; ".join(f"{c.name}: {c.why_not.split('; ')[0]}" for c in found) or "no profiles found"
-        raise HardwareError(f"--profile auto: no profile can run on {inventory.summary()}: {reasons}")
+        from launcher.choice import near_miss
+
+        closest = near_miss(found, inventory, profiles_dirs, sets, extra_args, environ=environ, kv_fit=kv_fit)
+        raise NoProfileRuns(inventory.summary(), tuple(found), closest)
     best = max(runnable, key=lambda c: c.rank())
     assert best.resolved is not None and best.report is not None
     return AutoChoice(best.resolved, best.report, tuple(found))

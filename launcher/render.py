@@ -277,7 +277,8 @@ def yaml_dump(data: Any) -> str:
     import yaml
 
     class _Dumper(yaml.SafeDumper):
-        pass
+        def ignore_aliases(self, data: Any) -> bool:  # written out where used, never &id001/*id001
+            return True
 
     def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
         style = '"' if any(c != "\n" and not c.isprintable() for c in value) else None

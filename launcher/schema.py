@@ -420,6 +420,11 @@ class Kubernetes(StrictModel):
         Optional[str],
         Field(description="PersistentVolumeClaim mounted at /root/.cache/huggingface, so pods share downloaded weights (same model path everywhere)."),
     ] = None
+    model_cache_host_path: Annotated[
+        Union[Literal[False], Annotated[str, Field(pattern=r"^/")]],
+        Field(description="Without model_cache_pvc: this directory of each node is the pods' Hugging Face cache (hostPath, created "
+              "if missing), so the ~34 GB download happens once per node, not once per pod. false: no cache volume."),
+    ] = "/var/cache/huggingface"
     service_type: Annotated[
         Literal["ClusterIP", "NodePort", "LoadBalancer"], Field(description="Type of the Service in front of the API server(s).")
     ] = "ClusterIP"

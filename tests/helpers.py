@@ -60,3 +60,20 @@ def full_shape_weights():  # type: ignore[no-untyped-def]
     _, parts = module.index()
     return WeightSizes(main_bytes=parts["language"] + parts["vision"], vision_bytes=parts["vision"],
                        mtp_bytes=parts["mtp"], source="tools/make_full_shape_model.py index", from_local_index=True)
+
+
+def seed_model_cache(hub: Path) -> None:  # noqa: D401
+    """A container's mounted Hugging Face cache that holds the model (`launcher serve` checks it; offline it must be
+    there): a stand-in snapshot in huggingface_hub's layout, the index naming its shards, the model card's sizes."""
+    snap = hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs").mkdir()
+    (hub / "models--havenoammo--Qwen3.6-27B-INT8-MTP" / "refs" / "main").write_text("0" * 40)
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    weight_map = {"model.language_model.layers.0.mlp.down_proj.weight": shards[0],
+                  "model.visual.blocks.0.attn.qkv.weight": shards[0], "mtp.layers.0.mlp.down_proj.weight": shards[1]}
+    index = {"metadata": {"total_size": 33_850_000_000}, "weight_map": weight_map}
+    (snap / "model.safetensors.index.json").write_text(json.dumps(index))
+    (snap / "config.json").write_text("{}")
+    for shard in shards:
+        (snap / shard).write_bytes(b"")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import click
 
@@ -74,6 +74,23 @@ def load_for(profile_name: str | None, profiles_dirs: Sequence[str], sets: Seque
 def echo_notes(notes: Sequence[str]) -> None:
     for note in notes:
         click.echo(f"launcher: note: {note}", err=True)
+
+
+def unset_secrets(env_from: Mapping[str, str], environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """A warning per secret the command takes from a variable that is not set here (server.api_key_env)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    return [
+        f"server.api_key_env: {source} is not set in this environment; `launcher serve` refuses to start until it is "
+        f"(export {source}=...; vLLM gets it as {target})"
+        for target, source in env_from.items() if source not in environ
+    ]
+
+
+def echo_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        click.echo(f"launcher: warning: {warning}", err=True)
 
 
 def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:

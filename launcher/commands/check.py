@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import click
 
+from launcher import style
 from launcher.checks import Report
 from launcher.commands._common import passthrough, profile_options
 from launcher.commands.gpus import runtime_of
@@ -34,26 +35,30 @@ def check(
     as_json: bool,
     extra_args: tuple[str, ...],
 ) -> None:
-    """Preflight a profile: GPU count, memory, compute capability, attention/KV, driver, MIG, P2P.
+    """Preflight a profile: GPU count, memory, compute capability, attention/KV, driver, MIG, P2P, model files, disk.
 
     --profile auto picks the best profile this machine (or inventory) can run.
     With --inventory, the CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES recorded in the file apply,
     not this shell's; the profile's own `env` applies in both cases, as it does for `serve`.
     Live, the vLLM installed here (the one `vllm` on PATH belongs to) is checked too: WARN when it is
-    another version than vllm.version, FAIL when it rejects the command.
+    another version than vllm.version, FAIL when it rejects the command. Model files
+    and disk are this machine's, or with --inventory what `launcher gpus --json` recorded (else skipped).
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
-    from launcher.preflight import choose_auto, combined_fix, get_inventory, kv_fit_hook, require_runnable, run_preflight
+    from launcher.preflight import combined_fix, get_inventory, require_runnable, run_preflight
 
     runtime = runtime_of(ctx)
     inventory = get_inventory(inventory_file, runtime.probe)
     auto = None
     if profile_name == "auto":
-        auto = choose_auto(inventory, profiles_dirs, sets, extra_args, kv_fit=kv_fit_hook())
+        auto = _choose(inventory, profiles_dirs, sets, extra_args, as_json, inventory_file)
     name = profile_name if auto is None else str(auto.resolved.path)
     resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
     if inventory_file is None:
         report = _with_installed_engine(resolved, report)
+    from launcher.model_files import with_model_checks  # the weights and their disk: here, or as the inventory recorded them
+
+    report = with_model_checks(report, resolved.profile, inventory if inventory_file else None)
     where = f"inventory {inventory_file}" if inventory_file else "live NVML"
     fix = None
     if report.status != "pass":
@@ -65,12 +70,13 @@ def check(
         click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
-            others = ", ".join(f"{c.name} ({c.group})" for c in auto.considered if c.name != resolved.name)
-            click.echo(f"auto: chose {resolved.name}" + (f" over {others}" if others else ""))
+            from launcher.choice import choice_lines
+
+            click.echo("\n".join(choice_lines(auto)))
         lines = format_report(resolved, report, inventory, where).splitlines()
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
-        click.echo("\n".join(lines))
+        style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
     require_runnable(report, resolved.name)
 
 
@@ -84,12 +90,32 @@ def _with_installed_engine(resolved: Resolved, report: Report) -> Report:
     return report if found is None else dataclasses.replace(report, results=report.results + (found,))
 
 
+def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...], as_json: bool,
+            inventory_file: Optional[str]) -> Any:
+    """choose_auto; with --json, a failure still prints JSON (every profile's failures, the closest) before exit 3."""
+    from launcher.preflight import NoProfileRuns, choose_auto, kv_fit_hook
+
+    try:
+        return choose_auto(inventory, dirs, sets, extra, kv_fit=kv_fit_hook())
+    except NoProfileRuns as exc:
+        if as_json:
+            where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+            click.echo(json.dumps({
+                "profile": None,
+                "inventory": {"source": where, "summary": inventory.summary()},
+                "runnable": False,
+                "auto": {"chosen": None, "closest": exc.closest.to_json() if exc.closest else None,
+                         "considered": [{"name": c.name, "group": c.group, "why": c.why_not} for c in exc.found]},
+            }, indent=2))
+        raise
+
+
 def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str) -> str:
     lines = [
         f"profile {resolved.name} ({resolved.path}) on {inventory.summary()}, driver {inventory.driver_version} ({where})"
     ]
     for r in report.results:
-        lines.append(f"{r.status.upper():<5} {r.id:<18} {r.message}")
+        lines.append(f"{style.status(r.status)} {r.id:<18} {r.message}")
         if r.fix and r.status != "pass":
             lines.append(f"{'':<24} Fix: {r.fix}")
     for layer in resolved.layers:
@@ -97,10 +123,12 @@ def format_report(resolved: Resolved, report: Report, inventory: Inventory, wher
             lines.append(f"adjusted by the check: {_flat(layer.data)} ({layer.source})")
     n_warn = len(report.warnings)
     if report.ok:
-        lines.append("result: runnable" + (f" with {n_warn} warning{'s' * (n_warn > 1)}" if n_warn else ""))
+        verdict = "runnable" + (f" with {n_warn} warning{'s' * (n_warn > 1)}" if n_warn else "")
+        lines.append("result: " + style.paint(verdict, "marginal" if n_warn else "fits"))
     else:
         n = len(report.failures)
-        lines.append(f"result: NOT RUNNABLE: {n} check{'s' * (n > 1)} failed ({', '.join(r.id for r in report.failures)})")
+        failed = f"NOT RUNNABLE: {n} check{'s' * (n > 1)} failed ({', '.join(r.id for r in report.failures)})"
+        lines.append("result: " + style.paint(failed, "does-not-fit"))
     return "\n".join(lines)
 
 

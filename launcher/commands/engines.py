@@ -95,30 +95,122 @@ def _changed_lines(changed: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _diff_lines(d: dict[str, Any]) -> list[str]:
-    lines = ["", f"vLLM {d['from']} -> {d['to']}:"]
-    for key, what in (("added", "options added"), ("removed", "options removed")):
-        if d[key]:
-            lines.append(f"  {what} ({len(d[key])}): {_clip(d[key])}")
+# Flags whose values vLLM validates after parsing (the schemas' "late" lists), and which list each is checked against.
+LATE_OF_FLAG = {
+    "--attention-backend": "attention_backends",
+    "--kv-cache-dtype": "kv_cache_dtypes",
+    "--reasoning-parser": "reasoning_parsers",
+    "--tool-call-parser": "tool_call_parsers",
+}
+
+
+def profile_usage() -> dict[str, dict[str, Any]]:
+    """flag -> {shipped profile: the value it gives (None for a bare flag)}, as each profile says it (not translated)."""
+    from launcher.errors import ProfileError
+    from launcher.load import list_profiles, resolve, shipped_profiles_dir
+    from launcher.render import assemble
+
+    used: dict[str, dict[str, Any]] = {}
+    for name, path in list_profiles([shipped_profiles_dir()]).items():
+        try:
+            profile = resolve(str(path), environ={}).profile
+        except ProfileError:
+            continue
+        rendered = assemble(profile)
+        opts = list(rendered.argv[rendered.head :])
+        for i, token in enumerate(opts):
+            if not token.startswith("--"):
+                continue
+            flag, eq, inline = token.partition("=")
+            value = inline if eq else (opts[i + 1] if i + 1 < len(opts) and not opts[i + 1].startswith("--") else None)
+            used.setdefault(flag, {})[name] = value
+        spec = profile.speculative.config() if profile.mtp_enabled and profile.speculative else None
+        if spec:
+            used.setdefault("speculative_methods", {})[name] = spec.get("method")
+            for key in spec:
+                used.setdefault("speculative_config_keys", {}).setdefault(name, key)
+    return used
+
+
+def _who(users: dict[str, Any]) -> str:
+    return ", ".join(sorted(users))
+
+
+def relevant_lines(d: dict[str, Any], used: dict[str, dict[str, Any]]) -> tuple[list[str], set[str]]:
+    """What changed for flags and values the shipped profiles use (lines), and the options those lines cover."""
+    lines: list[str] = []
+    covered: set[str] = set()
+    for name in d["removed"]:
+        if name in used:
+            lines.append(f"{name}: removed (used by {_who(used[name])})")
+            covered.add(name)
+    for name, why in d["deprecated"].items():
+        if name in used:
+            lines.append(f"{name}: deprecated: {why} (used by {_who(used[name])})")
+            covered.add(name)
+    for name, fields in d["changed"].items():
+        if name in used:
+            mine = _changed_for(name, fields, used[name])
+            lines += mine
+            if mine:
+                covered.add(name)
+    for flag, key in [*LATE_OF_FLAG.items(), ("speculative_methods", "speculative_methods"), ("speculative_config_keys", "speculative_config_keys")]:
+        removed = set(d["late"].get(key, {}).get("removed") or ())
+        lines += [f"{key.replace('_', ' ')}: {value!r} is gone (used by {profile})"
+                  for profile, value in used.get(flag, {}).items() if value in removed]
+    return lines, covered
+
+
+def _changed_for(name: str, fields: dict[str, Any], users: dict[str, Any]) -> list[str]:
+    """A changed option the profiles use: a value of theirs no longer accepted, or a change in what it does."""
+    lines = []
+    for field, (old, new) in fields.items():
+        if field in ("deprecated", "default"):  # deprecation is listed apart; they set their own value
+            continue
+        if field != "choices":
+            lines.append(f"{name}: {field} {_short(old)} -> {_short(new)} (used by {_who(users)})")
+            continue
+        accepted = [str(c) for c in new] if isinstance(new, list) else None
+        lines += [f"{name}: no longer accepts {v!r} (used by {p})" for p, v in users.items()
+                  if accepted is not None and v is not None and v not in accepted]
+        if old is not None and new is None:
+            lines.append(f"{name}: no argparse choices any more, checked after parsing (used by {_who(users)})")
+    return lines
+
+
+def _diff_lines(d: dict[str, Any], exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Every difference of one version pair, but the options in `exclude` (already shown as mattering)."""
+    lines = []
+    removed = [n for n in d["removed"] if n not in exclude]
+    for key, what, names in (("added", "options added", d["added"]), ("removed", "options removed", removed)):
+        if names:
+            lines.append(f"  {what} ({len(names)}): {_clip(names)}")
     for key, what in (("spellings_added", "spellings added"), ("spellings_removed", "spellings removed")):
         spell = [s for v in d[key].values() for s in v]
         if spell:
             lines.append(f"  {what} ({len(spell)}): {_clip(spell)}")
-    lines += [f"  newly deprecated: {name}: {why}" for name, why in d["deprecated"].items()]
-    lines += _changed_lines(d["changed"])
+    lines += [f"  newly deprecated: {name}: {why}" for name, why in d["deprecated"].items() if name not in exclude]
+    lines += _changed_lines({n: f for n, f in d["changed"].items() if n not in exclude})
     for key, ch in d["late"].items():
         parts = [f"+{_clip(ch['added'])}" if ch["added"] else "", f"-{_clip(ch['removed'])}" if ch["removed"] else ""]
         lines.append(f"  {key.replace('_', ' ')}: {' '.join(p for p in parts if p)}")
     return lines
 
 
-def _human(report: dict[str, Any]) -> str:
+def _human(report: dict[str, Any], used: dict[str, dict[str, Any]] | None = None) -> str:
+    """The installed vLLM, the versions, then per version pair: first what changed for the flags and values
+    this model's profiles use, then every other difference."""
+    used = profile_usage() if used is None else used
     lines = _installed_line(report.get("installed"))
     lines.append("Supported vLLM versions:")
     for r in report["versions"]:
         lines += _version_lines(r)
     for d in report["diffs"]:
-        lines += _diff_lines(d)
+        mattering, covered = relevant_lines(d, used)
+        lines += ["", f"vLLM {d['from']} -> {d['to']}:", "  for this model's profiles (flags and values they use):"]
+        lines += [f"    {line}" for line in mattering] or ["    nothing they use changed"]
+        lines.append("  every other difference:")
+        lines += [f"  {line}" for line in _diff_lines(d, covered)]
     return "\n".join(lines)
 
 

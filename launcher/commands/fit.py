@@ -14,17 +14,21 @@ from launcher.errors import HardwareError, ProfileError
 EXIT_DOES_NOT_FIT = 3
 
 
-def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu: Optional[str], count: Optional[int]) -> Any:
-    """The GPUs to fit on: --gpu from the table, an --inventory file, or this machine through NVML."""
-    if gpu and inventory_file:
-        raise click.UsageError("give either --gpu or --inventory, not both")
-    if count is not None and not gpu:
-        raise click.UsageError("--count goes with --gpu")
+def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu: Optional[str], count: Optional[int],
+            memory: Optional[float] = None, cc: Optional[str] = None) -> Any:
+    """The GPUs to fit on: --gpu from the table (or --gpu-memory/--compute-capability), an --inventory file, or NVML."""
+    described = gpu or memory is not None or cc
+    if described and inventory_file:
+        raise click.UsageError("give either --gpu/--gpu-memory or --inventory, not both")
+    if count is not None and not described:
+        raise click.UsageError("--count goes with --gpu or --gpu-memory")
     need = profile.parallel.tp * profile.parallel.pp
-    if gpu:
-        from launcher.gpu_catalog import lookup
+    if described:
+        from launcher.gpu_catalog import custom_model, lookup
 
-        model = lookup(gpu)
+        model = lookup(gpu) if gpu else None
+        if memory is not None or cc:
+            model = custom_model(memory, _cc(cc), model)
         have = count if count is not None else profile.parallel.world_size
         if have < need:
             raise HardwareError(f"the profile needs {need} GPUs for one replica (tensor x pipeline); --count is {have}")
@@ -38,6 +42,18 @@ def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu
     return runtime_of(ctx).probe()
 
 
+def _cc(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if not text:
+        return None
+    from launcher.schema import parse_compute_capability
+
+    try:
+        value = parse_compute_capability(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--compute-capability") from None
+    return value
+
+
 def _gpu_json(result: Any) -> dict[str, Any]:
     i = result.inputs
     return {"name": i.gpu_name, "cuda_total_bytes": i.total_memory_bytes, "compute_capability": list(i.compute_capability)}
@@ -46,12 +62,17 @@ def _gpu_json(result: Any) -> dict[str, Any]:
 @click.command()
 @profile_options()
 @click.option("--inventory", "inventory_file", type=click.Path(dir_okay=False), help="Fit on the GPUs of an inventory file (`launcher gpus --json`).")
-@click.option("--gpu", "gpu", metavar="MODEL", help='Fit on a GPU model from the table, e.g. "RTX 3090", "A100-80GB", "H100", "L40S".')
+@click.option("--gpu", "gpu", metavar="MODEL", help='Fit on a GPU model from the table, e.g. "RTX 3090", "RTX 4090 48GB", "A100-80GB", "H100", "L40S".')
 @click.option("--count", type=click.IntRange(min=1), help="How many --gpu cards (default: the profile's gpu count).")
+@click.option("--gpu-memory", "gpu_memory", type=click.FloatRange(min=1), metavar="GIB",
+              help="Describe the card: its memory in GiB as nvidia-smi shows it (MiB / 1024); with --gpu, a memory variant of that "
+              'card (e.g. --gpu "RTX 4090" --gpu-memory 96), else with --compute-capability.')
+@click.option("--compute-capability", "compute_capability", metavar="X.Y", help="With --gpu-memory: the card's compute capability, e.g. 8.9.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 @click.pass_context
 def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...],
-        inventory_file: Optional[str], gpu: Optional[str], count: Optional[int], as_json: bool) -> None:
+        inventory_file: Optional[str], gpu: Optional[str], count: Optional[int], gpu_memory: Optional[float],
+        compute_capability: Optional[str], as_json: bool) -> None:
     """Estimate GPU memory and KV cache for a profile, as vLLM 0.33 will account it.
 
     \b
@@ -63,19 +84,24 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     How each term is computed, and what it was checked against: docs/memory-model.md.
     """
     from launcher.fit import format_breakdown, suggest
-    from launcher.fit_profile import fit_profile, fix_hint
+    from launcher.fit_profile import engines_of, fit_profile, fix_hint
 
     resolved = load_profile(profile_name, profiles_dirs, sets)
     profile = resolved.profile
-    target = _target(ctx, profile, inventory_file, gpu, count)
+    target = _target(ctx, profile, inventory_file, gpu, count, gpu_memory, compute_capability)
     result = fit_profile(profile, target)
     suggestion = suggest(result.inputs, result)
     if as_json:
-        out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json()}
+        engines, layout = engines_of(profile)
+        out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json(),
+               "deployment": {"engines": engines, "layout": layout or "one engine", "kv_cache_tokens": result.kv_cache_tokens * engines,
+                              "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
         click.echo(json.dumps(out, indent=2))
     else:
+        from launcher import style
+
         click.echo(f"profile {resolved.name}: {profile.model.name}")
-        click.echo(format_breakdown(result))
+        style.echo(format_breakdown(result, *engines_of(profile), paint=style.paint))  # coloured on a terminal only
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

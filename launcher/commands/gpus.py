@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from launcher.errors import HardwareError
-from launcher.inventory import GIB, Inventory, dump_inventory, inventory_json_schema, load_inventory, resolve_visible
+from launcher.inventory import GIB, Inventory, Storage, dump_inventory, inventory_json_schema, load_inventory, resolve_visible
 from launcher.runtime import Runtime, runtime_of  # noqa: F401  (re-exported for tests)
 
 
@@ -18,7 +18,8 @@ from launcher.runtime import Runtime, runtime_of  # noqa: F401  (re-exported for
 @click.option("--schema", "schema", is_flag=True, help="Print the JSON Schema of the inventory format, and stop.")
 @click.pass_context
 def gpus(ctx: click.Context, as_json: bool, inventory_file: Optional[str], schema: bool) -> None:
-    """Read the GPUs through NVML: driver, CUDA, memory, compute capability, MIG, processes, P2P/NVLink.
+    """Read the GPUs through NVML: driver, CUDA, memory, compute capability, MIG, processes, P2P/NVLink,
+    and the model cache (Hugging Face cache, its free disk, HF_HUB_OFFLINE).
 
     \b
     Capture a GPU host for checks elsewhere:
@@ -29,7 +30,16 @@ def gpus(ctx: click.Context, as_json: bool, inventory_file: Optional[str], schem
     if schema:
         click.echo(json.dumps(inventory_json_schema(), indent=2))
         return
-    inventory = load_inventory(inventory_file) if inventory_file else runtime_of(ctx).probe()
+    if inventory_file:
+        inventory = load_inventory(inventory_file)
+    else:
+        import dataclasses
+        import os
+
+        from launcher.model_files import capture
+
+        # The model cache and its disk travel with the GPUs, so `check --inventory` elsewhere can judge them.
+        inventory = dataclasses.replace(runtime_of(ctx).probe(), storage=capture(os.environ))
     if as_json:
         click.echo(dump_inventory(inventory), nl=False)
     else:
@@ -66,8 +76,8 @@ def format_inventory(inv: Inventory) -> str:
             ]
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     for g in inv.gpus:
         if g.processes is None:
             lines.append(f"GPU {g.index} processes: not readable through NVML")
@@ -86,8 +96,19 @@ def format_inventory(inv: Inventory) -> str:
                 f"  {a}-{b}: {state}; read {link.p2p_read or '?'}, write {link.p2p_write or '?'}, "
                 f"nvlink {link.nvlink or '?'}, topology {link.topology or '?'}"
             )
+    if inv.storage is not None:
+        lines.append(format_storage(inv.storage))
     vis = resolve_visible(inv, inv.environment)
     if inv.environment:
         lines.append("environment: " + " ".join(f"{k}={v}" for k, v in inv.environment.items()))
     lines += [f"note: {n}" for n in vis.notes] + [f"warning: {p}" for p in vis.problems]
     return "\n".join(lines)
+
+
+def format_storage(storage: Storage) -> str:
+    """One line: the model cache, its disk, offline mode, what it holds."""
+    gb = 10**9
+    free = f", {storage.disk_free_bytes / gb:.1f} GB free" if storage.disk_free_bytes is not None else ""
+    offline = ", HF_HUB_OFFLINE set" if storage.hf_hub_offline else ""
+    held = ", ".join(f"{m.name} ({m.state})" for m in storage.models) or "no models"
+    return f"model cache: {storage.hf_hub_cache}{free}{offline}; {held}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from launcher.commands._common import echo_notes, inventory_option, load_for, load_profile, profile_options
+from launcher.commands._common import echo_notes, echo_warnings, inventory_option, load_for, load_profile, profile_options, unset_secrets
 
 
 @click.command()
@@ -41,7 +41,9 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
 
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
     rows = explain_rows(resolved)
-    echo_notes(render_checked(resolved).notes)  # what the command differs from these values by (translation, warnings)
+    rendered = render_checked(resolved)
+    echo_notes(rendered.notes)  # what the command differs from these values by (translation, warnings)
+    echo_warnings(unset_secrets(rendered.env_from))
     if as_json:
         click.echo(json.dumps([r._asdict() for r in rows], indent=2))
         return

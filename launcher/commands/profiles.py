@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
@@ -31,9 +32,20 @@ def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]
                 "mtp": p.speculative.num_speculative_tokens if p.mtp_enabled and p.speculative else 0,
                 "vllm": p.vllm.version,
                 "description": " ".join(p.description.split()),
+                "summary": summary(p.description),
             }
         )
     return rows
+
+
+def summary(description: str, width: int = 76) -> str:
+    """The description's first sentence (a profile's one-line summary), cut at a word to `width` characters."""
+    text = " ".join(description.split())
+    m = re.match(r"(.+?[.!?])(?:\s|$)", text)
+    first = (m.group(1) if m else text).rstrip(".")
+    if len(first) > width:
+        first = first[: width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return first
 
 
 @click.command()
@@ -48,7 +60,7 @@ def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]
 @click.option("--live", is_flag=True, help="Group the profiles by whether this machine's GPUs (NVML) can run them.")
 @click.pass_context
 def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None, live: bool) -> None:
-    """List profiles: name, GPUs, TP, minimum memory per GPU, context, MTP draft tokens.
+    """List profiles: name, GPUs, TP, minimum memory per GPU, context, MTP draft tokens, what each is for.
 
     With --inventory FILE or --live, group them as NVIDIA NIM does: runnable, runnable with a
     smaller context (which), not runnable (why).
@@ -60,8 +72,9 @@ def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    headers = ["name", "gpus", "tp", "min_memory_gib", "context", "mtp", "vllm"]
+    headers = ["name", "gpus", "tp", "min_memory_gib", "context", "mtp", "vllm", "summary"]
     cells = [[str(r.get(h, "")) if "error" not in r else (r["name"] if h == "name" else "") for h in headers] for r in rows]
+    headers[-1] = "description"
     errors = {r["name"]: r["error"] for r in rows if "error" in r}
     if fmt == "markdown":
         click.echo("| " + " | ".join(headers) + " |")
@@ -70,9 +83,9 @@ def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
             click.echo("| " + " | ".join(c) + " |")
         return
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip())
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for c in cells:
-        line = "  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip()
+        line = "  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip()
         if c[0] in errors:
             line += f"  INVALID: {errors[c[0]]}"
         click.echo(line)

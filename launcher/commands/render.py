@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, inventory_option, load_for, load_profile, passthrough, profile_options
+from launcher.commands._common import echo_notes, echo_warnings, inventory_option, load_for, load_profile, passthrough, profile_options, unset_secrets
 from launcher.render import FORMATS
 from launcher.validate import render_checked
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options()
-@click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS) + ["compose", "k8s"]), default="shell", show_default=True,
+@click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS) + ["compose", "k8s", "systemd"]), default="shell", show_default=True,
               help="shell: copy-paste command; json: {argv, env}; yaml: a `vllm serve --config` file; env: sourceable "
-              "environment; compose: a Docker Compose service; k8s: Kubernetes manifests (Deployment + Service, or a LeaderWorkerSet for a multi-node engine).")
+              "environment; compose: a Docker Compose service; k8s: Kubernetes manifests (Deployment + Service, or a LeaderWorkerSet "
+              "for a multi-node engine); systemd: a service unit running `launcher serve` (docs/runbook.md).")
 @click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a multi-node profile (deployment.nodes > 1): node R's own command and environment. "
               "Without it every node's command is printed, one block each.")
@@ -32,6 +33,15 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
     rendered = render_checked(resolved)  # every format below carries this argv (per node: plus the node's flags)
     if fmt in ("k8s", "compose") and node_rank is not None:
         raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
+    if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile
+        echo_warnings(unset_secrets(rendered.env_from))
+    if fmt == "systemd":
+        from launcher.systemd import serve_args, this_launcher, unit
+
+        u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher())
+        echo_notes(rendered.notes + u.notes)
+        click.echo(u.text, nl=False)
+        return
     if fmt == "k8s":
         from launcher.k8s import manifests, to_yaml
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, load_profile, passthrough, profile_options
+from launcher.commands._common import echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
 from launcher.errors import HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
@@ -17,12 +17,14 @@ __all__ = ["Runtime", "serve"]
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options(env_default=True)
-@click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop.")
+@click.option("--dry-run", is_flag=True, help="Check and print the command that would run, and stop. Without readable GPUs "
+              "the command is printed anyway, with a warning that the preflight could not run.")
 @click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
               help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
 @click.option("--wait", "wait_ready", is_flag=True,
-              help="Start vLLM as a child instead of exec'ing it, wait until it lists the model, then keep serving "
-              "in the foreground (signals forwarded, exit code vLLM's). Exit 5 if it is not ready in time.")
+              help="Start vLLM as a child instead of exec'ing it, wait until it lists the model (showing the start's stage from "
+              "vLLM's log: weights, torch.compile, KV cache, CUDA graphs), then keep serving in the foreground (signals "
+              "forwarded, exit code vLLM's). Exit 5 if it is not ready in time, 4 (naming the stage) if vLLM exits.")
 @click.option("--smoke", is_flag=True, help="With --wait (implied): run the smoke battery once ready; exit 5 on a failure.")
 @click.option("--bench", is_flag=True,
               help="With --wait (implied): once ready (and smoke-tested), run `launcher bench` against it and print the "
@@ -65,12 +67,13 @@ def serve(
         raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
     # The vLLM that will run decides the rules: detect it first, so the preflight judges by its version too.
     retarget = _installed_sets(profile_name, profiles_dirs, sets, extra_args)
-    resolved = _preflight(runtime, profile_name, profiles_dirs, (*sets, *retarget), extra_args, skip_checks)
+    resolved = _preflight(runtime, profile_name, profiles_dirs, (*sets, *retarget), extra_args, skip_checks, dry_run)
     if profile_name == "auto":
         resolved = _installed_engine(resolved)
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
     if dry_run:
+        echo_warnings(unset_secrets(rendered.env_from))
         click.echo(printable(rendered))
         return
     if wait_ready or smoke or bench or bench_args is not None:
@@ -126,7 +129,7 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
 
 
 def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...],
-               skip_checks: bool) -> Resolved:
+               skip_checks: bool, dry_run: bool = False) -> Resolved:
     """Run the checks against the live GPUs; the resolved profile carries the check's adjustments."""
     from launcher.commands.check import format_report
     from launcher.preflight import AUTO, get_inventory, require_runnable, run_preflight
@@ -141,12 +144,22 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
     try:
         inventory = get_inventory(None, runtime.probe)
     except HardwareError as exc:
+        if dry_run and not skip_checks and name != AUTO:
+            # --dry-run prints the command; with no GPUs to read there is nothing to check it against.
+            click.echo(f"launcher: WARNING: --dry-run: the GPU preflight could not run, the command is not checked "
+                       f"against any GPU ({exc})", err=True)
+            return load_profile(name, dirs, sets, extra)
         if not skip_checks:
             raise HardwareError(f"{exc} (to start anyway: --skip-checks)") from None
         click.echo(f"launcher: WARNING: --skip-checks: GPUs not checked ({exc})", err=True)
         return load_profile(name, dirs, sets, extra)
     resolved, report = run_preflight(name, dirs, sets, extra, inventory_source=inventory)
-    click.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
+    from launcher.model_files import with_model_checks
+
+    report = with_model_checks(report, resolved.profile)  # vLLM starts here: this machine's cache and disk
+    from launcher import style
+
+    style.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
     if not report.ok:
         if not skip_checks:
             require_runnable(report, resolved.name)

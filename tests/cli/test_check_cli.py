@@ -109,7 +109,7 @@ def test_check_set_override_applies() -> None:
 def test_check_auto_names_its_choice() -> None:
     result = run("check", "--profile", "auto", "--inventory", str(FIXTURES / "a100-80gbx4.json"))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("auto: chose tp4 over ")
+    assert result.output.startswith("auto: chose tp4 (runnable, no warnings)\n  over dual-3090: ")
     data = json.loads(run("check", "--profile", "auto", "--inventory", str(FIXTURES / "a100-80gbx4.json"), "--json").output)
     assert data["auto"]["chosen"] == "tp4" and {"name": "dual-3090", "group": "runnable"} in data["auto"]["considered"]
 

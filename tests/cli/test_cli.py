@@ -126,8 +126,10 @@ def test_serve_without_p2p_carries_the_checks_adjustments() -> None:
 
 @pytest.mark.slow
 def test_serve_without_nvml_is_exit_3_unless_skipped() -> None:
-    p = launcher("serve", "--profile", "dual-3090", "--dry-run")
+    p = launcher("serve", "--profile", "dual-3090", env={"PATH": "/nonexistent"})  # never a real vllm, even where NVML works
     assert p.returncode == 3 and "NVML" in p.stderr and "--skip-checks" in p.stderr and "Traceback" not in p.stderr
+    p = launcher("serve", "--profile", "dual-3090", "--dry-run")  # print only: the command, and why it is unchecked
+    assert p.returncode == 0 and "the GPU preflight could not run" in p.stderr and p.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve")
     p = launcher("serve", "--profile", "dual-3090", "--dry-run", "--skip-checks")
     assert p.returncode == 0 and "WARNING: --skip-checks: GPUs not checked" in p.stderr
 

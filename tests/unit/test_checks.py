@@ -373,7 +373,8 @@ def test_auto_with_nothing_runnable_says_why_for_each() -> None:
     with pytest.raises(HardwareError) as exc:
         choose_auto(inventory("t4x2"), environ={})
     text = str(exc.value)
-    assert text.startswith("--profile auto: no profile can run on 2 x Tesla T4: dual-3090: compute-capability: needs compute capability 8.0")
+    assert text.startswith("--profile auto: no profile can run on 2 x Tesla T4: no override makes any profile run")
+    assert "\n  dual-3090: compute-capability: needs compute capability 8.0" in text
     assert "tp8: gpu-count: needs 8 GPUs" in text and exc.value.exit_code == 3
 
 

@@ -23,7 +23,7 @@ from launcher.load import resolve
 from launcher.validate import command as render  # the checked command, as every output gets it
 from tests.fakes import FAKE_BIN, MODEL, FakeVllm, child_env, nvml_env, read_record
 from tests.fakes.docker import DOCKERFILE, REPO, build_args, entry_command, healthcheck, image_env, instructions, only
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, seed_model_cache
 
 HF_TOKEN = "hf_TESTTOKEN_do_not_print_0123456789"
 API_KEY = "sk-test-key-never-printed-42"
@@ -154,7 +154,9 @@ def test_entrypoint_execs_vllm_with_the_profile(tmp_path: Path) -> None:
         "LAUNCHER_EXTRA_ARGS": "--enforce-eager --max-logprobs 4",
         "HF_TOKEN": HF_TOKEN,
         "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),  # the mounted cache holds the model (offline: launcher checks it)
     }
+    seed_model_cache(tmp_path / "hub")
     args = ["--set", "engine.gpu_memory_utilization=0.9", "--", "--seed", "7", "--max-logprobs", "5"]
     result, record = run_entry(tmp_path, env, args)
     assert result.returncode == 0, result.stderr

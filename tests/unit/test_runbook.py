@@ -22,6 +22,7 @@ import pytest
 
 from tests.fakes import FAKE_BIN, MODEL, FakeVllm, child_env, nvml_env
 from tests.fakes.docker import build_args, entry_command, image_env
+from tests.helpers import seed_model_cache
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -46,6 +47,12 @@ NEEDS = {
     "docker compose up -d": "docker",
     "docker rm -f vllm": "docker",
     "LAUNCHER_IMAGE=launcher:vllm-0.32.0 docker compose up -d": "docker",
+    "systemd-analyze verify --man=no launcher-dual-3090.service": "systemd",
+    "sudo install -m 0644 launcher-dual-3090.service /etc/systemd/system/": "systemd",
+    "sudo install -d /etc/launcher && sudo install -m 0600 /dev/null /etc/launcher/launcher-dual-3090.env": "systemd",
+    "sudoedit /etc/launcher/launcher-dual-3090.env": "systemd",
+    "sudo systemctl daemon-reload && sudo systemctl enable --now launcher-dual-3090.service": "systemd",
+    "journalctl -u launcher-dual-3090.service -f": "systemd",
 }
 # launcher commands that read the GPUs through NVML (no --inventory/--gpu given): run on the recording.
 NVML_COMMANDS = ("launcher gpus", "launcher check", "launcher fit", "launcher profiles --live")
@@ -160,6 +167,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
             path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(body)
+    seed_model_cache(root / ".cache" / "huggingface" / "hub")
     record = root / ".vllm-record.json"
     # `launcher serve` reads the GPUs itself: the stand-in pynvml answers from the same recorded host.
     env = child_env({"HOME": str(root), "HF_TOKEN": HF_TOKEN, "FAKE_VLLM_RECORD": str(record), **nvml_env(INVENTORY)}, path_first=[FAKE_BIN])
@@ -217,6 +225,8 @@ def docker_run_as_process(cmd: str, root: Path) -> tuple[list[str], dict[str, st
             host, container = value.split(":")[:2]
             if container == image_env()["LAUNCHER_PROFILES_DIR"]:
                 env["LAUNCHER_PROFILES_DIR"] = str(root / Path(host.replace("$PWD/", "")))
+            if container == image_env()["HF_HOME"]:  # the model cache mount: the sandbox's home stands for the host's
+                env["HF_HOME"] = str(root / Path(host.replace("~/", "")))
         i += 2
     image, args = words[i], words[i + 1 :]
     assert image == "launcher:vllm-" + build_args()["VLLM_TAG"].lstrip("v")
