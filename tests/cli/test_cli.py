@@ -278,6 +278,16 @@ def test_serve_node_rank_refuses_an_address_that_is_not_this_machines() -> None:
     assert dry.exit_code == 0 and "VLLM_HOST_IP=192.0.2.11" in dry.stdout  # --dry-run only prints: no per-rank checks
 
 
+def test_serve_node_rank_skip_checks_starts_anyway_loudly() -> None:
+    ranks = []
+    inventory = load_inventory(FIXTURES / "inventories" / "a100-80gbx4.json")
+    rt = Runtime(probe=lambda: inventory, exec_fn=[].append, rank_fn=lambda *a, **kw: ranks.append(a) or 0)
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", "--skip-checks", obj=rt)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: --skip-checks: deployment.hosts.1.ip: 192.0.2.11 is not an address of this machine" in result.stderr
+    assert ranks[0][2].host == "192.0.2.10"  # it still waits for its head
+
+
 def test_serve_node_rank_head_refuses_a_taken_master_port() -> None:
     import socket
 
@@ -298,6 +308,7 @@ def test_serve_worker_wait_is_refused() -> None:
     assert isinstance(result.exception, ProfileError) and "node 1 is headless (node 0 alone serves HTTP)" in str(result.exception)
 
 
+@pytest.mark.slow  # the real launcher in a subprocess
 def test_serve_worker_without_its_head_exits_4_in_bounded_time() -> None:
     """The real path (no fakes): node 1 of a loopback profile whose head never starts; nothing listens on the port."""
     import socket

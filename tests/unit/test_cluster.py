@@ -130,6 +130,7 @@ def group_gone(pgid: int, seconds: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.slow  # starts a child process
 def test_run_rank_stops_the_rank_when_the_head_goes_away() -> None:
     head = Head()
     lines: list[str] = []
@@ -149,6 +150,7 @@ def test_run_rank_stops_the_rank_when_the_head_goes_away() -> None:
     assert head.accepted >= 2  # it looked before starting and while running
 
 
+@pytest.mark.slow  # starts a child process
 def test_run_rank_returns_the_ranks_own_exit_code() -> None:
     head = Head()
     lines: list[str] = []
@@ -160,6 +162,7 @@ def test_run_rank_returns_the_ranks_own_exit_code() -> None:
     assert rc == 3 and "launcher: node 2: vLLM exited with code 3" in lines
 
 
+@pytest.mark.slow  # starts a child process
 def test_run_rank_never_starts_vllm_without_its_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
     marker = tmp_path / "started"
     with pytest.raises(EngineStartError, match="node 1 cannot reach its head"):
