@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from real_engines import python_for
+
+from tests.engine.real_engines import python_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
