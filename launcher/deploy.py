@@ -3,8 +3,9 @@
 Every node's command comes from `launcher.validate.command` (rendered, translated and checked for
 the target vLLM, the per-node flags included), so a node runs what `render` prints. The
 multi-node facts (flags, per-node environment, start order) are docs/multi-node.md#rendering and
-vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; the TP8 advice is
-docs/memory-model.md#tensor-and-pipeline-parallel and docs/multi-node.md#which-layout.
+vLLM 0.33's `ParallelConfig` / `vllm serve --headless`; what two real nodes on one machine showed
+(start order, ports, what a rank does without its head) is docs/multi-node.md#what-the-runs-showed.
+The TP8 advice is docs/memory-model.md#tensor-and-pipeline-parallel and docs/multi-node.md#which-layout.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from launcher.topology import Topology, deployment_of, topology
 # Flags this module adds to a node's argv; a profile's extra_args must not set them too.
 MULTINODE_FLAGS = ("--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless")
 RAY_FLAG = "--distributed-executor-backend"
+# The api_server module runs one API server and nothing else: it accepts --headless and ignores it
+# (vLLM 0.32: only `vllm serve`'s own entry point starts a headless rank), so node R > 0 would start
+# a second engine instead of joining node 0.
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def is_distributed(profile: Profile) -> bool:
@@ -102,6 +107,27 @@ def multinode_args(nodes: int, rank: str, master_addr: str, master_port: int, he
     return args
 
 
+def join_endpoint(profile: Profile, rank: int) -> Optional[tuple[str, int]]:
+    """(host, port) node `rank` must reach on the head before it starts; None for the head and one-machine engines.
+
+    mp: the head's --master-addr/--master-port (node 0's torch.distributed store); ray: the Ray head's port.
+    """
+    topo = topology(profile)
+    if not topo.multi_node or rank == 0:
+        return None
+    d = deployment_of(profile)
+    return (_head_address(d), d.ray_port if d.backend == "ray" else d.master_port)
+
+
+def _check_headless_entrypoint(profile: Profile) -> None:
+    if API_SERVER_MODULE in profile.vllm.command:
+        raise ProfileError(
+            f"vllm.command: {' '.join(profile.vllm.command)} ignores --headless, so the nodes after node 0 would "
+            "each start their own engine instead of joining it; use vLLM's CLI entry point: [vllm, serve], or "
+            "[python, -m, vllm.entrypoints.cli.main, serve] with vllm.model_arg: positional"
+        )
+
+
 def node_env(profile: Profile, rank: int) -> dict[str, str]:
     """The profile's environment plus node `rank`'s VLLM_HOST_IP and socket interfaces."""
     d = deployment_of(profile)
@@ -153,6 +179,7 @@ def node_command(profile: Profile, rank: int, source: str = "the profile") -> No
         prelude = (("ray", "start", "--address", f"{head}:{d.ray_port}", "--node-ip-address", ip, "--block"),)
         return NodeCommand(rank, "worker", ip, env, prelude, None, False, dict(base.env_from))
     _check_extra_args(profile, MULTINODE_FLAGS)
+    _check_headless_entrypoint(profile)
     args = multinode_args(topo.nodes, str(rank), head, d.master_port, headless=rank > 0)
     return NodeCommand(rank, "head" if rank == 0 else "worker", ip, env, (), command(profile, source, more=args, env=env), rank == 0,
                        dict(base.env_from))
@@ -174,9 +201,16 @@ def plan(profile: Profile, source: str = "the profile") -> Plan:
             )
             notes.append("Ray traffic is unencrypted and can execute code: keep the nodes on a private network")
         else:
+            head = f"{_head_address(d)}:{d.master_port}"
             notes.append(
-                f"start order: the workers ({others}, --headless) first, then node 0; node 0 alone serves "
-                f"HTTP (port {port}) once every node has joined at {_head_address(d)}:{d.master_port}"
+                f"start order: any; node 0 alone serves HTTP (port {port}) once every node has joined at {head}. "
+                f"`launcher serve --node-rank R` on {others} (--headless) waits for {head} to answer before it starts "
+                "vLLM (exit 4 if it does not within --head-timeout) and stops vLLM when the head stops answering"
+            )
+            notes.append(
+                f"network: every node reaches {head} (TCP) and each other node's VLLM_HOST_IP on ephemeral ports "
+                "(vLLM's cross-node message queues and the gloo/NCCL connections); a bare headless `vllm serve` "
+                "whose head is absent waits silently (torch's 30-minute default) and outlives its head"
             )
         notes.append("every node needs the same vLLM version, the same model path and the weights already downloaded")
         if topo.replicas > 1:

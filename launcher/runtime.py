@@ -30,13 +30,21 @@ def _supervise(*args: Any, **kwargs: Any) -> int:
     return serve_supervised(*args, **kwargs)
 
 
+def _run_rank(*args: Any, **kwargs: Any) -> int:
+    from launcher.cluster import run_rank
+
+    return run_rank(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """probe reads the GPUs; exec_fn replaces the process with vLLM; supervise_fn runs it as a child."""
+    """probe reads the GPUs; exec_fn replaces the process with vLLM; supervise_fn runs it as a child;
+    rank_fn runs a multi-node worker (waits for its head, stops with it)."""
 
     probe: Callable[[], "Inventory"] = _probe
     exec_fn: Callable[["Rendered"], Any] = _exec
     supervise_fn: Callable[..., int] = _supervise
+    rank_fn: Callable[..., int] = _run_rank
 
 
 def runtime_of(ctx: "click.Context") -> Runtime:

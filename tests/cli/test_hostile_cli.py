@@ -99,12 +99,17 @@ def test_serve_node_rank_runs_the_same_checks(extra: list[str]) -> None:
 
 
 def test_serve_node_rank_translates_for_the_engine_as_without_it() -> None:
+    """A node's command is the checked one plus its own flags (serve --node-rank and render --node-rank build it alike)."""
+    from launcher import deploy
+    from launcher.load import resolve
+    from launcher.validate import render_checked
+
     plain: list = []
-    node: list = []
     assert _serve(["--profile", "tp4-pp2-2node", "--set", "engine.mamba_cache_mode=all"], plain)[0] == 0
-    code, output = _serve(["--profile", "tp4-pp2-2node", "--node-rank", "1", "--set", "engine.mamba_cache_mode=all"], node)
-    assert code == 0, output
-    assert "--mamba-cache-mode" not in plain[0].argv and "--mamba-cache-mode" not in node[0].argv
-    assert "dropped `--mamba-cache-mode all`" in output
-    assert node[0].argv[:-9] == plain[0].argv
-    assert node[0].argv[-9:] == ("--headless", "--nnodes", "2", "--node-rank", "1", "--master-addr", "192.0.2.10", "--master-port", "29501")
+    resolved = resolve("tp4-pp2-2node", sets=["engine.mamba_cache_mode=all"], environ={})
+    node = deploy.node_command(resolved.profile, 1, str(resolved.path)).rendered
+    assert node is not None
+    assert "--mamba-cache-mode" not in plain[0].argv and "--mamba-cache-mode" not in node.argv
+    assert any("dropped `--mamba-cache-mode all`" in n for n in node.notes)
+    assert node.argv[:-9] == plain[0].argv == render_checked(resolved).argv
+    assert node.argv[-9:] == ("--headless", "--nnodes", "2", "--node-rank", "1", "--master-addr", "192.0.2.10", "--master-port", "29501")

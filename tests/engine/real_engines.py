@@ -77,6 +77,7 @@ def _argvs_in(doc: Any, label: str) -> list[tuple[str, list[str]]]:
 
 
 API_SERVER = ["python", "-m", "vllm.entrypoints.openai.api_server"]
+CLI_MODULE = ["python", "-m", "vllm.entrypoints.cli.main", "serve"]  # `vllm serve` as a module (cpu-tiny-2node)
 
 
 def _as_vllm_serve(argv: list[str]) -> list[str]:
@@ -84,6 +85,8 @@ def _as_vllm_serve(argv: list[str]) -> list[str]:
     if argv[:3] == API_SERVER and "--model" in argv:
         i = argv.index("--model")
         return ["vllm", "serve", argv[i + 1], *argv[3:i], *argv[i + 2 :]]
+    if argv[:4] == CLI_MODULE:
+        return ["vllm", "serve", *argv[4:]]
     return argv
 
 

@@ -15,6 +15,7 @@ from launcher.deploy import (
     format_node,
     format_plan,
     is_distributed,
+    join_endpoint,
     node_command,
     plan,
     scale_out_advice,
@@ -241,6 +242,42 @@ def test_shipped_multi_node_example_renders_both_nodes() -> None:
     assert node_gpu_counts(p)[0] == 4 and p.hardware.gpu_count == 8
 
 
+def test_each_worker_knows_the_head_port_it_must_reach(write_profile) -> None:
+    p = load(write_profile, TWO_NODES, "deployment.master_port=29611")
+    assert join_endpoint(p, 0) is None  # the head waits for nobody before it starts
+    assert join_endpoint(p, 1) == ("10.1.0.1", 29611)
+    ray = load(write_profile, TWO_NODES, "deployment.backend=ray", "deployment.ray_port=6380")
+    assert join_endpoint(ray, 1) == ("10.1.0.1", 6380)
+    explicit = load(write_profile, TWO_NODES, "deployment.master_addr=head.internal")
+    assert join_endpoint(explicit, 1) == ("head.internal", 29501)
+    assert join_endpoint(resolve("dual-3090", environ={}).profile, 0) is None
+
+
+def test_api_server_entrypoint_cannot_run_a_headless_node(write_profile) -> None:
+    """vLLM's api_server module accepts --headless and ignores it: node 1 would start an engine of its own."""
+    p = load(write_profile, TWO_NODES + "vllm: {command: [python, -m, vllm.entrypoints.openai.api_server], model_arg: flag}\n")
+    with pytest.raises(ProfileError, match=r"vllm.command: python -m vllm.entrypoints.openai.api_server ignores --headless"):
+        plan(p)
+    cli_module = load(write_profile, TWO_NODES + "vllm: {command: [python, -m, vllm.entrypoints.cli.main, serve]}\n")
+    worker = node_command(cli_module, 1)
+    assert worker.rendered is not None and worker.rendered.argv[:5] == ("python", "-m", "vllm.entrypoints.cli.main", "serve",
+                                                                       "havenoammo/Qwen3.6-27B-INT8-MTP")
+
+
+def test_shipped_two_node_cpu_profile_runs_on_loopback() -> None:
+    """cpu-tiny-2node: what CI starts for real (tests/engine/test_two_node_cpu.py)."""
+    p = resolve("cpu-tiny-2node", environ={"HOME": "/home/operator"}).profile
+    head, worker = plan(p).nodes
+    assert (head.host, worker.host) == ("127.0.0.1", "127.0.0.2")
+    assert worker.env == {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                          "VLLM_HOST_IP": "127.0.0.2"}
+    assert worker.rendered is not None and worker.rendered.argv[-9:] == (
+        "--headless", "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1", "--master-port", "29501")
+    assert "--enforce-eager" not in worker.rendered.argv  # the CPU build's later stages need the warm-up pass
+    assert p.model.name.endswith("tiny-qwen3-next-mtp-4l") and p.parallel.pp == 2
+    assert join_endpoint(p, 1) == ("127.0.0.1", 29501)
+
+
 # ---------------------------------------------------------------------------- TP8 scale-out advice
 
 
@@ -344,7 +381,8 @@ def test_cli_node_rank_renders_that_node_only() -> None:
     assert worker.exit_code == 0, worker.output
     assert worker.stdout.startswith("GLOO_SOCKET_IFNAME=eth0 \\\nNCCL_SOCKET_IFNAME=eth0 \\\nVLLM_HOST_IP=192.0.2.11 \\\nvllm serve ")
     assert "  --headless \\\n  --nnodes 2 \\\n  --node-rank 1 \\\n  --master-addr 192.0.2.10 \\\n  --master-port 29501\n" in worker.stdout
-    assert "start order: the workers (node 1, --headless) first, then node 0" in worker.stderr
+    assert "start order: any; node 0 alone serves HTTP (port 8000) once every node has joined at 192.0.2.10:29501" in worker.stderr
+    assert "waits for 192.0.2.10:29501 to answer before it starts vLLM" in worker.stderr
     head = cli("render", "--profile", "tp4-pp2-2node", "--node-rank", "0", "--format", "json")
     data = json.loads(head.stdout)
     assert data["node_rank"] == 0 and data["env"]["VLLM_HOST_IP"] == "192.0.2.10" and "--headless" not in data["argv"]
