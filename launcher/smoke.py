@@ -522,14 +522,14 @@ class _Battery:
 
     def _create(self, messages: list[dict[str, Any]], max_tokens: int, thinking: bool, **kwargs: Any) -> dict[str, Any]:
         kwargs = self._sampling(kwargs)
-        response = self.client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_tokens, seed=SEED, extra_body=self._extra(thinking), **kwargs
-        )
+        create: Any = self.client.chat.completions.create  # the openai client's overloads want TypedDicts; ours are plain dicts
+        response = create(model=self.model, messages=messages, max_tokens=max_tokens, seed=SEED, extra_body=self._extra(thinking), **kwargs)
         return _plain(response)
 
     def _stream(self, messages: list[dict[str, Any]], max_tokens: int, thinking: bool, **kwargs: Any) -> dict[str, Any]:
         kwargs = self._sampling(kwargs)
-        stream = self.client.chat.completions.create(
+        create: Any = self.client.chat.completions.create
+        stream = create(
             model=self.model,
             messages=messages,
             max_tokens=max_tokens,

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--link-from", required=True)
     args = parser.parse_args()
     docs = [json.load(open(p)) for p in args.captures]
-    link = next(l for l in json.load(open(args.link_from))["links"] if l["gpus"] == [0, 1])
+    link = next(lk for lk in json.load(open(args.link_from))["links"] if lk["gpus"] == [0, 1])
     out = copy.deepcopy(docs[0])
     gpus = []
     for copy_no, doc in enumerate(docs):

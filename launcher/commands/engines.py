@@ -182,7 +182,7 @@ def _diff_lines(d: dict[str, Any], exclude: set[str] | frozenset[str] = frozense
     """Every difference of one version pair, but the options in `exclude` (already shown as mattering)."""
     lines = []
     removed = [n for n in d["removed"] if n not in exclude]
-    for key, what, names in (("added", "options added", d["added"]), ("removed", "options removed", removed)):
+    for what, names in (("options added", d["added"]), ("options removed", removed)):
         if names:
             lines.append(f"  {what} ({len(names)}): {_clip(names)}")
     for key, what in (("spellings_added", "spellings added"), ("spellings_removed", "spellings removed")):

@@ -73,7 +73,7 @@ def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
         click.echo(json.dumps(rows, indent=2))
         return
     headers = ["name", "gpus", "tp", "min_memory_gib", "context", "mtp", "vllm", "summary"]
-    cells = [[str(r.get(h, "")) if "error" not in r else (r["name"] if h == "name" else "") for h in headers] for r in rows]
+    cells: list[list[str]] = [[str(r.get(h, "")) if "error" not in r else str(r["name"] if h == "name" else "") for h in headers] for r in rows]
     headers[-1] = "description"
     errors = {r["name"]: r["error"] for r in rows if "error" in r}
     if fmt == "markdown":

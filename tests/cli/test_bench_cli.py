@@ -17,8 +17,8 @@ from launcher import bench as analysis
 from launcher.cli import cli
 from launcher.errors import ProfileError
 from launcher.runtime import Runtime
-from tests.helpers import FIXTURES
 from tests.fakes import FakeVllm
+from tests.helpers import FIXTURES
 
 BENCH = FIXTURES / "bench"
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from real_engines import python_for
-from test_cpu_server import ENGINE, MAKE_TINY, REPO, START_TIMEOUT_S, engine_env, free_port, group_alive, launcher, record, tail
+
+from tests.engine.cpu_server import ENGINE, MAKE_TINY, REPO, START_TIMEOUT_S, engine_env, free_port, group_alive, launcher, record, tail
+from tests.engine.real_engines import python_for
 
 pytestmark = pytest.mark.engine
 

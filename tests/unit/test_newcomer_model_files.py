@@ -297,7 +297,8 @@ def test_serve_refuses_when_offline_and_the_model_is_absent(tmp_path: Path) -> N
 
 def test_serve_warns_but_starts_when_vllm_may_download(tmp_path: Path) -> None:
     runtime, calls = live()
-    result = run("serve", "--profile", "dual-3090", "--set", "engine.max_model_len=131072", obj=runtime, env={"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": None})
+    result = run("serve", "--profile", "dual-3090", "--set", "engine.max_model_len=131072", obj=runtime,
+                 env={"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": None})
     assert result.exit_code == 0 and len(calls) == 1
     assert "WARN  model-files" in result.stderr and "hf download" in result.stderr
 

@@ -11,8 +11,8 @@ import yaml
 
 from launcher.load import resolve
 from launcher.render import format_env, format_json, format_shell, format_yaml
-from launcher.validate import command as render
 from launcher.schema import Profile
+from launcher.validate import command as render
 
 BASE = {
     "hardware": {"gpu_count": 1, "min_memory_gib": 20},

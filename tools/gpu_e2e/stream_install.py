@@ -26,6 +26,23 @@ import time
 PART_WAIT_S = 1800
 
 
+def _verified(wheels_dir: str, sums_path: str) -> list[str]:
+    """The wheels listed in SHA256SUMS, each checked against its digest."""
+    names = []
+    with open(sums_path) as f:
+        for line in f:
+            digest, name = line.split()
+            path = os.path.join(wheels_dir, name)
+            h = hashlib.sha256()
+            with open(path, "rb") as w:
+                for block in iter(lambda: w.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != digest:
+                raise RuntimeError(f"checksum mismatch: {name}")
+            names.append(path)
+    return names
+
+
 def main() -> int:
     wh, site, nparts, sums_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     status_path = os.path.join(wh, "install.status")
@@ -69,18 +86,7 @@ def main() -> int:
         with lzma.open(io.BufferedReader(Parts(), 1 << 20)) as xz, tarfile.open(fileobj=xz, mode="r|") as tar:
             tar.extractall(wheels_dir, filter="data")
         status("unpacked; verifying")
-        names = []
-        with open(sums_path) as f:
-            for line in f:
-                digest, name = line.split()
-                path = os.path.join(wheels_dir, name)
-                h = hashlib.sha256()
-                with open(path, "rb") as w:
-                    for block in iter(lambda: w.read(1 << 20), b""):
-                        h.update(block)
-                if h.hexdigest() != digest:
-                    raise RuntimeError(f"checksum mismatch: {name}")
-                names.append(path)
+        names = _verified(wheels_dir, sums_path)
         status(f"{len(names)} wheels verified; installing into {site}")
         shutil.rmtree(site, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
