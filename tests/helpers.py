@@ -42,22 +42,28 @@ def option_map(argv: list[str]) -> dict[str, Any]:
     return out
 
 
-def full_shape_weights():  # type: ignore[no-untyped-def]
-    """What `launcher fit` reads from tools/make_full_shape_model.py's index (no model directory needed)."""
+def load_tool(relative: str) -> Any:
+    """A script of tools/ as a module (they are scripts, not a package), loaded once."""
     import importlib.util
     import sys
 
-    from launcher.fit import WeightSizes
-
-    name = "make_full_shape_model"
+    path = REPO / "tools" / relative
+    name = path.stem
     module = sys.modules.get(name)
     if module is None:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / "make_full_shape_model.py")
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    _, parts = module.index()
+    return module
+
+
+def full_shape_weights():  # type: ignore[no-untyped-def]
+    """What `launcher fit` reads from tools/make_full_shape_model.py's index (no model directory needed)."""
+    from launcher.fit import WeightSizes
+
+    _, parts = load_tool("make_full_shape_model.py").index()
     return WeightSizes(main_bytes=parts["language"] + parts["vision"], vision_bytes=parts["vision"],
                        mtp_bytes=parts["mtp"], source="tools/make_full_shape_model.py index", from_local_index=True)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,24 +10,15 @@ import pytest
 from launcher.gpu_catalog import lookup
 from launcher.load import resolve
 from launcher.model_facts import MODEL_FACTS
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 FACTS = MODEL_FACTS["havenoammo/Qwen3.6-27B-INT8-MTP"]
 PROFILES = FIXTURES / "gpu-fullshape" / "profiles"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _load("make_full_shape_model", REPO / "tools" / "make_full_shape_model.py")
-BUDGET = _load("fullshape_budget", REPO / "tools" / "gpu_e2e" / "fullshape_budget.py")
+GEN = load_tool("make_full_shape_model.py")
+BUDGET = load_tool("gpu_e2e/fullshape_budget.py")
 IDS = {"<|im_end|>": 7, "<|image_pad|>": 11, "<|video_pad|>": 12, "<|vision_start|>": 9, "<|vision_end|>": 10}
 
 

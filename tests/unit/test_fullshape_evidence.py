@@ -7,10 +7,8 @@ CUDA graphs, context) are compared in `runs/*/calibrate.txt`; summary.json holds
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from launcher.gpu_catalog import lookup
 from launcher.inventory import load_inventory
 from launcher.load import resolve
 from launcher.validate import render_checked
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, full_shape_weights, load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = FIXTURES / "gpu-fullshape"
@@ -33,24 +31,13 @@ INVENTORY = load_inventory(EVIDENCE / "inventory-h200x2.json")
 PROFILES = {"a": "fullshape-24gb-tp2-mtp", "b": "fullshape-48gb-tp1", "c": "fullshape-h200-tp2-mtp"}
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-SUMMARIZE = _load("fullshape_summary", REPO / "tools" / "gpu_e2e" / "fullshape_summary.py")
-GEN = _load("make_full_shape_model", REPO / "tools" / "make_full_shape_model.py")
+SUMMARIZE = load_tool("gpu_e2e/fullshape_summary.py")
+GEN = load_tool("make_full_shape_model.py")
 
 
 def _weights() -> WeightSizes:
     """What `launcher fit` reads from the generated directory's index (no directory needed here)."""
-    _, parts = GEN.index()
-    return WeightSizes(main_bytes=parts["language"] + parts["vision"], vision_bytes=parts["vision"],
-                       mtp_bytes=parts["mtp"], source="tools/make_full_shape_model.py index", from_local_index=True)
+    return full_shape_weights()
 
 
 def _resolved(name: str):
