@@ -614,7 +614,8 @@ def _rule_valid_tp(p: Profile) -> None:
         valid = ", ".join(str(v) for v in facts.valid_tensor_parallel_sizes)
         raise RuleError(
             "parallel.tensor_parallel_size",
-            f"{tp} does not divide this model's heads (24 query, 16/48 Gated DeltaNet); valid: {valid}",
+            f"{tp} does not divide this model's heads ({facts.num_attention_heads} query, "
+            f"{facts.linear_num_key_heads}/{facts.linear_num_value_heads} Gated DeltaNet); valid: {valid}",
         )
 
 
