@@ -15,9 +15,13 @@ from launcher.commands._common import echo_notes, echo_warnings, inventory_optio
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 def show(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], as_json: bool) -> None:
     """Print a profile after `extends`, environment and --set layering, validated."""
+    from launcher.schema import looks_secret
+
     resolved = load_profile(profile_name, profiles_dirs, sets)
     data = resolved.profile.model_dump(mode="json", exclude_none=True)
     data.pop("extends", None)
+    # secret-looking variables by reference, as every rendered format shows them
+    data["env"] = {k: (f"${{{k}}}" if looks_secret(k) else v) for k, v in data.get("env", {}).items()}
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -39,8 +43,11 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
     from launcher.explain import explain_rows
     from launcher.validate import render_checked
 
+    from launcher.schema import looks_secret
+
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
-    rows = explain_rows(resolved)
+    rows = [r._replace(value=f"${{{r.key[4:]}}}") if r.key.startswith("env.") and looks_secret(r.key[4:]) else r
+            for r in explain_rows(resolved)]
     rendered = render_checked(resolved)
     echo_notes(rendered.notes)  # what the command differs from these values by (translation, warnings)
     echo_warnings(unset_secrets(rendered.env_from))

@@ -488,3 +488,16 @@ def test_a_value_starting_with_a_dash_stays_a_value(tmp_path, write_profile) -> 
 def test_a_model_name_starting_with_a_dash_is_refused() -> None:
     with pytest.raises(ValueError, match="must not start with '-'"):
         _profile(_merge(BASE, {"model": {"name": "-x"}}))
+
+
+def test_show_and_explain_print_secret_looking_environment_by_reference(tmp_path, write_profile) -> None:
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+
+    path = write_profile("sec", "extends: dual-3090\nenv:\n  HF_TOKEN: hf_secret_value_123\n  PLAIN: visible\n")
+    for args in (["show", "--profile", str(path)], ["show", "--profile", str(path), "--json"],
+                 ["explain", "--profile", str(path)], ["explain", "--profile", str(path), "--json"]):
+        out = CliRunner().invoke(cli, args)
+        assert out.exit_code == 0, out.output
+        assert "hf_secret_value_123" not in out.output and "${HF_TOKEN}" in out.output and "visible" in out.output
