@@ -41,9 +41,8 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
     With --inventory, values the preflight sets for those GPUs (no P2P, max_model_len auto) show as `check: why`.
     """
     from launcher.explain import explain_rows
-    from launcher.validate import render_checked
-
     from launcher.schema import looks_secret
+    from launcher.validate import render_checked
 
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
     rows = [r._replace(value=f"${{{r.key[4:]}}}") if r.key.startswith("env.") and looks_secret(r.key[4:]) else r
