@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 import pytest
 
+from tests.engine.cpu_server import free_port, group_alive
 from tests.engine.real_engines import python_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -35,20 +35,6 @@ PROFILE = "cpu-tiny-2node"
 READY_TIMEOUT_S = 200  # measured 50-75 s on 2 busy cores (Dynamo with the eager backend, no Inductor)
 HEAD_TIMEOUT_S = 240  # node 1 waits this long for the head's port
 RANK_STOP_S = 90  # head gone -> node 1 stopped: 3 looks 5 s apart, then vLLM's own shutdown
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def stop_group(pgid: int) -> None:
