@@ -83,3 +83,18 @@ def seed_model_cache(hub: Path) -> None:  # noqa: D401
     (snap / "config.json").write_text("{}")
     for shard in shards:
         (snap / shard).write_bytes(b"")
+
+
+def invoke_cli(args: list[str]) -> tuple[int, str]:
+    """The CLI in-process: (exit code as `launcher` would exit, stdout + stderr)."""
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+    from launcher.errors import LauncherError
+
+    result = CliRunner().invoke(cli, args)
+    if isinstance(result.exception, LauncherError):
+        return result.exception.exit_code, result.output + str(result.exception)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        return 1, result.output + repr(result.exception)
+    return result.exit_code, result.output

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.engine.cpu_server import free_port, group_alive
+from tests.engine.cpu_server import free_port, group_alive, record
 from tests.engine.real_engines import python_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -73,14 +73,6 @@ def vllm_alias(venv_python: Path, tmp: Path) -> str | None:
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {ENGINE}+cpu\n")
     return str(info.parent)
-
-
-def record(name: str, data: dict[str, Any]) -> None:
-    print(f"\n{name}: {json.dumps(data)}")
-    out = os.environ.get("LAUNCHER_ENGINE_REPORT_DIR")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module")

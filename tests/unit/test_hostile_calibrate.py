@@ -12,19 +12,12 @@ from click.testing import CliRunner
 
 from launcher.calibrate import parse_log
 from launcher.cli import cli
-from launcher.errors import LauncherError
+from tests.helpers import invoke_cli as _invoke
 
 LOG = Path(__file__).resolve().parents[1] / "fixtures" / "logs" / "vllm-0.33-dual-3090-mtp-handwritten.log"
 PREFIX = "(EngineCore pid=3932) INFO 11-28 20:23:34 [core.py:114] "
 
 
-def _invoke(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args)
-    if isinstance(result.exception, LauncherError):
-        return result.exception.exit_code, result.output + str(result.exception)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        return 1, result.output + repr(result.exception)
-    return result.exit_code, result.output
 
 
 @pytest.mark.parametrize("line", ["(" + " " * 100_000, "(" + " " * 100_000 + "pid=", "(" + "a " * 50_000 + ")", " " * 100_000 + "GPU KV cache size:",

