@@ -195,7 +195,7 @@ part)
   K=${2:?part number}
   carry_part "$K" || exit 1
   start_install || exit 1
-  if [ "$K" = 1 ]; then
+  if [ "$K" = 1 ] && [ "${FS_CONTEXT:-1}" = 1 ]; then  # FS_CONTEXT=0: skip the (already recorded) measurement
     { nvsmi; nvidia-smi topo -m; python3 -V; nproc; } 2>&1 | tee -a "$RES/driver.log"
     PYTHONPATH=$REPO timeout 240 python3 "$FS/tools/gpu_e2e/context_overhead.py" --tp 1 2 --out "$RES/context-overhead.json" 2>&1 | tee -a "$RES/driver.log"
     export_results > /dev/null

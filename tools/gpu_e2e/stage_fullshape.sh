@@ -25,7 +25,9 @@ cp "$HERE"/tools/gpu_e2e/{run_fullshape.sh,stream_install.py,fullshape_budget.py
 cp "$HERE"/tests/fixtures/gpu-fullshape/profiles/*.yaml "$FS/profiles/"
 "$PY" "$HERE/tools/make_full_shape_model.py" --out "$FS/model" > /dev/null
 
-rm -rf "$DEST/.gpu-e2e" && mkdir -p "$DEST/.gpu-e2e"
-cp -al "$HERE/.gpu-e2e/kit" "$HERE"/.gpu-e2e/p[0-9]* "$DEST/.gpu-e2e/"
+if [ "$(cd "$DEST" && pwd -P)" != "$(cd "$HERE" && pwd -P)" ]; then  # DEST = this checkout: the parts are already there
+  rm -rf "$DEST/.gpu-e2e" && mkdir -p "$DEST/.gpu-e2e"
+  cp -al "$HERE/.gpu-e2e/kit" "$HERE"/.gpu-e2e/p[0-9]* "$DEST/.gpu-e2e/"
+fi
 git -C "$DEST" status --porcelain --untracked-files=all | grep -E '\.fullshape|\.gpu-e2e' && { echo "stage_fullshape: not ignored in $DEST" >&2; exit 1; }
 du -sh "$FS" "$DEST"/.gpu-e2e/* | sed 's/^/stage_fullshape: /'
