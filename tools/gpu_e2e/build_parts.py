@@ -16,6 +16,9 @@
    (make_tiny_qwen35_mtp.py, not committed here), which the h200x2-tiny run needs; the full-shape
    runs (tools/gpu_e2e/run_fullshape.sh) do not.
 
+`--reslice` re-cuts existing parts at --part-bytes (no download, no xz) when the checkout has
+grown past what one part leaves room for.
+
 OUT must be ignored by git (.gpu-e2e/ is in .gitignore). Takes ~8 min on 2 cores (xz -T0).
 tools/gpu_e2e/run_remote.sh is the other side.
 """
@@ -31,7 +34,7 @@ import sys
 import tempfile
 import zipfile
 
-PART_BYTES = 60 * 2**20 - 64 * 1024
+PART_BYTES = 54 * 2**20 - 64 * 1024  # leaves ~10 MiB for the checkout (4.5 MiB on 2026-11-29)
 PIP_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                  "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_31_x86_64",
                  "manylinux_2_34_x86_64", "manylinux_2_35_x86_64", "manylinux_2_5_x86_64",
@@ -96,11 +99,14 @@ def main() -> int:
     ap.add_argument("--tiny-generator", help="the recipe's make_tiny_qwen35_mtp.py (for the h200x2-tiny run)")
     ap.add_argument("--out", default=os.path.join(root, ".gpu-e2e"))
     ap.add_argument("--part-bytes", type=int, default=PART_BYTES)
+    ap.add_argument("--reslice", action="store_true", help="re-cut the existing parts of OUT at --part-bytes")
     args = ap.parse_args()
 
     check = subprocess.run(["git", "-C", root, "check-ignore", "-q", args.out])
     if check.returncode != 0:
         raise SystemExit(f"build_parts: {args.out} is not ignored by git; refusing to write wheels there")
+    if args.reslice:
+        return reslice(args.out, args.part_bytes)
     sums = read_sums(args.sums)
     names = [n for _, n in sums]
     wheels = os.path.join(args.out, "wheels")
@@ -122,17 +128,30 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    for entry in os.listdir(args.out):
-        if entry.startswith("p") and entry[1:].isdigit():
-            shutil.rmtree(os.path.join(args.out, entry))
+    k = cut(xz, args.out, args.part_bytes)
+    os.remove(xz)
+    with open(os.path.join(kit, "PARTS"), "w") as f:
+        f.write(f"{k}\n")
+    print(f"build_parts: {k} parts; kit in {kit}", file=sys.stderr)
+    return 0
+
+
+def part_dirs(out: str) -> list[str]:
+    return sorted((e for e in os.listdir(out) if e.startswith("p") and e[1:].isdigit()), key=lambda e: int(e[1:]))
+
+
+def cut(xz: str, out_dir: str, part_bytes: int) -> int:
+    """Cut xz into out_dir/p1 ... pN (the old parts removed first); returns N."""
+    for entry in part_dirs(out_dir):
+        shutil.rmtree(os.path.join(out_dir, entry))
     k = 0
     with open(xz, "rb") as f:
         while True:
-            data = f.read(args.part_bytes)
+            data = f.read(part_bytes)
             if not data:
                 break
             k += 1
-            d = os.path.join(args.out, f"p{k}")
+            d = os.path.join(out_dir, f"p{k}")
             os.makedirs(d)
             name = f"core.tar.xz.part{k - 1:02d}"
             with open(os.path.join(d, name), "wb") as out:
@@ -140,10 +159,28 @@ def main() -> int:
             with open(os.path.join(d, name + ".sha256"), "w") as out:
                 out.write(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
             print(f"build_parts: {d}: {len(data)} bytes", file=sys.stderr)
+    return k
+
+
+def reslice(out: str, part_bytes: int) -> int:
+    """Join OUT's parts (each checked against its .sha256 first) and cut them again."""
+    xz = os.path.join(out, "core.tar.xz")
+    with open(xz, "wb") as joined:
+        for entry in part_dirs(out):
+            d = os.path.join(out, entry)
+            (name,) = [n for n in os.listdir(d) if not n.endswith(".sha256")]
+            with open(os.path.join(d, name + ".sha256")) as f:
+                want = f.read().split()[0]
+            if sha256_file(os.path.join(d, name)) != want:
+                os.remove(xz)
+                raise SystemExit(f"build_parts: {d}/{name} does not match its .sha256; rebuild the parts")
+            with open(os.path.join(d, name), "rb") as f:
+                shutil.copyfileobj(f, joined)
+    k = cut(xz, out, part_bytes)
     os.remove(xz)
-    with open(os.path.join(kit, "PARTS"), "w") as f:
+    with open(os.path.join(out, "kit", "PARTS"), "w") as f:
         f.write(f"{k}\n")
-    print(f"build_parts: {k} parts; kit in {kit}", file=sys.stderr)
+    print(f"build_parts: re-cut into {k} parts", file=sys.stderr)
     return 0
 
 
