@@ -159,15 +159,30 @@ def gather_for(profile: "Profile", environ: Optional[Mapping[str, str]] = None) 
     return gather(profile.model.name, env, profile.model.revision, _download_dir(profile))
 
 
+def _extra_value(profile: "Profile", flag: str) -> Optional[str]:
+    """The value of vLLM flag `--a-b` (also `--a_b`, `--a-b=V`) among the profile's extra args; the last one wins, as in argparse."""
+    args = list(profile.extra_args)
+    names = (flag, flag.replace("-", "_").replace("__", "--", 1))
+    found = None
+    for i, token in enumerate(args):
+        name, eq, value = token.partition("=")
+        if name in names and eq:
+            found = value
+        elif token in names and i + 1 < len(args):
+            found = args[i + 1]
+    return found
+
+
 def _download_dir(profile: "Profile") -> Optional[str]:
     """vLLM's --download-dir among the profile's extra args (it replaces the hub cache for the weights)."""
-    args = list(profile.extra_args)
-    for i, token in enumerate(args):
-        if token.startswith("--download-dir="):
-            return token.split("=", 1)[1]
-        if token in ("--download-dir", "--download_dir") and i + 1 < len(args):
-            return args[i + 1]
-    return None
+    return _extra_value(profile, "--download-dir")
+
+
+def dummy_weights(profile: "Profile") -> bool:
+    """`--load-format dummy`: vLLM allocates random weights and reads no weight file
+    (vllm/model_executor/model_loader/dummy_loader.py::DummyModelLoader.download_model is a no-op; the
+    config and tokenizer are still read)."""
+    return _extra_value(profile, "--load-format") == "dummy"
 
 
 # ------------------------------------------------------------------------ pure: the checks
@@ -208,8 +223,26 @@ def model_checks(profile: "Profile", storage: Optional[Storage], skip_reason: st
     if mismatch:
         return (CheckResult("model-files", "skip", mismatch), CheckResult("disk", "skip", mismatch))
     offline, origin = _offline(profile, storage)
+    if dummy_weights(profile):
+        return _dummy_checks(entry, name, local, offline, origin)
     files = _local_check(entry, name) if local else _hub_check(entry, name, profile.model.revision, storage, offline, origin)
     return files, _disk_check(profile, entry, storage, offline, local)
+
+
+def _dummy_checks(entry: Optional[CachedModel], name: str, local: bool, offline: bool, origin: str) -> tuple[CheckResult, CheckResult]:
+    """--load-format dummy: only config.json and the tokenizer are read, so missing weight files are no failure."""
+    disk = CheckResult("disk", "skip", "--load-format dummy: no weights are downloaded")
+    if local and (entry is None or (entry.state == "absent" and not entry.missing)):
+        return _local_check(entry, name), disk  # no directory at all: vLLM still needs its config.json
+    if not local and (entry is None or entry.state == "absent") and offline:
+        return CheckResult(
+            "model-files", "fail",
+            f"{name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set ({origin}): with --load-format dummy vLLM "
+            "still reads config.json and the tokenizer, and may not download them",
+            fix=f"download them where there is network (`{download_command(name)} config.json`), or unset HF_HUB_OFFLINE",
+        ), disk
+    return CheckResult("model-files", "pass",
+                       f"{name}: --load-format dummy: vLLM allocates random weights and reads only the config and tokenizer"), disk
 
 
 def _cache_mismatch(profile: "Profile", storage: Storage) -> str:

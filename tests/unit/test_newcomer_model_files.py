@@ -193,6 +193,29 @@ def test_local_path_missing_incomplete_complete(tmp_path: Path) -> None:
     assert model_checks(ok, gather_for(ok, {}))[0].status == "pass"
 
 
+def test_dummy_load_format_needs_no_weight_files(tmp_path: Path) -> None:
+    """The full-shape GPU runs serve a weightless directory with --load-format dummy: vLLM reads no weight file there."""
+    snap = hub_model(tmp_path / "hub", present=())  # config and index, no shard at all
+    for dummy in (("--load-format", "dummy"), ("--load_format=dummy",)):
+        p = resolve("dual-3090", sets=(f"model.name={snap}", "model.facts=" + MODEL), extra_args=dummy, environ={}).profile
+        files, disk = model_checks(p, gather_for(p, {}))
+        assert (files.status, disk.status) == ("pass", "skip"), files.message
+        assert "--load-format dummy" in files.message
+    real = resolve("dual-3090", sets=(f"model.name={snap}", "model.facts=" + MODEL), extra_args=("--load-format", "safetensors"),
+                   environ={}).profile
+    assert model_checks(real, gather_for(real, {}))[0].status == "fail"
+    gone = resolve("dual-3090", sets=(f"model.name={tmp_path / 'nowhere'}", "model.facts=" + MODEL),
+                   extra_args=("--load-format", "dummy"), environ={}).profile
+    assert model_checks(gone, gather_for(gone, {}))[0].status == "fail"  # vLLM still needs the config
+
+
+def test_dummy_load_format_from_the_hub_needs_the_config_when_offline() -> None:
+    p = resolve("dual-3090", extra_args=("--load-format", "dummy"), environ={}).profile
+    assert statuses(model_checks(p, storage())) == {"model-files": "pass", "disk": "skip"}
+    files, _ = model_checks(p, storage(offline=True))
+    assert files.status == "fail" and "config.json" in files.message
+
+
 def test_cpu_profiles_get_no_model_checks() -> None:
     assert model_checks(resolve("cpu-tiny", environ={}).profile, storage()) == ()
 
