@@ -327,10 +327,22 @@ def _kv_rows(r: FitResult, log: StartLog) -> list[Row]:
 def _summary_rows(r: FitResult, log: StartLog) -> list[Row]:
     rows: list[Row] = []
     g = GIB
+    # G models vLLM's own estimate, the amount it subtracts before sizing the KV cache
+    # (v1/worker/gpu_worker.py::Worker.determine_available_memory); where the log states that estimate
+    # ("CUDA graph pool memory: X GiB (actual), Y GiB (estimated)") G is checked against it and the real
+    # capture, which comes out of the memory above the budget, is shown without a verdict.
+    estimate = max(log.graph_pool_estimated_gib, key=lambda s: s.value) if log.graph_pool_estimated_gib else None
+    if estimate is not None:
+        rows.append(_row("CUDA graphs (vLLM's estimate)", "GiB", r.cudagraph.bytes / g, estimate.value,
+                         r.cudagraph.uncertainty_bytes / g + _LOG_GIB, f"line {estimate.line}"))
     if log.graph_capture_gib:
         worst = max(log.graph_capture_gib, key=lambda s: s.value)
-        rows.append(_row("CUDA graphs (capture took)", "GiB", r.cudagraph.bytes / g, worst.value,
-                         r.cudagraph.uncertainty_bytes / g + _LOG_GIB, f"line {worst.line}"))
+        if estimate is not None:
+            rows.append(Row("CUDA graphs (capture took)", "GiB", r.cudagraph.bytes / g, worst.value, 0.0,
+                            f"line {worst.line}"))
+        else:
+            rows.append(_row("CUDA graphs (capture took)", "GiB", r.cudagraph.bytes / g, worst.value,
+                             r.cudagraph.uncertainty_bytes / g + _LOG_GIB, f"line {worst.line}"))
     for s in log.summaries[:1]:
         src = f"line {s.line}"
         rows.append(_row("CUDA total", "GiB", r.inputs.total_memory_bytes / g, s.total_gib,

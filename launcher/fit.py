@@ -18,17 +18,23 @@ from launcher.errors import ProfileError
 from launcher.model_facts import DEFAULT_MODEL_ID, MODEL_FACTS, ModelFacts
 
 # --- constants of docs/memory-model.md (all [inferred] there unless noted) -----------------------
-# Calibrated on the real 27B shape (tests/fixtures/gpu-fullshape, vLLM 0.25.1 on H200: three starts, see
-# docs/memory-model.md#measured-on-h200-full-27b-shape). "Model loading took" exceeded checkpoint bytes / TP
-# by 0.21 GiB at TP1 without MTP and 0.42 GiB at TP2 with MTP.
-WEIGHT_OVERHEAD = int(0.21 * GIB)  # W: per GPU beyond the checkpoint bytes
-WEIGHT_OVERHEAD_MTP = int(0.21 * GIB)  # W: more with the MTP drafter loaded [two points: TP and MTP not separated]
+# Calibrated on the real 27B shape (tests/fixtures/gpu-fullshape, vLLM 0.25.1 on H200: four starts, see
+# docs/memory-model.md#measured-on-h200-full-27b-shape). "Model loading took" exceeded checkpoint bytes / TP by
+# 0.21 GiB at TP1 without MTP, 0.35 GiB at TP2 without MTP and 0.42 GiB at TP2 with MTP.
+WEIGHT_OVERHEAD = int(0.21 * GIB)  # W: per GPU beyond the checkpoint bytes (TP1, no MTP)
+WEIGHT_REPLICATED = int(0.28 * GIB)  # W: tensors every TP rank holds whole: R x (1 - 1/t) more (0.14 GiB at TP2)
+WEIGHT_OVERHEAD_MTP = int(0.07 * GIB)  # W: the MTP drafter beyond its bytes / TP (TP2 with vs without MTP)
 PERSISTENT_BASE = int(0.25 * GIB)  # P: buffers and workspaces independent of max_num_seqs
 PERSISTENT_PER_SEQ_PER_VOCAB = 4.125  # P: penalty tables int32 [N, V] plus ~1/32 extra, bytes
-ACTIVATION_BASE = 0  # A: no fixed part left once the two below are fitted to the measured peaks
-ACTIVATION_PER_1K_TOKENS = 0.52 * GIB  # A: per 1024 batched tokens, divided by TP (measured: TP1 vs TP2 at M 2048)
-SAMPLER_BYTES = 4  # A: fp32 logits; the sampler peak holds 3 copies of [min(N, M), V]
-SAMPLER_FACTOR = 1.44  # A: measured peak over the 3 fp32 copies (N 256 and 1024)
+# A = forward peak + sampler peak of the profile run (vllm/v1/worker/gpu_model_runner.py::profile_run):
+# the forward of M batched tokens, then _dummy_sampler_run on min(N, M) rows of fp32 logits [., V]; with a
+# speculative config that run also builds randn(2 x rows, V) target logits (+ their softmax) for the rejection
+# sampler, which is the measured difference of 4.0 [rows, V] fp32 copies between starts (c) and (d).
+ACTIVATION_PER_1K_TOKENS = 0.20 * GIB  # A: forward, per 1024 batched tokens, divided by TP (TP >= 2: a, c, d)
+ACTIVATION_PER_1K_TOKENS_TP1 = 0.80 * GIB  # A: the same at TP1, one point (b), which also had prefix caching on
+SAMPLER_BYTES = 4  # A: fp32 logits [min(N, M), V]
+SAMPLER_COPIES = 1.63  # A: peak of the plain sampler run, in copies of those logits (d; b agrees within 1 %)
+SAMPLER_COPIES_SPEC = 4.0  # A: more with a speculative config (c - d; a within 5 %)
 # P also carries what grows outside torch during the profile run (NCCL all-reduce buffers, cuBLAS workspaces,
 # before 0.33 the cuBLAS handles): measured 0.25 GiB at TP1 and 0.68 GiB at TP2 (vLLM 0.25.1).
 NONTORCH_BASE = int(0.25 * GIB)
@@ -37,9 +43,12 @@ ENCODER_PROFILE = int(1.5 * GIB)  # A: vision encoder profiling without --langua
 GRAPH_SMALL = int(0.20 * GIB)  # G: N*(1+k)*2 <= 32 capture sizes (0.15-0.3 GiB) [not measured]
 GRAPH_SMALL_LIMIT = 32
 # G is vLLM's own estimate, subtracted from the budget: measured 0.76 GiB with MTP (PIECEWISE graphs only,
-# N 256 and 1024 alike) and 1.11 GiB without (FULL and PIECEWISE; the real capture then took 1.57).
+# N 256 and 1024 alike); without MTP it adds FULL decode graphs, one per capture size up to min(N, 512):
+# 1.11 GiB at N 256 (b: FULL 34 x 4 MiB) and 2.24 GiB at N 1024 (d: FULL 51 x 26 MiB).
 GRAPH_MTP = int(0.76 * GIB)
-GRAPH_NO_MTP = int(1.11 * GIB)
+GRAPH_NO_MTP = int(1.11 * GIB)  # N <= 256
+GRAPH_NO_MTP_LARGE = int(2.24 * GIB)  # N > 256 (measured at 1024; between 256 and 512 this over-reserves)
+GRAPH_NO_MTP_LARGE_ABOVE = 256
 
 # --- uncertainties: docs/memory-model.md#uncertainty-and-verdicts ----------------------------------
 SIGMA_T = int(0.05 * GIB)
@@ -462,7 +471,8 @@ def estimate(inp: FitInput) -> FitResult:
     vision = w.vision_bytes if not inp.language_model_only else 0
     language = w.main_bytes - w.vision_bytes
     mtp = w.mtp_bytes if k > 0 else 0
-    weight_bytes = int(language / (t * pp) + vision / t + mtp / t) + WEIGHT_OVERHEAD + (WEIGHT_OVERHEAD_MTP if k > 0 else 0)
+    weight_bytes = (int(language / (t * pp) + vision / t + mtp / t) + WEIGHT_OVERHEAD + int(WEIGHT_REPLICATED * (1 - 1 / t) / pp)
+                    + (WEIGHT_OVERHEAD_MTP if k > 0 else 0))
     sigma_w = SIGMA_W_LOCAL if w.from_local_index else SIGMA_W_FACTS_TIMES_TP // (t * pp)
     weights = Term("weights", weight_bytes, sigma_w, f"docs/memory-model.md#weights-w; bytes from {w.source}")
 
@@ -471,8 +481,11 @@ def estimate(inp: FitInput) -> FitResult:
     persistent = Term("persistent", int(PERSISTENT_BASE + N * V * PERSISTENT_PER_SEQ_PER_VOCAB) + _nontorch(inp), SIGMA_P,
                       "docs/memory-model.md#persistent-buffers-p: 0.25 GiB + max_num_seqs x vocab x 4.125 B + non-torch")
 
-    # A = 0.52 GiB*(M/1024)/t + 1.44 x 3*min(N,M)*V*4 B (+1-2 GiB without lmo) (docs/memory-model.md#activation-peak-a).
-    act = ACTIVATION_BASE + ACTIVATION_PER_1K_TOKENS * (M / 1024) / t + SAMPLER_FACTOR * 3 * min(N, M) * V * SAMPLER_BYTES
+    # A = forward (0.20 GiB x M/1024 / t; 0.80 GiB x M/1024 at TP1) + (1.63 [+ 4.0 with MTP]) x min(N,M)*V*4 B
+    # (+1-2 GiB without lmo) (docs/memory-model.md#activation-peak-a).
+    forward = ACTIVATION_PER_1K_TOKENS_TP1 * (M / 1024) if t == 1 else ACTIVATION_PER_1K_TOKENS * (M / 1024) / t
+    copies = SAMPLER_COPIES + (SAMPLER_COPIES_SPEC if k > 0 else 0)
+    act = forward + copies * min(N, M) * V * SAMPLER_BYTES
     if not inp.language_model_only and not inp.skip_mm_profiling and w.vision_bytes > 0:
         act += ENCODER_PROFILE
     act_bytes = int(act)
@@ -487,7 +500,7 @@ def estimate(inp: FitInput) -> FitResult:
     elif k > 0:
         graph_bytes, sigma_g = GRAPH_MTP, SIGMA_G
     else:
-        graph_bytes, sigma_g = GRAPH_NO_MTP, SIGMA_G_UNMEASURED
+        graph_bytes, sigma_g = (GRAPH_NO_MTP_LARGE if N > GRAPH_NO_MTP_LARGE_ABOVE else GRAPH_NO_MTP), SIGMA_G
     cudagraph = Term("cudagraph", graph_bytes, sigma_g, "docs/memory-model.md#cuda-graphs-g: vLLM's estimate of the captured graphs")
 
     # K = R - W - P - A - G (docs/memory-model.md#kv-cache-k), or the --kv-cache-memory-bytes value.

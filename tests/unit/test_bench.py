@@ -17,7 +17,7 @@ import pytest
 
 from launcher import bench, bench_chart
 from launcher.errors import ProfileError
-from launcher.fit import WEIGHT_OVERHEAD, estimate
+from launcher.fit import WEIGHT_OVERHEAD, WEIGHT_REPLICATED, estimate
 from launcher.fit_profile import GpuSpec, fit_input, profile_weights
 from launcher.gpu_catalog import all_models, lookup, memory_bandwidth
 from launcher.load import resolve
@@ -173,9 +173,11 @@ def test_decode_bytes_come_from_the_estimators_weights_term() -> None:
     embed = facts.vocab_size * facts.hidden_size * 2 // t
     assert db.not_read == {"overhead": WEIGHT_OVERHEAD, "vision_tower": 0, "input_embedding": embed}
     assert db.read_bytes_per_token == db.weight_bytes_per_gpu - WEIGHT_OVERHEAD - embed
-    # text-only profile: the vision tower is not loaded; read bytes are the language model's share
+    # text-only profile: the vision tower is not loaded; read bytes are the language model's share plus the
+    # tensors every rank holds whole (read by each GPU)
     w = profile_weights(profile)
-    assert db.read_bytes_per_token == pytest.approx((w.main_bytes - w.vision_bytes) / t - embed, abs=2)
+    replicated = WEIGHT_REPLICATED * (1 - 1 / t)
+    assert db.read_bytes_per_token == pytest.approx((w.main_bytes - w.vision_bytes) / t + replicated - embed, abs=2)
 
 
 def test_pipeline_stages_are_read_one_after_the_other(write_profile) -> None:

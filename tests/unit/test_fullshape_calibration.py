@@ -1,7 +1,7 @@
 """The estimator against every measured start of the real 27B shape (vLLM 0.25.1 on H200, dummy weights).
 
 Each start stood in for a card by its budget (tests/fixtures/gpu-fullshape/README.md): (a) the card's minimum
-command on a 24 GB RTX 3090 budget, (b) TP1 on a 48 GB budget, (c) TP2 on the whole H200. The prediction for
+command on a 24 GB RTX 3090 budget, (b) TP1 on a 48 GB budget, (c) TP2 on the whole H200, (d) (c) without MTP. The prediction for
 each must fall within its own stated error of what vLLM logged, the KV tokens within 3 %, and the outcome
 (starts or not) must be right. vLLM's numbers come from the committed logs (summary.json is read from them).
 """
@@ -21,7 +21,8 @@ from tests.helpers import FIXTURES, full_shape_weights
 EVIDENCE = FIXTURES / "gpu-fullshape"
 SUMMARY = json.loads((EVIDENCE / "summary.json").read_text(encoding="utf-8"))
 INVENTORY = load_inventory(EVIDENCE / "inventory-h200x2.json")
-PROFILES = {"a": "fullshape-24gb-tp2-mtp", "b": "fullshape-48gb-tp1", "c": "fullshape-h200-tp2-mtp"}
+PROFILES = {"a": "fullshape-24gb-tp2-mtp", "b": "fullshape-48gb-tp1", "c": "fullshape-h200-tp2-mtp",
+            "d": "fullshape-h200-tp2-nomtp"}
 
 
 def _weights() -> WeightSizes:
@@ -64,7 +65,7 @@ def test_each_term_within_its_stated_error(name: str) -> None:
     assert estimates  # the log said how vLLM sized its graphs
 
 
-@pytest.mark.parametrize("name", ["b", "c"])
+@pytest.mark.parametrize("name", ["b", "c", "d"])
 def test_kv_tokens_within_three_percent(name: str) -> None:
     r = _predict(name)
     logged = SUMMARY["starts"][name]["engine"]["kv_cache_tokens"]["tokens"]
@@ -72,10 +73,10 @@ def test_kv_tokens_within_three_percent(name: str) -> None:
 
 
 def test_outcomes_are_right() -> None:
-    """(a) did not start (vLLM: 4.49 GiB needed, 4.41 available); (b) and (c) started."""
+    """(a) did not start (vLLM: 4.49 GiB needed, 4.41 available); (b), (c) and (d) started."""
     assert SUMMARY["starts"]["a"]["state"]["started"] == 0
     assert _predict("a").kv_verdict == "does-not-fit"
-    for name in ("b", "c"):
+    for name in ("b", "c", "d"):
         assert SUMMARY["starts"][name]["state"]["started"] == 1
         assert _predict(name).kv_verdict == "fits"
 

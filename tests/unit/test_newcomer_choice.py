@@ -26,7 +26,7 @@ def test_choice_between_two_runnable_profiles_names_the_deciding_warning() -> No
     auto = choose_auto(inventory("rtx3090x2-idle"), environ={}, kv_fit=kv_fit_hook())
     lines = choice_lines(auto)
     assert lines[0].startswith("auto: chose dual-3090-full (runnable")
-    assert "dual-3090 (runs with max_model_len 148800)" in lines[-1], lines
+    assert "dual-3090 (runs with max_model_len 150400)" in lines[-1], lines
     assert lines[-1].startswith("  not chosen: ") and "tp8 (gpu-count)" in lines[-1]
 
 
