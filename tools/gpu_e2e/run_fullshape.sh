@@ -18,6 +18,8 @@
 #   c  fullshape-h200-tp2-mtp   u 0.95; then the MTP k=2 speed runs (bench label mtp-k2)
 #   b  fullshape-48gb-tp1       u for an RTX A6000's budget, GPU 0 only
 #   d  fullshape-h200-tp2-nomtp u 0.95, MTP off; then the MTP-off speed runs (mtp-off)
+#   e  fullshape-48gb-tp1-nopc  (b) with prefix caching off        } out-of-sample checks of the
+#   f  fullshape-h200-tp2-mtp-m2048 (c) with 2048 batched tokens    } estimator (FS_RUNS="e f")
 # Each start: nvidia-smi before / at ready, a 0.5 s NVML timeline, the whole serve log, /metrics.
 # $OUT gets at most 8 files: common.tgz (driver log, inventory, budgets, context measurement)
 # and one NAME.tgz per finished start or bench label.
@@ -238,6 +240,8 @@ drive)
     c) run_one c fullshape-h200-tp2-mtp "" nosmoke mtp-k2 2 2 ;;
     b) run_one b fullshape-48gb-tp1 "$(util "$RES/budget-RTX-A6000.json")" nosmoke "" 1 0 ;;
     d) run_one d fullshape-h200-tp2-nomtp "" nosmoke mtp-off 2 0 ;;
+    e) run_one e fullshape-48gb-tp1-nopc "" nosmoke "" 1 0 ;;
+    f) run_one f fullshape-h200-tp2-mtp-m2048 "" nosmoke "" 2 2 ;;
     esac
   done
   log "all runs done"
