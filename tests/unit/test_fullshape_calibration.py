@@ -1,7 +1,8 @@
 """The estimator against every measured start of the real 27B shape (vLLM 0.25.1 on H200, dummy weights).
 
 Each start stood in for a card by its budget (tests/fixtures/gpu-fullshape/README.md): (a) the card's minimum
-command on a 24 GB RTX 3090 budget, (b) TP1 on a 48 GB budget, (c) TP2 on the whole H200, (d) (c) without MTP. The prediction for
+command on a 24 GB RTX 3090 budget, (b) TP1 on a 48 GB budget, (c) TP2 on the whole H200, (d) (c) without MTP,
+(e) (b) without prefix caching, predicted before it ran (predictions-e-f.txt) and fitted to nothing. The prediction for
 each must fall within its own stated error of what vLLM logged, the KV tokens within 3 %, and the outcome
 (starts or not) must be right. vLLM's numbers come from the committed logs (summary.json is read from them).
 """
@@ -22,7 +23,7 @@ EVIDENCE = FIXTURES / "gpu-fullshape"
 SUMMARY = json.loads((EVIDENCE / "summary.json").read_text(encoding="utf-8"))
 INVENTORY = load_inventory(EVIDENCE / "inventory-h200x2.json")
 PROFILES = {"a": "fullshape-24gb-tp2-mtp", "b": "fullshape-48gb-tp1", "c": "fullshape-h200-tp2-mtp",
-            "d": "fullshape-h200-tp2-nomtp"}
+            "d": "fullshape-h200-tp2-nomtp", "e": "fullshape-48gb-tp1-nopc"}
 
 
 def _weights() -> WeightSizes:
@@ -65,7 +66,7 @@ def test_each_term_within_its_stated_error(name: str) -> None:
     assert estimates  # the log said how vLLM sized its graphs
 
 
-@pytest.mark.parametrize("name", ["b", "c", "d"])
+@pytest.mark.parametrize("name", ["b", "c", "d", "e"])
 def test_kv_tokens_within_three_percent(name: str) -> None:
     r = _predict(name)
     logged = SUMMARY["starts"][name]["engine"]["kv_cache_tokens"]["tokens"]
@@ -73,10 +74,10 @@ def test_kv_tokens_within_three_percent(name: str) -> None:
 
 
 def test_outcomes_are_right() -> None:
-    """(a) did not start (vLLM: 4.49 GiB needed, 4.41 available); (b), (c) and (d) started."""
+    """(a) did not start (vLLM: 4.49 GiB needed, 4.41 available); (b) to (e) started."""
     assert SUMMARY["starts"]["a"]["state"]["started"] == 0
     assert _predict("a").kv_verdict == "does-not-fit"
-    for name in ("b", "c", "d"):
+    for name in ("b", "c", "d", "e"):
         assert SUMMARY["starts"][name]["state"]["started"] == 1
         assert _predict(name).kv_verdict == "fits"
 
@@ -92,3 +93,14 @@ def test_measured_before_snapshot_memory_is_inside_the_start_up_range() -> None:
         used = _rank(name)["init_snapshot"]["used_gib"] * GIB
         rule = _predict(name).startup.rule
         assert rule.allowance.low_bytes <= used <= rule.allowance.high_bytes, (name, used / GIB, rule.allowance.text)
+
+
+def test_the_out_of_sample_start_matches_its_written_prediction() -> None:
+    """(e) was predicted before it ran (13.32 GiB, 426,175 tokens) and vLLM logged just that; its profile-run
+    peak equals (b)'s, so the TP1 forward term is not a prefix-caching cost."""
+    prediction = (EVIDENCE / "predictions-e-f.txt").read_text(encoding="utf-8")
+    assert "available KV 13.32 ± 0.36 GiB; 426,175 tokens" in prediction
+    r = _predict("e")
+    assert (round(r.kv_available.gib, 2), r.kv_cache_tokens) == (13.32, 426_175)
+    assert SUMMARY["starts"]["e"]["engine"]["kv_cache_tokens"]["tokens"] == 426_175
+    assert _rank("e")["profile"]["torch_peak_increase_gib"] == _rank("b")["profile"]["torch_peak_increase_gib"]

@@ -29,7 +29,7 @@ BENCH = FIXTURES / "gpu-bench"
 SUMMARY = json.loads((EVIDENCE / "summary.json").read_text(encoding="utf-8"))
 INVENTORY = load_inventory(EVIDENCE / "inventory-h200x2.json")
 PROFILES = {"a": "fullshape-24gb-tp2-mtp", "b": "fullshape-48gb-tp1", "c": "fullshape-h200-tp2-mtp",
-            "d": "fullshape-h200-tp2-nomtp"}
+            "d": "fullshape-h200-tp2-nomtp", "e": "fullshape-48gb-tp1-nopc"}
 
 
 SUMMARIZE = load_tool("gpu_e2e/fullshape_summary.py")
