@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from launcher.fit import GIB, FitResult
 
@@ -337,12 +337,9 @@ def _summary_rows(r: FitResult, log: StartLog) -> list[Row]:
                          r.cudagraph.uncertainty_bytes / g + _LOG_GIB, f"line {estimate.line}"))
     if log.graph_capture_gib:
         worst = max(log.graph_capture_gib, key=lambda s: s.value)
-        if estimate is not None:
-            rows.append(Row("CUDA graphs (capture took)", "GiB", r.cudagraph.bytes / g, worst.value, 0.0,
-                            f"line {worst.line}"))
-        else:
-            rows.append(_row("CUDA graphs (capture took)", "GiB", r.cudagraph.bytes / g, worst.value,
-                             r.cudagraph.uncertainty_bytes / g + _LOG_GIB, f"line {worst.line}"))
+        capture = _row("CUDA graphs (capture took)", "GiB", r.cudagraph.bytes / g, worst.value,
+                       r.cudagraph.uncertainty_bytes / g + _LOG_GIB, f"line {worst.line}")
+        rows.append(capture if estimate is None else replace(capture, tolerance=0.0, ok=None))
     for s in log.summaries[:1]:
         src = f"line {s.line}"
         rows.append(_row("CUDA total", "GiB", r.inputs.total_memory_bytes / g, s.total_gib,

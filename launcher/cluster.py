@@ -141,7 +141,7 @@ def run_rank(
                      stop_timeout=DEFAULT_STOP_TIMEOUT_S if stop_timeout is None else stop_timeout)
     sup.start()
     assert sup.proc is not None
-    try:
+    with sup:
         say(f"launcher: started vLLM (pid {sup.proc.pid}); it stops when the head at {endpoint} stops answering "
             f"({misses} looks, {interval:g} s apart)")
         missed = 0
@@ -164,9 +164,3 @@ def run_rank(
                 rc = sup.stop()
                 say(f"launcher: node {rank}: vLLM stopped with code {rc}")
                 return rc
-    except BaseException:
-        if sup.proc.poll() is None:
-            sup.stop()
-        raise
-    finally:
-        sup.close()

@@ -378,6 +378,17 @@ class Supervisor:
     def close(self) -> None:
         self._restore_handlers()
 
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leaving on any exception (a signal's KeyboardInterrupt too) stops a running vLLM; always restores handlers."""
+        try:
+            if exc_type is not None and self.proc is not None and self.proc.poll() is None:
+                self.stop()
+        finally:
+            self.close()
+
     # -- internals
 
     def _drain(self, timeout: float = 5.0) -> None:
@@ -476,7 +487,7 @@ def serve_supervised(
     sup = Supervisor(argv, env, output=output, stop_timeout=stop_timeout, echo=echo, progress=start_progress)
     sup.start()
     assert sup.proc is not None
-    try:
+    with sup:
         echo(f"launcher: started vLLM (pid {sup.proc.pid}); waiting up to {wait_timeout:g} s for {url}")
 
         def progress(p: Progress) -> None:  # readiness polls: the server's answer once it answers; elapsed time moving
@@ -511,12 +522,6 @@ def serve_supervised(
 
         echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})")
         return sup.wait()
-    except BaseException:
-        if sup.proc.poll() is None:
-            sup.stop()
-        raise
-    finally:
-        sup.close()
 
 
 def _smoke(sup: Supervisor, url: str, info: Any, api_key: str | None, smoke_options: Mapping[str, Any] | None,

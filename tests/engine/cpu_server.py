@@ -23,6 +23,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_tiny(python: Path, *extra: str) -> Path:
+    """tools/make_tiny_model.py run by the engine's python: the tiny model's cache directory (generated once, reused)."""
+    proc = subprocess.run([str(python), str(MAKE_TINY), *extra], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
 def launcher(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=timeout, env=env)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.cpu_server import ENGINE, MAKE_TINY, REPO, START_TIMEOUT_S, engine_env, free_port, group_alive, launcher, record, tail
+from tests.engine.cpu_server import ENGINE, REPO, START_TIMEOUT_S, engine_env, free_port, group_alive, launcher, make_tiny, record, tail
 from tests.engine.real_engines import python_for
 
 pytestmark = pytest.mark.engine
@@ -37,9 +37,7 @@ def python() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(python: Path) -> Path:
-    proc = subprocess.run([str(python), str(MAKE_TINY)], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return make_tiny(python)
 
 
 def check_report(doc: dict[str, Any], concurrency: int, keep: Path | None = None) -> dict[str, Any]:

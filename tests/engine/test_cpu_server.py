@@ -31,6 +31,7 @@ from tests.engine.cpu_server import (  # noqa: F401 (shared with the other CPU-s
     group_alive,
     group_rss_bytes,
     launcher,
+    make_tiny,
     record,
     tail,
 )
@@ -60,9 +61,7 @@ def venv_python() -> Path:
 @pytest.fixture(scope="module")
 def tiny_model(venv_python: Path) -> Path:
     """The tiny model in its cache directory (generated once, reused by later runs)."""
-    proc = subprocess.run([str(venv_python), str(MAKE_TINY)], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    path = Path(proc.stdout.strip().splitlines()[-1])
+    path = make_tiny(venv_python)
     assert (path / "launcher-tiny-model.json").is_file()
     return path
 

@@ -23,14 +23,11 @@ from typing import IO, Any
 
 import pytest
 
-from tests.engine.cpu_server import free_port, group_alive, record
+from tests.engine.cpu_server import ENGINE, REPO, free_port, group_alive, make_tiny, record
 from tests.engine.real_engines import python_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-MAKE_TINY = REPO / "tools" / "make_tiny_model.py"
-ENGINE = "0.32.0"
 PROFILE = "cpu-tiny-2node"
 READY_TIMEOUT_S = 200  # measured 50-75 s on 2 busy cores (Dynamo with the eager backend, no Inductor)
 HEAD_TIMEOUT_S = 240  # node 1 waits this long for the head's port
@@ -83,10 +80,7 @@ def venv_python() -> Path:
 @pytest.fixture(scope="module")
 def tiny_model_4l(venv_python: Path) -> Path:
     """The 4-layer tiny model: each pipeline stage gets a DeltaNet and an attention layer."""
-    proc = subprocess.run([str(venv_python), str(MAKE_TINY), "--layers", "4"], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    path = Path(proc.stdout.strip().splitlines()[-1])
+    path = make_tiny(venv_python, "--layers", "4")
     assert json.loads((path / "config.json").read_text())["num_hidden_layers"] == 4
     return path
 

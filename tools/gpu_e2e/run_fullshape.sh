@@ -37,59 +37,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 log() { echo "[$(date -u +%T)] $*" >> "$RES/driver.log"; [ "$MODE" = drive ] || echo "[$(date -u +%T)] $*"; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 fetch() { python3 -c "import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())" "$1"; }
+# shellcheck source=tools/gpu_e2e/common.sh
+. "$FS/tools/gpu_e2e/common.sh"
 nvsmi() { nvidia-smi --query-gpu=index,name,memory.total,memory.reserved,memory.used,memory.free --format=csv,nounits; }
-
-carry_part() {  # copy .gpu-e2e/pK into $WH, check it, mark it readable for stream_install.py
-  local k=$1 d="$REPO/.gpu-e2e/p$1" f
-  [ -d "$d" ] || { log "FATAL: $d not carried"; return 1; }
-  for f in "$d"/core.tar.xz.part[0-9][0-9]; do
-    cp "$f" "$WH/$(basename "$f").tmp" && mv -f "$WH/$(basename "$f").tmp" "$WH/$(basename "$f")"
-    cp "$f.sha256" "$WH/"
-    (cd "$WH" && sha256sum -c --quiet "$(basename "$f").sha256") || { log "FATAL: part $k checksum"; return 1; }
-    touch "$WH/$(basename "$f").ok"
-    log "part $k: $(basename "$f") ($(stat -c %s "$f") bytes) ok"
-  done
-}
-
-start_install() {  # once per machine, in its own session
-  if [ -d "$REPO/.gpu-e2e/kit" ] && [ ! -e "$WH/kit/PARTS" ]; then
-    mkdir -p "$WH/kit" && cp -r "$REPO/.gpu-e2e/kit/." "$WH/kit/" && cp "$FS/tools/gpu_e2e/stream_install.py" "$WH/kit/"
-  fi
-  [ -e "$WH/kit/PARTS" ] || { log "FATAL: .gpu-e2e/kit was never carried"; return 1; }
-  if [ ! -e "$WH/installer.started" ]; then
-    touch "$WH/installer.started"
-    setsid nohup python3 "$WH/kit/stream_install.py" "$WH" "$SITE" "$(cat "$WH/kit/PARTS")" \
-      "$WH/kit/SHA256SUMS.stored" > "$WH/install.log" 2>&1 < /dev/null &
-    log "installer started (pid $!), $(cat "$WH/kit/PARTS") parts expected"
-  fi
-}
-
-setup_env() {  # the installed wheels first on the path; launcher from the checkout
-  export PYTHONPATH=$SITE:$SITE/nvidia_cutlass_dsl/python_packages:$REPO
-  local c cuda=""
-  for c in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-13.0; do
-    [ -n "$c" ] && [ -x "$c/bin/nvcc" ] && [ -e "$c/include/cuda_runtime.h" ] && { cuda=$c; break; }
-  done
-  [ -n "$cuda" ] && export CUDA_HOME=$cuda
-  export PATH=$SITE/bin${cuda:+:$cuda/bin}:$PATH
-  export MAX_JOBS=${MAX_JOBS:-$(nproc)} PYTHONUNBUFFERED=1
-  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-}
-
-finish_install() {  # after the install: cuda namespace merge, a `vllm` console script (run_remote.sh's fixes)
-  if ! python3 -c 'import cuda.tile, cuda.bindings' 2>/dev/null; then
-    local rsp e
-    rsp=$(env -u PYTHONPATH python3 -c 'import cuda.bindings, os; print(os.path.dirname(os.path.dirname(cuda.bindings.__file__)))' 2>/dev/null)
-    if [ -n "$rsp" ] && [ -d "$rsp" ]; then
-      for e in "$rsp"/*; do [ -e "$SITE/cuda/$(basename "$e")" ] || ln -s "$e" "$SITE/cuda/"; done
-      log "merged the image's $rsp into $SITE/cuda"
-    fi
-  fi
-  if ! command -v vllm >/dev/null; then
-    printf '#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main "$@"\n' > "$SITE/bin/vllm" && chmod +x "$SITE/bin/vllm"
-  fi
-  log "vllm: $(command -v vllm)"
-}
 
 wait_idle() {  # until every GPU's NVML used memory is under 1 GiB (or $1 seconds)
   local deadline=$(( $(date +%s) + $1 ))
@@ -196,18 +146,18 @@ case "$MODE" in
 part)
   K=${2:?part number}
   carry_part "$K" || exit 1
-  start_install || exit 1
+  start_installer "$FS/tools/gpu_e2e" || exit 1
   if [ "$K" = 1 ] && [ "${FS_CONTEXT:-1}" = 1 ]; then  # FS_CONTEXT=0: skip the (already recorded) measurement
     { nvsmi; nvidia-smi topo -m; python3 -V; nproc; } 2>&1 | tee -a "$RES/driver.log"
     PYTHONPATH=$REPO timeout 240 python3 "$FS/tools/gpu_e2e/context_overhead.py" --tp 1 2 --out "$RES/context-overhead.json" 2>&1 | tee -a "$RES/driver.log"
     export_results > /dev/null
   fi
-  tail -2 "$WH/install.status" 2>/dev/null
+  tail -2 "$WH/install.status" 2>/dev/null || true
   ;;
 go)
   K=${2:?last part number}
   carry_part "$K" || exit 1
-  start_install || exit 1
+  start_installer "$FS/tools/gpu_e2e" || exit 1
   log "waiting for the install"
   deadline=$(( $(date +%s) + 300 ))
   until grep -qE 'installed|FAILED' "$WH/install.status" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; do sleep 1; done
@@ -225,7 +175,8 @@ collect)
   wait_driver
   ;;
 drive)
-  setup_env
+  setup_env "$REPO"
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast off
   finish_install
   rm -rf "$MODEL_DIR" && cp -r "$FS/model" "$MODEL_DIR" || { echo DONE > "$RES/driver.done"; exit 1; }
   python3 -m launcher gpus --json > "$RES/inventory.json" 2>> "$RES/driver.log"

@@ -22,30 +22,11 @@ mkdir -p "$WH" "$RES"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 log() { echo "[$(date -u +%T)] $*" | tee -a "$RES/run.log"; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-
-carry_part() {  # copy .gpu-e2e/pK into $WH, check it, mark it readable for stream_install.py
-  local k=$1 d="$REPO/.gpu-e2e/p$1" f
-  [ -d "$d" ] || { log "FATAL: $d not carried"; return 1; }
-  for f in "$d"/core.tar.xz.part[0-9][0-9]; do
-    cp "$f" "$WH/$(basename "$f").tmp" && mv -f "$WH/$(basename "$f").tmp" "$WH/$(basename "$f")"
-    cp "$f.sha256" "$WH/"
-    (cd "$WH" && sha256sum -c --quiet "$(basename "$f").sha256") || { log "FATAL: part $k checksum"; return 1; }
-    touch "$WH/$(basename "$f").ok"
-    log "part $k: $(basename "$f") ($(stat -c %s "$f") bytes) ok"
-  done
-}
+# shellcheck source=tools/gpu_e2e/common.sh
+. "$REPO/tools/gpu_e2e/common.sh"
 
 start_background() {  # once per machine: unpack/install and the tiny model, in their own sessions
-  if [ -d "$REPO/.gpu-e2e/kit" ] && [ ! -e "$WH/kit/PARTS" ]; then
-    mkdir -p "$WH/kit" && cp -r "$REPO/.gpu-e2e/kit/." "$WH/kit/" && cp "$REPO"/tools/gpu_e2e/*.py "$WH/kit/"
-  fi
-  [ -e "$WH/kit/PARTS" ] || { log "FATAL: .gpu-e2e/kit was never carried"; return 1; }
-  if [ ! -e "$WH/installer.started" ]; then
-    touch "$WH/installer.started"
-    setsid nohup python3 "$WH/kit/stream_install.py" "$WH" "$SITE" "$(cat "$WH/kit/PARTS")" \
-      "$WH/kit/SHA256SUMS.stored" > "$WH/install.log" 2>&1 < /dev/null &
-    log "installer started (pid $!), $(cat "$WH/kit/PARTS") parts expected"
-  fi
+  start_installer "$REPO/tools/gpu_e2e" || return 1
   if [ ! -e "$WH/model.started" ]; then
     touch "$WH/model.started"
     # the image's own torch/transformers build it (no wheels needed); then launcher's marker,
@@ -56,17 +37,6 @@ start_background() {  # once per machine: unpack/install and the tiny model, in 
       > "$WH/model.log" 2>&1 < /dev/null &
     log "tiny model generator started (pid $!)"
   fi
-}
-
-setup_env() {  # the installed wheels first on the path; launcher from this checkout
-  export PYTHONPATH=$SITE:$SITE/nvidia_cutlass_dsl/python_packages:$REPO
-  local c cuda=""
-  for c in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-13.0; do
-    [ -n "$c" ] && [ -x "$c/bin/nvcc" ] && [ -e "$c/include/cuda_runtime.h" ] && { cuda=$c; break; }
-  done
-  [ -n "$cuda" ] && export CUDA_HOME=$cuda
-  export PATH=$SITE/bin${cuda:+:$cuda/bin}:$PATH
-  export MAX_JOBS=${MAX_JOBS:-$(nproc)} PYTHONUNBUFFERED=1
 }
 
 wait_for() {  # wait_for FILE PATTERN SECONDS: until FILE has a line matching PATTERN
@@ -127,22 +97,8 @@ serve)
   wait_for "$WH/model.log" 'MODEL_OK|Error|Traceback' 120
   tail -3 "$WH/model.log" | tee -a "$RES/run.log"
   grep -q MODEL_OK "$WH/model.log" || { tail -30 "$WH/model.log"; export_results; exit 1; }
-  setup_env
-  # cuda.tile (for flashinfer.comm) sits in the 'cuda' namespace; if the image's cuda/ shadows
-  # it, merge the image's entries into $SITE/cuda (the recipe's fix)
-  if ! python3 -c 'import cuda.tile, cuda.bindings' 2>/dev/null; then
-    RSP=$(env -u PYTHONPATH python3 -c 'import cuda.bindings, os; print(os.path.dirname(os.path.dirname(cuda.bindings.__file__)))' 2>/dev/null)
-    if [ -n "$RSP" ] && [ -d "$RSP" ]; then
-      for e in "$RSP"/*; do [ -e "$SITE/cuda/$(basename "$e")" ] || ln -s "$e" "$SITE/cuda/"; done
-      log "merged the image's $RSP into $SITE/cuda"
-    fi
-  fi
-  # the profile runs `vllm serve`; pip --target writes the console script into $SITE/bin
-  if ! command -v vllm >/dev/null; then
-    printf '#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main "$@"\n' > "$SITE/bin/vllm" && chmod +x "$SITE/bin/vllm"
-    log "no vllm console script: wrote $SITE/bin/vllm (python3 -m vllm.entrypoints.cli.main)"
-  fi
-  log "vllm: $(command -v vllm) ($(head -1 "$(command -v vllm)"))"
+  setup_env "$REPO"
+  finish_install
   log "CUDA_HOME=${CUDA_HOME:-unset} MAX_JOBS=$MAX_JOBS"
   python3 -m launcher gpus --json > "$RES/inventory.json" 2>> "$RES/run.log"; log "launcher gpus --json: rc $?"
   python3 -m launcher check --profile "$PROFILE" 2>&1 | tee -a "$RES/run.log"; log "launcher check: rc ${PIPESTATUS[0]}"
@@ -158,7 +114,7 @@ collect)
   wait_driver
   ;;
 drive)
-  setup_env
+  setup_env "$REPO"
   S="$RES/summary.txt"
   note() { echo "$*" >> "$S"; }
   t0=$(date +%s.%N)

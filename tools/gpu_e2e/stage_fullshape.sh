@@ -21,7 +21,7 @@ for p in /.fullshape/ /.gpu-e2e/; do grep -qxF "$p" "$EXCLUDE" 2>/dev/null || ec
 FS="$DEST/.fullshape"
 rm -rf "$FS" && mkdir -p "$FS/tools/gpu_e2e" "$FS/profiles"
 cp "$HERE/tools/make_full_shape_model.py" "$HERE/tools/make_tiny_model.py" "$FS/tools/"
-cp "$HERE"/tools/gpu_e2e/{run_fullshape.sh,stream_install.py,fullshape_budget.py,context_overhead.py} "$FS/tools/gpu_e2e/"
+cp "$HERE"/tools/gpu_e2e/{run_fullshape.sh,common.sh,stream_install.py,fullshape_budget.py,context_overhead.py} "$FS/tools/gpu_e2e/"
 cp "$HERE"/tests/fixtures/gpu-fullshape/profiles/*.yaml "$FS/profiles/"
 "$PY" "$HERE/tools/make_full_shape_model.py" --out "$FS/model" > /dev/null
 
