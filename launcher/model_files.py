@@ -162,7 +162,7 @@ def gather_for(profile: "Profile", environ: Optional[Mapping[str, str]] = None) 
 def _extra_value(profile: "Profile", flag: str) -> Optional[str]:
     """The value of vLLM flag `--a-b` (also `--a_b`, `--a-b=V`) among the profile's extra args; the last one wins, as in argparse."""
     args = list(profile.extra_args)
-    names = (flag, flag.replace("-", "_").replace("__", "--", 1))
+    names = (flag, "--" + flag[2:].replace("-", "_"))
     found = None
     for i, token in enumerate(args):
         name, eq, value = token.partition("=")
