@@ -61,7 +61,7 @@ def load_tool(relative: str) -> Any:
 
 def full_shape_weights():  # type: ignore[no-untyped-def]
     """What `launcher fit` reads from tools/make_full_shape_model.py's index (no model directory needed)."""
-    from launcher.fit import WeightSizes
+    from launcher.fit.estimate import WeightSizes
 
     _, parts = load_tool("make_full_shape_model.py").index()
     return WeightSizes(main_bytes=parts["language"] + parts["vision"], vision_bytes=parts["vision"],

@@ -44,11 +44,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 GENERATOR_VERSION = 1
 DEFAULT_OUT = Path("/tmp/qwen3.6-27b-int8-mtp-shape")
-MANIFEST = "launcher-tiny-model.json"  # launcher.smoke.RANDOM_WEIGHTS_MARKER
+MANIFEST = "launcher-tiny-model.json"  # launcher.live.smoke.RANDOM_WEIGHTS_MARKER
 SEED = 20261128  # the tiny tokenizer's corpus seed (tools/make_tiny_model.py)
 
 # ----------------------------------------------------------------------------------- shape
-# Sources: [facts] launcher/model_facts.py (Qwen3.6-27B config.json as published; the same numbers
+# Sources: [facts] launcher/model/facts.py (Qwen3.6-27B config.json as published; the same numbers
 # as THUDM/slime's qwen3.5-27B script); [card] the havenoammo/Qwen3.6-27B-INT8-MTP model card;
 # [vllm] vLLM 0.25.1's own Qwen3.5 config class (vllm/transformers_utils/configs/qwen3_5.py) and
 # model code; [inferred] my own choice where no published file states the value.

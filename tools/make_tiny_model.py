@@ -45,7 +45,7 @@ from typing import Any, Iterator
 
 GENERATOR_VERSION = 2
 MODEL_DIR_NAME = "tiny-qwen3-next-mtp"
-MANIFEST = "launcher-tiny-model.json"  # launcher.smoke.RANDOM_WEIGHTS_MARKER
+MANIFEST = "launcher-tiny-model.json"  # launcher.live.smoke.RANDOM_WEIGHTS_MARKER
 SEED = 20261128
 
 SPEC: dict[str, Any] = {

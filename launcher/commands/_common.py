@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import click
 
-from launcher.load import Resolved, resolve
+from launcher.profile.load import Resolved, resolve
 
 PROFILE_HELP = "Profile name (shipped or from --profiles-dir / LAUNCHER_PROFILES_DIR) or a path to a YAML file."
 
@@ -65,7 +65,7 @@ def load_for(profile_name: str | None, profiles_dirs: Sequence[str], sets: Seque
     """load_profile, or, with an inventory, the preflight's resolution of it (adjustments included)."""
     if inventory_file is None:
         return load_profile(profile_name, profiles_dirs, sets, extra_args)
-    from launcher.preflight import run_preflight
+    from launcher.preflight.choice import run_preflight
 
     resolved, _ = run_preflight(profile_name or "", profiles_dirs, sets, extra_args, inventory_source=inventory_file)
     return resolved

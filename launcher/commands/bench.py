@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from launcher import bench as analysis
 from launcher.commands._common import PROFILE_HELP
 from launcher.commands.wait import API_KEY_ENV_DEFAULT, api_key_from_env
 from launcher.errors import NotReadyError, ProfileError
-from launcher.readiness import DEFAULT_URL, base_url
+from launcher.live import bench as analysis
+from launcher.live.readiness import DEFAULT_URL, base_url
 
 if TYPE_CHECKING:
-    from launcher.load import Resolved
-    from launcher.readiness import ReadyInfo
-    from launcher.runtime import Runtime
+    from launcher.live.readiness import ReadyInfo
+    from launcher.live.runtime import Runtime
+    from launcher.profile.load import Resolved
 
 INSTALL_HINT = ("install vLLM where launcher runs (pip install 'vllm[bench]', or pip install 'launcher[vllm]'), "
                 "or pass --vllm PATH (a `vllm` executable, or a python that has vllm)")
@@ -114,7 +114,7 @@ def display_command(program: list[str], args: list[str]) -> str:
 
 def _server(url: str, model: str | None, api_key: str | None) -> tuple["ReadyInfo", str]:
     """The model the server lists, and its /metrics text; exit 5 when either is missing."""
-    from launcher.readiness import http_get, probe
+    from launcher.live.readiness import http_get, probe
 
     seen = probe(url, model, api_key, request_timeout=10.0)
     if seen.info is None:
@@ -131,7 +131,7 @@ def _server(url: str, model: str | None, api_key: str | None) -> tuple["ReadyInf
 
 
 def _metrics(url: str) -> str:
-    from launcher.readiness import http_get
+    from launcher.live.readiness import http_get
 
     try:
         status, body = http_get(url + "/metrics", 30.0)
@@ -143,7 +143,7 @@ def _metrics(url: str) -> str:
 
 
 def _server_version(url: str) -> str | None:
-    from launcher.readiness import http_get
+    from launcher.live.readiness import http_get
 
     try:
         status, body = http_get(url + "/version", 10.0)
@@ -179,7 +179,7 @@ def _last_error(log: Path) -> str:
 
 def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str], directory: Path,
              runtime: "Runtime", echo: Callable[[str], None]) -> None:
-    """Benchmark every level into `directory` (the layout launcher.bench reads)."""
+    """Benchmark every level into `directory` (the layout launcher.live.bench reads)."""
     info, _ = _server(opts.url, opts.model, opts.api_key)
     root = info.root or info.model
     tokenizer = opts.tokenizer or root
@@ -236,7 +236,7 @@ def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str],
 
 def _profile_for(name: str | None, dirs: tuple[str, ...], sets: tuple[str, ...], notes: list[str]) -> "Resolved | None":
     from launcher.errors import LauncherError
-    from launcher.load import resolve
+    from launcher.profile.load import resolve
 
     if not name:
         return None
@@ -263,7 +263,7 @@ def report_run(directory: Path, resolved: "Resolved | None", gpu: str | None,
 
 def _write_outputs(reports: list[dict[str, Any]], json_out: str | None, chart: str | None, chart_term: bool,
                    echo: Callable[[str], None]) -> None:
-    from launcher import bench_chart
+    from launcher.live import bench_chart
 
     doc = {"format": analysis.FORMAT, "runs": reports}
     if json_out == "-":
@@ -368,7 +368,7 @@ def bench(ctx: click.Context, **params: Any) -> None:
     Exit 2: bad option or vLLM missing; 5: server not ready, no /metrics, or
     requests failed.
     """
-    from launcher.runtime import runtime_of
+    from launcher.live.runtime import runtime_of
 
     run_bench(params, runtime_of(ctx), echo=click.echo)
 

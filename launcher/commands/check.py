@@ -8,11 +8,11 @@ from typing import Any, Optional
 import click
 
 from launcher import style
-from launcher.checks import Report
 from launcher.commands._common import passthrough, profile_options
 from launcher.commands.gpus import runtime_of
-from launcher.inventory import Inventory
-from launcher.load import Resolved
+from launcher.hardware.inventory import Inventory
+from launcher.preflight.checks import Report
+from launcher.profile.load import Resolved
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -45,7 +45,8 @@ def check(
     and disk are this machine's, or with --inventory what `launcher gpus --json` recorded (else skipped).
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
-    from launcher.preflight import combined_fix, get_inventory, require_runnable, run_preflight
+    from launcher.preflight.choice import run_preflight
+    from launcher.preflight.run import combined_fix, get_inventory, require_runnable
 
     runtime = runtime_of(ctx)
     inventory = get_inventory(inventory_file, runtime.probe)
@@ -56,7 +57,7 @@ def check(
     resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
     if inventory_file is None:
         report = _with_installed_engine(resolved, report)
-    from launcher.model_files import with_model_checks  # the weights and their disk: here, or as the inventory recorded them
+    from launcher.preflight.model_files import with_model_checks  # the weights and their disk: here, or as the inventory recorded them
 
     report = with_model_checks(report, resolved.profile, inventory if inventory_file else None)
     where = f"inventory {inventory_file}" if inventory_file else "live NVML"
@@ -70,7 +71,7 @@ def check(
         click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
-            from launcher.choice import choice_lines
+            from launcher.preflight.choice import choice_lines
 
             click.echo("\n".join(choice_lines(auto)))
         lines = format_report(resolved, report, inventory, where).splitlines()
@@ -84,7 +85,7 @@ def _with_installed_engine(resolved: Resolved, report: Report) -> Report:
     """Live: the vLLM that `serve` would start here against the profile's target (package metadata, no import)."""
     import dataclasses
 
-    from launcher.engine.installed import engine_check
+    from launcher.live.installed import engine_check
 
     found = engine_check(resolved)
     return report if found is None else dataclasses.replace(report, results=report.results + (found,))
@@ -93,7 +94,8 @@ def _with_installed_engine(resolved: Resolved, report: Report) -> Report:
 def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...], as_json: bool,
             inventory_file: Optional[str]) -> Any:
     """choose_auto; with --json, a failure still prints JSON (every profile's failures, the closest) before exit 3."""
-    from launcher.preflight import NoProfileRuns, choose_auto, kv_fit_hook
+    from launcher.preflight.choice import NoProfileRuns, choose_auto
+    from launcher.preflight.run import kv_fit_hook
 
     try:
         return choose_auto(inventory, dirs, sets, extra, kv_fit=kv_fit_hook())
@@ -144,7 +146,7 @@ def _flat(data: Any, prefix: str = "") -> str:
 
 
 def report_json(resolved: Resolved, report: Report, inventory: Inventory, where: str, auto: Any = None) -> dict[str, Any]:
-    from launcher.validate import render_checked
+    from launcher.output.validate import render_checked
 
     rendered = render_checked(resolved)
     out: dict[str, Any] = {

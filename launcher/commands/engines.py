@@ -14,7 +14,7 @@ _SHOW = 12  # items per list in the human view; --json has everything
 
 
 def _installed() -> Optional[dict[str, Any]]:
-    from launcher.engine.installed import detect_installed
+    from launcher.live.installed import detect_installed
 
     inst = detect_installed("vllm")
     return inst.to_dict() if inst is not None else None
@@ -107,8 +107,8 @@ LATE_OF_FLAG = {
 def profile_usage() -> dict[str, dict[str, Any]]:
     """flag -> {shipped profile: the value it gives (None for a bare flag)}, as each profile says it (not translated)."""
     from launcher.errors import ProfileError
-    from launcher.load import list_profiles, resolve, shipped_profiles_dir
-    from launcher.render import assemble
+    from launcher.output.render import assemble
+    from launcher.profile.load import list_profiles, resolve, shipped_profiles_dir
 
     used: dict[str, dict[str, Any]] = {}
     for name, path in list_profiles([shipped_profiles_dir()]).items():
@@ -246,9 +246,9 @@ def learn(python: Optional[str], out_dir: Optional[str]) -> None:
     ~/.cache/launcher/engines ($XDG_CACHE_HOME). From then on profiles with that `vllm.version`
     are checked like the shipped versions. Exit 4 when no vLLM is found or it cannot be imported.
     """
-    from launcher.engine.installed import detect_installed
     from launcher.engine.learn import learn_schema
     from launcher.errors import EngineStartError
+    from launcher.live.installed import detect_installed
 
     inst = detect_installed(python, path=str(Path(python).parent)) if python else detect_installed("vllm")
     if inst is None:

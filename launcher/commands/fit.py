@@ -24,7 +24,7 @@ def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu
         raise click.UsageError("--count goes with --gpu or --gpu-memory")
     need = profile.parallel.tp * profile.parallel.pp
     if described:
-        from launcher.gpu_catalog import custom_model, lookup
+        from launcher.hardware.catalog import custom_model, lookup
 
         model = lookup(gpu) if gpu else None
         if memory is not None or cc:
@@ -34,7 +34,7 @@ def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu
             raise HardwareError(f"the profile needs {need} GPUs for one replica (tensor x pipeline); --count is {have}")
         return model
     if inventory_file:
-        from launcher.inventory import load_inventory
+        from launcher.hardware.inventory import load_inventory
 
         return load_inventory(inventory_file)
     from launcher.commands.gpus import runtime_of
@@ -45,7 +45,7 @@ def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu
 def _cc(text: Optional[str]) -> Optional[tuple[int, int]]:
     if not text:
         return None
-    from launcher.schema import parse_compute_capability
+    from launcher.profile.schema import parse_compute_capability
 
     try:
         value = parse_compute_capability(text)
@@ -83,8 +83,8 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     Exit code 0 when it fits (a warning is printed when only within the error), 3 when not.
     How each term is computed, and what it was checked against: docs/memory-model.md.
     """
-    from launcher.fit import format_breakdown, suggest
-    from launcher.fit_profile import engines_of, fit_profile, fix_hint
+    from launcher.fit.estimate import format_breakdown, suggest
+    from launcher.fit.fit_profile import engines_of, fit_profile, fix_hint
 
     resolved = load_profile(profile_name, profiles_dirs, sets)
     profile = resolved.profile
@@ -129,9 +129,9 @@ def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs
     """
     import dataclasses
 
-    from launcher.calibrate import compare, format_rows, other_model, parse_log
-    from launcher.fit import GIB
-    from launcher.fit_profile import fit_profile
+    from launcher.fit.calibrate import compare, format_rows, other_model, parse_log
+    from launcher.fit.estimate import GIB
+    from launcher.fit.fit_profile import fit_profile
 
     path = Path(logfile)
     try:
@@ -156,7 +156,7 @@ def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs
             free_memory_bytes=round(free_gib * GIB),
             total_memory_uncertainty_bytes=round(0.005 * GIB),
         )
-        from launcher.fit import estimate
+        from launcher.fit.estimate import estimate
 
         result = estimate(inp)
         notes.append(f"GPU memory from the log: {free_gib} GiB free of {total_gib} GiB")

@@ -8,8 +8,8 @@ from typing import Optional
 import click
 
 from launcher.errors import HardwareError
-from launcher.inventory import GIB, Inventory, Storage, dump_inventory, inventory_json_schema, load_inventory, resolve_visible
-from launcher.runtime import Runtime, runtime_of  # noqa: F401  (re-exported for tests)
+from launcher.hardware.inventory import GIB, Inventory, Storage, dump_inventory, inventory_json_schema, load_inventory, resolve_visible
+from launcher.live.runtime import Runtime, runtime_of  # noqa: F401  (re-exported for tests)
 
 
 @click.command()
@@ -36,7 +36,7 @@ def gpus(ctx: click.Context, as_json: bool, inventory_file: Optional[str], schem
         import dataclasses
         import os
 
-        from launcher.model_files import capture
+        from launcher.preflight.model_files import capture
 
         # The model cache and its disk travel with the GPUs, so `check --inventory` elsewhere can judge them.
         inventory = dataclasses.replace(runtime_of(ctx).probe(), storage=capture(os.environ))

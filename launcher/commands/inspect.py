@@ -15,7 +15,7 @@ from launcher.commands._common import echo_notes, echo_warnings, inventory_optio
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 def show(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], as_json: bool) -> None:
     """Print a profile after `extends`, environment and --set layering, validated."""
-    from launcher.schema import looks_secret
+    from launcher.profile.schema import looks_secret
 
     resolved = load_profile(profile_name, profiles_dirs, sets)
     data = resolved.profile.model_dump(mode="json", exclude_none=True)
@@ -40,9 +40,9 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
 
     With --inventory, values the preflight sets for those GPUs (no P2P, max_model_len auto) show as `check: why`.
     """
-    from launcher.explain import explain_rows
-    from launcher.schema import looks_secret
-    from launcher.validate import render_checked
+    from launcher.output.validate import render_checked
+    from launcher.profile.explain import explain_rows
+    from launcher.profile.schema import looks_secret
 
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
     rows = [r._replace(value=f"${{{r.key[4:]}}}") if r.key.startswith("env.") and looks_secret(r.key[4:]) else r
@@ -67,6 +67,6 @@ def _short(value: Any) -> str:
 @click.command()
 def schema() -> None:
     """Print the JSON Schema of a profile file (for editors: yaml-language-server)."""
-    from launcher.schema import profile_json_schema
+    from launcher.profile.schema import profile_json_schema
 
     click.echo(json.dumps(profile_json_schema(), indent=2))

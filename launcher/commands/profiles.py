@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from launcher.errors import ProfileError
-from launcher.load import list_profiles, resolve, search_dirs
+from launcher.profile.load import list_profiles, resolve, search_dirs
 
 
 def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]:
@@ -93,7 +93,8 @@ def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
 
 def _grouped(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None) -> None:
     from launcher.commands.gpus import runtime_of
-    from launcher.preflight import candidates, get_inventory, grouping, kv_fit_hook
+    from launcher.preflight.choice import candidates, grouping
+    from launcher.preflight.run import get_inventory, kv_fit_hook
 
     inventory = get_inventory(inventory_file, runtime_of(ctx).probe)
     groups = grouping(candidates(inventory, profiles_dirs, kv_fit=kv_fit_hook()))

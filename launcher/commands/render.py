@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from launcher.commands._common import echo_notes, echo_warnings, inventory_option, load_for, load_profile, passthrough, profile_options, unset_secrets
-from launcher.render import FORMATS
-from launcher.validate import render_checked
+from launcher.output.render import FORMATS
+from launcher.output.validate import render_checked
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -36,21 +36,21 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
     if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile
         echo_warnings(unset_secrets(rendered.env_from))
     if fmt == "systemd":
-        from launcher.systemd import serve_args, this_launcher, unit
+        from launcher.output.systemd import serve_args, this_launcher, unit
 
         u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher())
         echo_notes(rendered.notes + u.notes)
         click.echo(u.text, nl=False)
         return
     if fmt == "k8s":
-        from launcher.k8s import manifests, to_yaml
+        from launcher.output.k8s import manifests, to_yaml
 
         docs = manifests(profile, resolved.name, source)
         echo_notes(rendered.notes + docs.notes)
         click.echo(to_yaml(docs), nl=False)
         return
     if fmt == "compose":
-        from launcher.compose import format_compose
+        from launcher.output.compose import format_compose
 
         echo_notes(rendered.notes)
         click.echo(format_compose(rendered, profile), nl=False)
@@ -59,7 +59,7 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
         echo_notes(rendered.notes)
         click.echo(FORMATS[fmt](rendered), nl=False)
         return
-    from launcher import deploy
+    from launcher.output import deploy
 
     if not deploy.topology(profile).multi_node:
         if node_rank:
@@ -86,7 +86,7 @@ def diff(profile_a: str, profile_b: str, profiles_dirs: tuple[str, ...]) -> None
 
     Exit code 0 whether or not they differ; lines start with `-` (only in A), `+` (only in B).
     """
-    from launcher.diff import diff_rendered
+    from launcher.output.diff import diff_rendered
 
     a = render_checked(load_profile(profile_a, profiles_dirs, ()))
     b = render_checked(load_profile(profile_b, profiles_dirs, ()))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from launcher.cluster import DEFAULT_HEAD_TIMEOUT_S
 from launcher.commands._common import echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
 from launcher.errors import EngineStartError, HardwareError, ProfileError
-from launcher.exec import printable
-from launcher.load import Resolved
-from launcher.render import Rendered
-from launcher.runtime import Runtime, runtime_of
-from launcher.validate import render_checked
+from launcher.live.cluster import DEFAULT_HEAD_TIMEOUT_S
+from launcher.live.exec import printable
+from launcher.live.runtime import Runtime, runtime_of
+from launcher.output.render import Rendered
+from launcher.output.validate import render_checked
+from launcher.profile.load import Resolved
 
 __all__ = ["Runtime", "serve"]
 
@@ -100,7 +100,7 @@ def _installed_sets(name: str, dirs: tuple[str, ...], sets: tuple[str, ...], ext
 
 def _installed_engine(resolved: Resolved) -> Resolved:
     """Render for the vLLM that will run (its package metadata; vLLM is not imported), and say so in one line."""
-    from launcher.engine.installed import for_installed
+    from launcher.live.installed import for_installed
 
     resolved, notes = for_installed(resolved)
     echo_notes(notes)
@@ -112,8 +112,8 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
     """vLLM as a child: wait for readiness, smoke-test, (benchmark,) stay in the foreground; vLLM's exit code."""
     import os
 
-    from launcher.exec import child_environment
-    from launcher.supervise import local_url
+    from launcher.live.exec import child_environment
+    from launcher.live.supervise import local_url
 
     p = resolved.profile
     env = child_environment(rendered, os.environ)
@@ -140,7 +140,8 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
                skip_checks: bool, dry_run: bool = False) -> Resolved:
     """Run the checks against the live GPUs; the resolved profile carries the check's adjustments."""
     from launcher.commands.check import format_report
-    from launcher.preflight import AUTO, get_inventory, require_runnable, run_preflight
+    from launcher.preflight.choice import run_preflight
+    from launcher.preflight.run import AUTO, get_inventory, require_runnable
 
     if skip_checks and name == AUTO:
         raise ProfileError("--profile auto chooses by checking the GPUs; it cannot be combined with --skip-checks")
@@ -162,7 +163,7 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
         click.echo(f"launcher: WARNING: --skip-checks: GPUs not checked ({exc})", err=True)
         return load_profile(name, dirs, sets, extra)
     resolved, report = run_preflight(name, dirs, sets, extra, inventory_source=inventory)
-    from launcher.model_files import with_model_checks
+    from launcher.preflight.model_files import with_model_checks
 
     report = with_model_checks(report, resolved.profile)  # vLLM starts here: this machine's cache and disk
     from launcher import style
@@ -181,7 +182,8 @@ def _node_preflight(resolved: Resolved, rank: int, skip_checks: bool) -> tuple[s
 
     Returns the (host, port) a worker must reach on the head; None for node 0 and one-machine engines.
     """
-    from launcher import cluster, deploy
+    from launcher.live import cluster
+    from launcher.output import deploy
 
     profile = resolved.profile
     d = profile.deployment
@@ -203,8 +205,8 @@ def _worker(runtime: Runtime, rendered: Rendered, join: tuple[str, int], rank: i
     """Node `rank` > 0: wait for the head, run vLLM as a child, stop it with the head; vLLM's exit code."""
     import os
 
-    from launcher.cluster import Endpoint
-    from launcher.exec import child_environment
+    from launcher.live.cluster import Endpoint
+    from launcher.live.exec import child_environment
 
     if wait_ready:
         raise ProfileError(
@@ -222,7 +224,7 @@ def _node(resolved: Resolved, rank: int) -> Rendered:
     The command is checked and translated for the target vLLM exactly as without --node-rank; the
     node's own flags (--nnodes, --node-rank, ...) follow it.
     """
-    from launcher import deploy
+    from launcher.output import deploy
 
     node = deploy.node_command(resolved.profile, rank, str(resolved.path))
     if node.prelude or node.rendered is None:

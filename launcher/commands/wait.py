@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from launcher.errors import NotReadyError, ProfileError
-from launcher.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress, printable
+from launcher.live.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress, printable
 
 API_KEY_ENV_DEFAULT = "VLLM_API_KEY"  # what vLLM itself reads when started without --api-key
 
@@ -57,7 +57,7 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
 
     Exit 0 when ready, 5 on timeout (the message names what was seen last).
     """
-    from launcher.readiness import wait_ready
+    from launcher.live.readiness import wait_ready
 
     info = wait_ready(
         url, timeout, model=model, progress=None if quiet else _echo_progress,
@@ -91,7 +91,7 @@ def smoke(
     concurrency, spec_decode. Each passes, warns, fails or is n/a, with evidence.
     Exit 0 when nothing failed, 5 otherwise.
     """
-    from launcher.smoke import CHECKS, run_smoke
+    from launcher.live.smoke import CHECKS, run_smoke
 
     unknown = [c for c in only if c not in CHECKS]
     if unknown:

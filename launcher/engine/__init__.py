@@ -18,6 +18,10 @@ One concern per module:
   check       check_argv / ensure_valid: the stages above in order
   translate   translate_argv: an argv for one version rewritten for another
   diff        diff_versions: what changed between two versions
+  behaviour   how each version behaves beyond its flags (attention backends, start-up memory check,
+              capture and profiling rules), read from behaviour-<version>.json
+
+The lowest stage (docs/architecture.md): imports only the base modules (launcher.errors, .defaults).
   installed   which vLLM will run (package metadata, no import); what serve and check do with it
   learn       `launcher engines learn`: run introspect.py with the installed vLLM's Python
   introspect  the introspection itself (runs inside the vLLM's Python: stdlib and vLLM only)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from launcher import bench as analysis
 from launcher.cli import cli
 from launcher.errors import ProfileError
-from launcher.runtime import Runtime
+from launcher.live import bench as analysis
+from launcher.live.runtime import Runtime
 from tests.fakes import FakeVllm
 from tests.helpers import FIXTURES
 
@@ -189,7 +189,7 @@ def test_live_run_failure_of_the_load_generator_is_exit_5(tmp_path: Path) -> Non
 
 
 def test_serve_bench_hands_a_hook_to_the_supervisor(tmp_path: Path) -> None:
-    from launcher.inventory import load_inventory
+    from launcher.hardware.inventory import load_inventory
 
     vllm, _ = stand_in(tmp_path)
     supervised = []

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from launcher.cli import cli
 from launcher.commands.gpus import Runtime
 from launcher.errors import HardwareError, LauncherError
-from launcher.inventory import load_inventory
+from launcher.hardware.inventory import load_inventory
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
 IDLE = str(FIXTURES / "rtx3090x2-idle.json")
@@ -165,7 +165,7 @@ def test_gpus_table() -> None:
 
 
 def test_gpus_with_no_gpu_is_exit_3() -> None:
-    from launcher.inventory import Inventory
+    from launcher.hardware.inventory import Inventory
 
     result = run("gpus", obj=Runtime(probe=lambda: Inventory("580.95.05", 13000, ())))
     assert result.exit_code == 3

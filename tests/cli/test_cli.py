@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from launcher.cli import cli
 from launcher.errors import EngineStartError, HardwareError, ProfileError
-from launcher.inventory import load_inventory
-from launcher.runtime import Runtime
+from launcher.hardware.inventory import load_inventory
+from launcher.live.runtime import Runtime
 from tests.helpers import FIXTURES
 
 
@@ -233,8 +233,8 @@ def test_explain_with_inventory_names_the_check() -> None:
 
 
 def test_max_model_len_auto_renders_the_largest_that_fits_the_inventory() -> None:
-    from launcher.fit_profile import auto_max_model_len
-    from launcher.load import resolve
+    from launcher.fit.fit_profile import auto_max_model_len
+    from launcher.profile.load import resolve
 
     result = run("render", "--profile", "dual-3090", "--set", "engine.max_model_len=auto", "--inventory", INV, "--format", "json")
     argv = json.loads(result.stdout)["argv"]

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from launcher.cli import cli
 from launcher.errors import LauncherError
-from launcher.inventory import load_inventory
-from launcher.runtime import Runtime
+from launcher.hardware.inventory import load_inventory
+from launcher.live.runtime import Runtime
 from tests.helpers import FIXTURES
 
 GOOD = "hardware: {gpu_count: 2, min_memory_gib: 23.5}\nmodel: {name: havenoammo/Qwen3.6-27B-INT8-MTP}\nparallel: {tensor_parallel_size: 2}\n"
@@ -100,9 +100,9 @@ def test_serve_node_rank_runs_the_same_checks(extra: list[str]) -> None:
 
 def test_serve_node_rank_translates_for_the_engine_as_without_it() -> None:
     """A node's command is the checked one plus its own flags (serve --node-rank and render --node-rank build it alike)."""
-    from launcher import deploy
-    from launcher.load import resolve
-    from launcher.validate import render_checked
+    from launcher.output import deploy
+    from launcher.output.validate import render_checked
+    from launcher.profile.load import resolve
 
     plain: list = []
     assert _serve(["--profile", "tp4-pp2-2node", "--set", "engine.mamba_cache_mode=all"], plain)[0] == 0

@@ -116,7 +116,7 @@ def test_help_lists_every_render_format() -> None:
 
 def no_nvml():  # type: ignore[no-untyped-def]
     """The real probe on a machine whose NVML library cannot be loaded (what a laptop or CI runner gives)."""
-    from launcher.gpu import probe
+    from launcher.hardware.gpu import probe
 
     class Nvml:
         class NVMLError(Exception):
@@ -129,7 +129,7 @@ def no_nvml():  # type: ignore[no-untyped-def]
 
 
 def no_gpu_runtime():  # type: ignore[no-untyped-def]
-    from launcher.runtime import Runtime
+    from launcher.live.runtime import Runtime
 
     calls: list[object] = []
     return Runtime(probe=no_nvml, exec_fn=calls.append), calls
@@ -206,9 +206,9 @@ def test_summary_is_the_first_sentence_cut_at_a_word(text: str, expected: str) -
 
 
 def h200x2_runtime():  # type: ignore[no-untyped-def]
-    from launcher.exec import child_environment
-    from launcher.inventory import load_inventory
-    from launcher.runtime import Runtime
+    from launcher.hardware.inventory import load_inventory
+    from launcher.live.exec import child_environment
+    from launcher.live.runtime import Runtime
     from tests.helpers import FIXTURES
 
     inventory = load_inventory(FIXTURES / "inventories" / "h200x2.json")

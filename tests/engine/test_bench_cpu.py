@@ -42,7 +42,7 @@ def tiny(python: Path) -> Path:
 
 def check_report(doc: dict[str, Any], concurrency: int, keep: Path | None = None) -> dict[str, Any]:
     """All keys present, numbers positive, acceptance from /metrics (and equal to vLLM's own count)."""
-    from launcher import bench
+    from launcher.live import bench
 
     assert doc["format"] == bench.FORMAT and len(doc["runs"]) == 1
     run = doc["runs"][0]

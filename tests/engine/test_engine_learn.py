@@ -21,10 +21,10 @@ from click.testing import CliRunner, Result
 
 from launcher import engine
 from launcher.cli import cli
-from launcher.engine import installed
 from launcher.errors import LauncherError
-from launcher.inventory import load_inventory
-from launcher.runtime import Runtime
+from launcher.hardware.inventory import load_inventory
+from launcher.live import installed
+from launcher.live.runtime import Runtime
 from tests.engine.real_engines import REPO, python_for
 from tests.helpers import FIXTURES
 
@@ -131,7 +131,7 @@ def test_check_fails_where_the_installed_engine_lacks_what_the_profile_uses() ->
 
 
 def test_detection_imports_no_vllm() -> None:
-    code = ("import sys; from launcher.engine.installed import detect_installed; i = detect_installed('vllm'); "
+    code = ("import sys; from launcher.live.installed import detect_installed; i = detect_installed('vllm'); "
             "print(i.version, sorted(m for m in ('vllm', 'torch') if m in sys.modules))")
     env = {**os.environ, "PATH": f"{bin_of('0.33.0')}{os.pathsep}{os.environ['PATH']}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=REPO)

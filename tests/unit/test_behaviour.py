@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher import behaviour
-from launcher.checks import evaluate
-from launcher.fit_profile import fit_profile, kv_fit_check
-from launcher.inventory import load_inventory
-from launcher.load import resolve
-from launcher.preflight import combined_fix, run_preflight
+from launcher.engine import behaviour
+from launcher.fit.fit_profile import fit_profile, kv_fit_check
+from launcher.hardware.inventory import load_inventory
+from launcher.preflight.checks import evaluate
+from launcher.preflight.choice import run_preflight
+from launcher.preflight.run import combined_fix
+from launcher.profile.load import resolve
 
 GIB = 1 << 30
 INVENTORIES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
@@ -146,7 +147,7 @@ def test_h200x2_tiny_is_judged_by_0251_rules() -> None:
 
 def test_attention_agrees_between_check_and_fit_on_the_disputed_cases() -> None:
     """CC 9.0 + fp8_e5m2 and CC 7.5 + fp8 once got opposite answers from two models."""
-    from launcher.fit import FitInput, uses_flashinfer_attention
+    from launcher.fit.estimate import FitInput, uses_flashinfer_attention
 
     assert behaviour.attention_route((9, 0), None, "fp8_e5m2").backend == "FLASHINFER"
     assert uses_flashinfer_attention(FitInput(total_memory_bytes=80 * GIB, compute_capability=(9, 0), kv_cache_dtype="fp8_e5m2"))

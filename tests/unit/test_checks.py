@@ -8,13 +8,14 @@ from typing import Mapping, Optional, Sequence
 
 import pytest
 
-from launcher.checks import CheckResult, Report, attention_route, evaluate
 from launcher.errors import HardwareError
-from launcher.explain import explain_rows
-from launcher.inventory import Gpu, GpuError, Inventory, load_inventory
-from launcher.load import resolve
-from launcher.preflight import candidates, choose_auto, grouping, require_runnable, run_preflight
-from launcher.validate import command as render  # the checked command, as every output gets it
+from launcher.hardware.inventory import Gpu, GpuError, Inventory, load_inventory
+from launcher.output.validate import command as render  # the checked command, as every output gets it
+from launcher.preflight.checks import CheckResult, Report, attention_route, evaluate
+from launcher.preflight.choice import candidates, choose_auto, grouping, run_preflight
+from launcher.preflight.run import require_runnable
+from launcher.profile.explain import explain_rows
+from launcher.profile.load import resolve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
 SHIPPED = ("dual-3090", "dual-3090-full", "tp4", "tp8")
@@ -318,7 +319,7 @@ def test_every_non_pass_result_says_how_to_fix_it() -> None:
 
 
 def fake_fit(max_len_fit: int):
-    """A stand-in for launcher.fit's check: fails when max_model_len exceeds `max_len_fit`."""
+    """A stand-in for launcher.fit.estimate's check: fails when max_model_len exceeds `max_len_fit`."""
 
     def kv_fit(profile, gpus: Sequence[Gpu]) -> CheckResult:
         assert gpus and all(isinstance(g, Gpu) for g in gpus)
@@ -388,7 +389,7 @@ def test_run_preflight_auto_returns_the_adjusted_choice() -> None:
 
 
 def test_run_preflight_uses_the_memory_fit_when_installed() -> None:
-    pytest.importorskip("launcher.fit_profile")
+    pytest.importorskip("launcher.fit.fit_profile")
     _, report = run_preflight("dual-3090", inventory_source=FIXTURES / "rtx3090x2-idle.json", environ={})
     fit = report.result("kv-fit")
     # Calibrated on the real 27B shape (docs/memory-model.md#measured-on-h200-full-27b-shape): 2 x 3090, TP2, u .95,

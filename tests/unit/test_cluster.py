@@ -1,4 +1,4 @@
-"""launcher.cluster with real sockets on 127.0.0.1 and a real child process standing in for a headless rank.
+"""launcher.live.cluster with real sockets on 127.0.0.1 and a real child process standing in for a headless rank.
 
 The child is a Python sleeper (no HTTP: a headless rank serves none); the "head" is a listening socket
 this test opens and closes, as node 0's torch.distributed store opens and closes --master-port.
@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from launcher.cluster import Endpoint, check_own_address, check_port_free, reach, run_rank, wait_for_head
 from launcher.errors import EngineStartError, ProfileError
+from launcher.live.cluster import Endpoint, check_own_address, check_port_free, reach, run_rank, wait_for_head
 
 SLEEPER = [sys.executable, "-c", "import time\nprint('rank up', flush=True)\ntime.sleep(120)"]
 

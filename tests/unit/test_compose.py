@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.compose import compose_file, compose_service, format_compose, gpus_needed
 from launcher.errors import ProfileError
-from launcher.load import resolve
-from launcher.validate import command as render  # the checked command, as every output gets it
+from launcher.output.compose import compose_file, compose_service, format_compose, gpus_needed
+from launcher.output.validate import command as render  # the checked command, as every output gets it
+from launcher.profile.load import resolve
 
 SHIPPED = ("dual-3090", "dual-3090-full", "tp4", "tp8")
 REQUIRE = os.environ.get("LAUNCHER_REQUIRE_ENGINES", "") not in ("", "0")

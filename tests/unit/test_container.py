@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.load import resolve
-from launcher.validate import command as render  # the checked command, as every output gets it
+from launcher.output.validate import command as render  # the checked command, as every output gets it
+from launcher.profile.load import resolve
 from tests.fakes import FAKE_BIN, MODEL, FakeVllm, child_env, nvml_env, read_record
 from tests.fakes.docker import DOCKERFILE, REPO, build_args, entry_command, healthcheck, image_env, instructions, only
 from tests.helpers import FIXTURES, seed_model_cache

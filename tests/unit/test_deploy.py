@@ -8,7 +8,11 @@ from typing import Any, Callable
 
 import pytest
 
-from launcher.deploy import (
+from launcher.errors import ProfileError
+from launcher.fit.estimate import FitInput, estimate
+from launcher.hardware.catalog import lookup
+from launcher.model.facts import facts_for
+from launcher.output.deploy import (
     MULTINODE_FLAGS,
     NodeCommand,
     Topology,
@@ -18,17 +22,13 @@ from launcher.deploy import (
     join_endpoint,
     node_command,
     plan,
-    scale_out_advice,
     topology,
 )
-from launcher.errors import ProfileError
-from launcher.fit import FitInput, estimate
-from launcher.gpu_catalog import lookup
-from launcher.load import resolve
-from launcher.model_facts import facts_for
-from launcher.render import option_pairs
-from launcher.schema import Profile, node_gpu_counts
-from launcher.validate import command as render
+from launcher.output.render import option_pairs
+from launcher.output.validate import command as render
+from launcher.preflight.scale_out import scale_out_advice
+from launcher.profile.load import resolve
+from launcher.profile.schema import Profile, node_gpu_counts
 from tests.helpers import FIXTURES
 
 # vLLM 0.33.0's own parser, dumped (not launcher's schema): tests/fixtures/README.md.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.fit import FitInput, estimate
-from launcher.gpu_catalog import all_models
+from launcher.fit.estimate import FitInput, estimate
+from launcher.hardware.catalog import all_models
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

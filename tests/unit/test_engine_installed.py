@@ -18,10 +18,10 @@ from click.testing import CliRunner, Result
 
 from launcher import engine
 from launcher.cli import cli
-from launcher.engine.installed import detect_installed
 from launcher.errors import LauncherError, ProfileError
-from launcher.inventory import load_inventory
-from launcher.runtime import Runtime
+from launcher.hardware.inventory import load_inventory
+from launcher.live.installed import detect_installed
+from launcher.live.runtime import Runtime
 from tests.helpers import FIXTURES, REPO
 
 PYTHON = os.path.realpath(sys.executable)  # a real interpreter, without vLLM

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from launcher.errors import ProfileError
-from launcher.fit import (
+from launcher.fit.estimate import (
     GIB,
     MIB,
     FitInput,
@@ -23,8 +23,8 @@ from launcher.fit import (
     suggest,
     uses_flashinfer_attention,
 )
-from launcher.gpu_catalog import lookup
-from launcher.model_facts import MODEL_FACTS, ModelFacts
+from launcher.hardware.catalog import lookup
+from launcher.model.facts import MODEL_FACTS, ModelFacts
 
 # docs/memory-model.md#worked-numbers: fp8 KV, S_main = 33.0 GB, RTX 3090 T = 23.69 GiB (SM86),
 # A100 T = 79.25, H100 T = 79.19.

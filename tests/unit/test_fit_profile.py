@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from launcher.checks import evaluate
 from launcher.cli import cli
 from launcher.commands.gpus import Runtime
 from launcher.errors import HardwareError
-from launcher.fit import GIB, FitInput, estimate
-from launcher.fit_profile import GpuSpec, auto_max_model_len, fit_profile, kv_fit_check
-from launcher.gpu_catalog import lookup
-from launcher.inventory import load_inventory, parse_inventory
-from launcher.load import resolve
+from launcher.fit.estimate import GIB, FitInput, estimate
+from launcher.fit.fit_profile import GpuSpec, auto_max_model_len, fit_profile, kv_fit_check
+from launcher.hardware.catalog import lookup
+from launcher.hardware.inventory import load_inventory, parse_inventory
+from launcher.preflight.checks import evaluate
+from launcher.profile.load import resolve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
 # Raw NVML readings of a 2 x H200 machine (tests/fixtures/README.md).

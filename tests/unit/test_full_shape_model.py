@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.gpu_catalog import lookup
-from launcher.load import resolve
-from launcher.model_facts import MODEL_FACTS
+from launcher.hardware.catalog import lookup
+from launcher.model.facts import MODEL_FACTS
+from launcher.profile.load import resolve
 from tests.helpers import FIXTURES, load_tool
 
 REPO = Path(__file__).resolve().parents[2]

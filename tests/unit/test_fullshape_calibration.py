@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from launcher.fit import GIB, WeightSizes
-from launcher.fit_profile import fit_profile
-from launcher.inventory import load_inventory
-from launcher.load import resolve
+from launcher.fit.estimate import GIB, WeightSizes
+from launcher.fit.fit_profile import fit_profile
+from launcher.hardware.inventory import load_inventory
+from launcher.profile.load import resolve
 from tests.helpers import FIXTURES, full_shape_weights
 
 EVIDENCE = FIXTURES / "gpu-fullshape"

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from launcher.calibrate import compare, parse_log
-from launcher.exec import printable
-from launcher.fit import GIB, WeightSizes
-from launcher.fit_profile import fit_profile
-from launcher.gpu_catalog import lookup
-from launcher.inventory import load_inventory
-from launcher.load import resolve
-from launcher.validate import render_checked
+from launcher.fit.calibrate import compare, parse_log
+from launcher.fit.estimate import GIB, WeightSizes
+from launcher.fit.fit_profile import fit_profile
+from launcher.hardware.catalog import lookup
+from launcher.hardware.inventory import load_inventory
+from launcher.live.exec import printable
+from launcher.output.validate import render_checked
+from launcher.profile.load import resolve
 from tests.helpers import FIXTURES, full_shape_weights, load_tool
 
 REPO = Path(__file__).resolve().parents[2]

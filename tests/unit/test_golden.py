@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.load import list_profiles, resolve, shipped_profiles_dir
-from launcher.render import assemble
-from launcher.validate import render_checked
+from launcher.output.render import assemble
+from launcher.output.validate import render_checked
+from launcher.profile.load import list_profiles, resolve, shipped_profiles_dir
 from tests.helpers import card_command, option_map
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

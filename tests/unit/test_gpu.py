@@ -1,4 +1,4 @@
-"""launcher.gpu.probe against a fake pynvml module object (tests/fakes/nvml.py), fed with values
+"""launcher.hardware.gpu.probe against a fake pynvml module object (tests/fakes/nvml.py), fed with values
 captured on real GPUs.
 
 The fake follows nvidia-ml-py's signatures, including its traps: NVML_P2P_CAPS_INDEX_READ is the
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from launcher.errors import HardwareError
-from launcher.gpu import load_pynvml, probe
-from launcher.inventory import dump_inventory, load_inventory
+from launcher.hardware.gpu import load_pynvml, probe
+from launcher.hardware.inventory import dump_inventory, load_inventory
 from tests.fakes.nvml import LIBRARY_NOT_FOUND, NOT_SUPPORTED, fake_nvml
 from tests.helpers import FIXTURES as ALL_FIXTURES
 
@@ -135,7 +135,7 @@ def test_missing_binding_is_exit_3_pointing_to_inventory(monkeypatch: pytest.Mon
 
 def test_real_pynvml_defines_the_tuple_constant_the_probe_unwraps() -> None:
     pynvml = pytest.importorskip("pynvml")
-    from launcher.gpu import _caps_index
+    from launcher.hardware.gpu import _caps_index
 
     assert _caps_index(pynvml, "NVML_P2P_CAPS_INDEX_READ", 0) == 0
     assert _caps_index(pynvml, "NVML_P2P_CAPS_INDEX_NVLINK", 2) == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ProfileError
-from launcher.gpu_catalog import (
+from launcher.hardware.catalog import (
     DEFAULT_DRIVER_RESERVED_BYTES,
     GIB,
     all_models,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import re
 
-from launcher.exec import printable
-from launcher.inventory import dump_inventory, load_inventory, parse_inventory
-from launcher.load import resolve
-from launcher.preflight import run_preflight
-from launcher.smoke import CHECKS, FAIL, PASS, evaluate_chat, evaluate_reasoning, evaluate_spec_decode, parse_metrics, spec_decode_counters
-from launcher.validate import render_checked
+from launcher.hardware.inventory import dump_inventory, load_inventory, parse_inventory
+from launcher.live.exec import printable
+from launcher.live.smoke import CHECKS, FAIL, PASS, evaluate_chat, evaluate_reasoning, evaluate_spec_decode, parse_metrics, spec_decode_counters
+from launcher.output.validate import render_checked
+from launcher.preflight.choice import run_preflight
+from launcher.profile.load import resolve
 from tests.helpers import FIXTURES
 
 EVIDENCE = FIXTURES / "gpu-e2e"

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from launcher.commands.gpus import format_inventory
-from launcher.inventory import load_inventory, resolve_visible
-from launcher.preflight import choose_auto, run_preflight
+from launcher.hardware.inventory import load_inventory, resolve_visible
+from launcher.preflight.choice import choose_auto, run_preflight
 from tests.helpers import FIXTURES
 
 INVENTORY = load_inventory(FIXTURES / "inventories" / "h200x4.json")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from launcher.inventory import load_inventory
-from launcher.preflight import choose_auto, run_preflight
+from launcher.hardware.inventory import load_inventory
+from launcher.preflight.choice import choose_auto, run_preflight
 from tests.helpers import FIXTURES, REPO
 
 PATH = FIXTURES / "inventories" / "h200x8-composed.json"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from launcher.calibrate import parse_log
 from launcher.cli import cli
+from launcher.fit.calibrate import parse_log
 from tests.helpers import invoke_cli as _invoke
 
 LOG = Path(__file__).resolve().parents[1] / "fixtures" / "logs" / "vllm-0.33-dual-3090-mtp-handwritten.log"

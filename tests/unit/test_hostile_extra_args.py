@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from launcher.errors import ProfileError
-from launcher.explain import explain_rows
-from launcher.load import resolve
-from launcher.validate import command as render  # the checked command
-from launcher.validate import render_checked
+from launcher.output.validate import command as render  # the checked command
+from launcher.output.validate import render_checked
+from launcher.profile.explain import explain_rows
+from launcher.profile.load import resolve
 
 GOOD = """
 hardware: {gpu_count: 4, min_memory_gib: 23.5}

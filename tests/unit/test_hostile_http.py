@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from launcher.errors import NotReadyError
-from launcher.readiness import wait_ready
-from launcher.smoke import FAIL, run_smoke
+from launcher.live.readiness import wait_ready
+from launcher.live.smoke import FAIL, run_smoke
 from tests.helpers import invoke_cli as invoke
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "smoke" / "parsers"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ProfileError
-from launcher.load import Layer, merge, resolve
+from launcher.profile.load import Layer, merge, resolve
 
 GOOD = """
 hardware: {gpu_count: 2, min_memory_gib: 23.5}
@@ -116,7 +116,7 @@ def test_alias_bomb_is_refused_fast(tmp_path, write_profile, where: str) -> None
         text = GOOD + "engine:\n  compilation_config:\n" + "".join(f"    {line}\n" for line in bomb.splitlines())
     path = write_profile("p", text)
     code = (
-        "import sys, time\nfrom launcher.load import resolve\nfrom launcher.errors import ProfileError\n"
+        "import sys, time\nfrom launcher.profile.load import resolve\nfrom launcher.errors import ProfileError\n"
         f"t = time.monotonic()\ntry:\n    resolve({str(path)!r}, environ={{}})\nexcept ProfileError as e:\n"
         f"    print('REFUSED', time.monotonic() - t, str(e).replace({str(path)!r}, 'P')[:300])\n"
     )
@@ -131,7 +131,7 @@ def test_alias_bomb_in_a_set_value_is_refused(tmp_path, write_profile) -> None:
     path = write_profile("p", GOOD)
     value = "{" + ", ".join(line for line in _bomb(8).splitlines()) + "}"
     code = (
-        "from launcher.load import resolve\nfrom launcher.errors import ProfileError\n"
+        "from launcher.profile.load import resolve\nfrom launcher.errors import ProfileError\n"
         f"try:\n    resolve({str(path)!r}, environ={{}}, sets=['engine.compilation_config=' + {value!r}])\n"
         "except ProfileError as e:\n    print('REFUSED', str(e)[:300])\n"
     )

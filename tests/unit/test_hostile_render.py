@@ -18,14 +18,14 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from launcher import deploy
-from launcher.compose import compose_file, format_compose
 from launcher.errors import ProfileError
-from launcher.k8s import manifests, to_yaml
-from launcher.load import resolve
-from launcher.render import FORMATS, config_mapping, format_env, format_json, format_shell, format_yaml, option_pairs, option_tokens
-from launcher.render import assemble as render  # the formats are pure functions of what is rendered
-from launcher.schema import Profile
+from launcher.output import deploy
+from launcher.output.compose import compose_file, format_compose
+from launcher.output.k8s import manifests, to_yaml
+from launcher.output.render import FORMATS, config_mapping, format_env, format_json, format_shell, format_yaml, option_pairs, option_tokens
+from launcher.output.render import assemble as render  # the formats are pure functions of what is rendered
+from launcher.profile.load import resolve
+from launcher.profile.schema import Profile
 
 BASH = shutil.which("bash")
 BASE: dict[str, Any] = {
@@ -380,9 +380,9 @@ def test_secret_environment_reaches_vllm_but_not_the_printed_command(tmp_path, w
     from click.testing import CliRunner
 
     from launcher.cli import cli
-    from launcher.exec import child_environment
-    from launcher.inventory import load_inventory
-    from launcher.runtime import Runtime
+    from launcher.hardware.inventory import load_inventory
+    from launcher.live.exec import child_environment
+    from launcher.live.runtime import Runtime
     from tests.helpers import FIXTURES
 
     write_profile("s", f"extends: tp4\nenv:\n  HF_TOKEN: {SECRET}\n")
@@ -476,7 +476,7 @@ def test_generated_hostile_strings_round_trip_through_every_format(case: tuple[d
 
 
 def test_a_value_starting_with_a_dash_stays_a_value(tmp_path, write_profile) -> None:
-    from launcher.validate import render_checked
+    from launcher.output.validate import render_checked
 
     write_profile("d", "extends: tp4\nserver: {served_model_name: -qwen}\nengine: {seed: -1}\n")
     r = render_checked(resolve("d", profiles_dirs=[tmp_path / "profiles"], environ={}))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ProfileError
-from launcher.gpu_catalog import lookup
-from launcher.inventory import (
+from launcher.hardware.catalog import lookup
+from launcher.hardware.inventory import (
     GIB,
     Gpu,
     GpuError,

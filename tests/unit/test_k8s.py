@@ -27,9 +27,9 @@ from referencing import Registry, Resource
 
 from launcher.cli import cli
 from launcher.errors import ProfileError
-from launcher.k8s import READINESS_SCRIPT, k8s_name, manifests, to_yaml
-from launcher.load import list_profiles, resolve, shipped_profiles_dir
-from launcher.validate import command as render  # the checked command, as every output gets it
+from launcher.output.k8s import READINESS_SCRIPT, k8s_name, manifests, to_yaml
+from launcher.output.validate import command as render  # the checked command, as every output gets it
+from launcher.profile.load import list_profiles, resolve, shipped_profiles_dir
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "k8s"
 LWS_SCHEMA = FIXTURES / "leaderworkerset-leaderworkerset-v1.json"

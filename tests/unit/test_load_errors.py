@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from launcher.errors import ProfileError
-from launcher.load import resolve
+from launcher.profile.load import resolve
 
 GOOD = """
 hardware: {gpu_count: 2, min_memory_gib: 23.5}

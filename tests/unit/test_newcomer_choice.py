@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import cli
-from launcher.inventory import load_inventory
-from launcher.preflight import NoProfileRuns, choose_auto, kv_fit_hook, run_preflight
+from launcher.hardware.inventory import load_inventory
+from launcher.preflight.choice import NoProfileRuns, choose_auto, run_preflight
+from launcher.preflight.run import kv_fit_hook
 from tests.helpers import FIXTURES
 
 INVENTORIES = FIXTURES / "inventories"
@@ -21,7 +22,7 @@ def inventory(name: str):  # type: ignore[no-untyped-def]
 
 def test_choice_between_two_runnable_profiles_names_the_deciding_warning() -> None:
     """2 x RTX 3090: dual-3090 (262144 tokens) does not fit the KV cache (measured), dual-3090-full (200000, 2 sequences) does."""
-    from launcher.choice import choice_lines
+    from launcher.preflight.choice import choice_lines
 
     auto = choose_auto(inventory("rtx3090x2-idle"), environ={}, kv_fit=kv_fit_hook())
     lines = choice_lines(auto)
@@ -36,7 +37,7 @@ def test_choice_between_two_runnable_profiles_names_the_deciding_warning() -> No
     ("h100x8", "tp8", "fewer warnings: tp4x2 has no warnings, tp8 1 warning (scale-out)"),
 ])
 def test_each_reason_is_the_first_measure_that_differs(fixture: str, other: str, reason: str) -> None:
-    from launcher.choice import choice_lines
+    from launcher.preflight.choice import choice_lines
 
     lines = choice_lines(choose_auto(inventory(fixture), environ={}, kv_fit=kv_fit_hook()))
     assert f"  over {other}: {reason}" in lines
@@ -83,8 +84,7 @@ def test_check_auto_json_on_failure_prints_the_closest_then_exits_3() -> None:
 
 
 def test_shrink_keeps_the_profile_and_picks_the_largest_valid_tp() -> None:
-    from launcher.choice import shrink_sets
-    from launcher.preflight import candidates
+    from launcher.preflight.choice import candidates, shrink_sets
 
     found = {c.name: c for c in candidates(inventory("h200x1"), environ={})}
     assert shrink_sets(found["dual-3090"], inventory("h200x1")) == (

@@ -29,7 +29,7 @@ def test_no_doc_names_the_removed_huggingface_cli() -> None:
 
 def hf_commands() -> list[str]:
     """Every `hf ...` command the docs show (inline code or code blocks) and the one launcher's own fixes print."""
-    from launcher.model_files import download_command
+    from launcher.preflight.model_files import download_command
 
     found = re.findall(r"`(hf [^`]+)`", doc_text())
     found += [line.strip() for line in re.findall(r"^\s*(hf .+)$", doc_text(), re.M)]

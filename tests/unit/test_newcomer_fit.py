@@ -64,9 +64,9 @@ def test_multi_node_worked_numbers_are_fit_figures(gpu: str) -> None:
 
 
 def test_check_kv_fit_says_per_engine_for_data_parallel() -> None:
-    from launcher.fit_profile import kv_fit_check
-    from launcher.inventory import load_inventory
-    from launcher.load import resolve
+    from launcher.fit.fit_profile import kv_fit_check
+    from launcher.hardware.inventory import load_inventory
+    from launcher.profile.load import resolve
     from tests.helpers import FIXTURES
 
     inv = load_inventory(FIXTURES / "inventories" / "h100x8.json")
@@ -80,7 +80,7 @@ def test_check_kv_fit_says_per_engine_for_data_parallel() -> None:
 
 @pytest.mark.parametrize("typed", ["RTX 4090 48GB", "4090 48G", "rtx 4090 48 GiB", "RTX 4090D 48GB"])
 def test_modded_48gb_4090_is_a_known_variant(typed: str) -> None:
-    from launcher.gpu_catalog import GIB, lookup
+    from launcher.hardware.catalog import GIB, lookup
 
     model = lookup(typed)
     assert model.key == "RTX 4090 48GB" and model.compute_capability == (8, 9)
@@ -89,7 +89,7 @@ def test_modded_48gb_4090_is_a_known_variant(typed: str) -> None:
 
 
 def test_an_inventory_of_a_48gb_4090_gets_the_variants_cuda_total() -> None:
-    from launcher.gpu_catalog import cuda_total_from_nvml, lookup
+    from launcher.hardware.catalog import cuda_total_from_nvml, lookup
 
     variant = lookup("RTX 4090 48GB")
     total, _, how = cuda_total_from_nvml("NVIDIA GeForce RTX 4090", variant.memory_total_bytes)
@@ -106,7 +106,7 @@ def test_fit_on_a_48gb_4090_holds_more_than_on_a_24gb_one() -> None:
 
 
 def test_any_card_from_memory_and_compute_capability() -> None:
-    from launcher.gpu_catalog import DEFAULT_DRIVER_RESERVED_BYTES, GIB
+    from launcher.hardware.catalog import DEFAULT_DRIVER_RESERVED_BYTES, GIB
 
     data = fit_json("--profile", "dual-3090", "--gpu-memory", "48", "--compute-capability", "8.9")
     assert data["gpu"]["cuda_total_bytes"] == 48 * GIB - DEFAULT_DRIVER_RESERVED_BYTES
@@ -128,7 +128,7 @@ def test_an_incomplete_card_is_a_usage_error(args: tuple[str, ...], message: str
 
 def test_unknown_size_of_a_known_card_suggests_the_variant_flags() -> None:
     from launcher.errors import ProfileError
-    from launcher.gpu_catalog import lookup
+    from launcher.hardware.catalog import lookup
 
     with pytest.raises(ProfileError) as exc:
         lookup("RTX 4090 96GB")
@@ -141,8 +141,8 @@ def test_unknown_size_of_a_known_card_suggests_the_variant_flags() -> None:
 
 @pytest.mark.parametrize(("profile", "gpu"), [("dual-3090", "RTX 3090"), ("tp4", "H200"), ("tp8", "A100-80GB")])
 def test_memory_bar_is_proportional_and_its_legend_is_the_terms(profile: str, gpu: str) -> None:
-    from launcher.fit import BAR_WIDTH, GIB, bar_parts, memory_bar
-    from launcher.fit_profile import fit_profile
+    from launcher.fit.estimate import BAR_WIDTH, GIB, bar_parts, memory_bar
+    from launcher.fit.fit_profile import fit_profile
 
     result = fit_profile(resolve_profile(profile), gpu)
     bar_line, legend = memory_bar(result)
@@ -158,7 +158,7 @@ def test_memory_bar_is_proportional_and_its_legend_is_the_terms(profile: str, gp
 
 
 def resolve_profile(name: str):  # type: ignore[no-untyped-def]
-    from launcher.load import resolve
+    from launcher.profile.load import resolve
 
     return resolve(name, environ={}).profile
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from launcher import model_files
 from launcher.cli import cli
 from launcher.errors import LauncherError
-from launcher.inventory import CachedModel, Storage, load_inventory
-from launcher.load import resolve
-from launcher.model_files import capture, gather, gather_for, model_checks, with_model_checks
+from launcher.hardware.inventory import CachedModel, Storage, load_inventory
+from launcher.preflight import model_files
+from launcher.preflight.model_files import capture, gather, gather_for, model_checks, with_model_checks
+from launcher.profile.load import resolve
 from tests.helpers import FIXTURES
 
 MODEL = "havenoammo/Qwen3.6-27B-INT8-MTP"
@@ -264,7 +264,7 @@ def test_a_local_path_is_not_in_a_capture(tmp_path: Path) -> None:
 
 
 def _report(inv: Any) -> Any:
-    from launcher.checks import Report
+    from launcher.preflight.checks import Report
 
     return Report(())
 
@@ -285,7 +285,7 @@ def run(*args: str, **kwargs: Any) -> Any:
 
 
 def live(name: str = "rtx3090x2-idle") -> Any:
-    from launcher.runtime import Runtime
+    from launcher.live.runtime import Runtime
 
     inventory = load_inventory(FIXTURES / "inventories" / f"{name}.json")
     calls: list[Any] = []

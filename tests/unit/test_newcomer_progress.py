@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import EngineStartError
-from launcher.supervise import StartLog, StartProgress, Supervisor, local_url, serve_supervised
+from launcher.live.supervise import StartLog, StartProgress, Supervisor, local_url, serve_supervised
 from tests.fakes import VLLM_SERVER
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ import yaml
 from click.testing import CliRunner
 
 from launcher.cli import cli
-from launcher.k8s import manifests, to_yaml
-from launcher.load import list_profiles, resolve, shipped_profiles_dir
+from launcher.output.k8s import manifests, to_yaml
+from launcher.profile.load import list_profiles, resolve, shipped_profiles_dir
 from tests.fakes import PYNVML_DIR
 from tests.helpers import FIXTURES
 
@@ -94,7 +94,7 @@ def directives(text: str) -> dict[str, list[str]]:
 
 
 def test_systemd_unit_runs_launcher_serve_with_restart_backoff_env_file_and_driver_order() -> None:
-    from launcher.systemd import this_launcher
+    from launcher.output.systemd import this_launcher
 
     text, notes = systemd_unit("--profile", "dual-3090")
     d = directives(text)

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher import deploy
-from launcher.compose import compose_file
-from launcher.k8s import manifests
-from launcher.load import list_profiles, resolve, search_dirs
-from launcher.render import FORMATS, Rendered, assemble, option_pairs, option_tokens
-from launcher.validate import command, render_checked
+from launcher.output import deploy
+from launcher.output.compose import compose_file
+from launcher.output.k8s import manifests
+from launcher.output.render import FORMATS, Rendered, assemble, option_pairs, option_tokens
+from launcher.output.validate import command, render_checked
+from launcher.profile.load import list_profiles, resolve, search_dirs
 
 ENV = {"HOME": "/home/operator"}
 SHIPPED = sorted(name for name in list_profiles(search_dirs((), environ={})) if not name.startswith("_"))
@@ -108,7 +108,7 @@ def test_every_format_carries_the_checked_argv(name: str) -> None:
 
 
 def _k8s(profile: Any, resolved: Any) -> str:
-    from launcher.k8s import to_yaml
+    from launcher.output.k8s import to_yaml
 
     return to_yaml(manifests(profile, resolved.name, str(resolved.path)))
 
@@ -123,8 +123,8 @@ def test_k8s_of_dual_3090_full_has_no_mamba_cache_mode() -> None:
 
 def test_check_json_command_is_the_checked_one() -> None:
     from launcher.commands.check import report_json
-    from launcher.inventory import load_inventory
-    from launcher.preflight import run_preflight
+    from launcher.hardware.inventory import load_inventory
+    from launcher.preflight.choice import run_preflight
 
     inventory = load_inventory(INVENTORIES / "rtx3090x2-idle.json")
     resolved, report = run_preflight("dual-3090-full", (), (), (), inventory, environ={})

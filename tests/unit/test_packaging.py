@@ -15,9 +15,9 @@ from jsonschema import Draft202012Validator
 
 from launcher.cli import cli
 from launcher.errors import EngineStartError
-from launcher.exec import exec_vllm
-from launcher.load import resolve, shipped_profiles_dir
-from launcher.validate import command as render
+from launcher.live.exec import exec_vllm
+from launcher.output.validate import command as render
+from launcher.profile.load import resolve, shipped_profiles_dir
 from tests.helpers import REPO
 
 PROFILES = sorted(p for p in (REPO / "profiles").glob("*.yaml"))

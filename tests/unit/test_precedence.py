@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from launcher.explain import explain_rows
-from launcher.load import resolve
-from launcher.validate import command as render  # the checked command, as every output gets it
+from launcher.output.validate import command as render  # the checked command, as every output gets it
+from launcher.profile.explain import explain_rows
+from launcher.profile.load import resolve
 
 BASE = """
 hardware: {gpu_count: 2, min_memory_gib: 23.5}

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from launcher.errors import EXIT_NOT_READY, NotReadyError
-from launcher.readiness import Progress, base_url, probe, wait_ready
+from launcher.live.readiness import Progress, base_url, probe, wait_ready
 from tests.fakes import FakeVllm
 
 

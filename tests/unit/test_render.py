@@ -9,10 +9,10 @@ import subprocess
 import pytest
 import yaml
 
-from launcher.load import resolve
-from launcher.render import format_env, format_json, format_shell, format_yaml
-from launcher.schema import Profile
-from launcher.validate import command as render
+from launcher.output.render import format_env, format_json, format_shell, format_yaml
+from launcher.output.validate import command as render
+from launcher.profile.load import resolve
+from launcher.profile.schema import Profile
 
 BASE = {
     "hardware": {"gpu_count": 1, "min_memory_gib": 20},

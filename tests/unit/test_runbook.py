@@ -113,7 +113,7 @@ def test_generated_parts_come_from_launcher() -> None:
     assert "launcher engines" in specs  # what changed between vLLM versions (section 9)
     assert RUNBOOK_TEXT.count("<!-- BEGIN generated") == RUNBOOK_TEXT.count("<!-- END generated -->")
     from launcher.errors import EXIT_CODES
-    from launcher.load import list_profiles, shipped_profiles_dir
+    from launcher.profile.load import list_profiles, shipped_profiles_dir
 
     for code, meaning in EXIT_CODES.items():
         assert f"| {code} | {meaning} |" in RUNBOOK_TEXT

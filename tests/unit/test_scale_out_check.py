@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from launcher.inventory import load_inventory
-from launcher.preflight import run_preflight
+from launcher.hardware.inventory import load_inventory
+from launcher.preflight.choice import run_preflight
 from tests.helpers import FIXTURES
 
 

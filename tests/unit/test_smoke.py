@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from launcher.errors import NotReadyError
-from launcher.smoke import (
+from launcher.live.smoke import (
     CHECKS,
     FAIL,
     NA,
@@ -389,7 +389,7 @@ def test_marker_name_matches_the_generator() -> None:
 
 
 def test_smoke_module_does_not_import_openai_at_top() -> None:
-    source = (REPO / "launcher" / "smoke.py").read_text()
+    source = (REPO / "launcher" / "live" / "smoke.py").read_text()
     top_level = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert not any("openai" in line or "httpx" in line for line in top_level)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import EngineStartError, NotReadyError, ProfileError
-from launcher.supervise import _group_members, exit_code, local_url, serve_supervised
+from launcher.live.supervise import _group_members, exit_code, local_url, serve_supervised
 from tests.fakes import VLLM_SERVER as FAKE
 from tests.helpers import REPO
 
@@ -223,7 +223,7 @@ def test_after_ready_success_keeps_serving() -> None:
 
 SUPERVISOR = """
 import sys
-from launcher.supervise import serve_supervised
+from launcher.live.supervise import serve_supervised
 argv, url, smoke = sys.argv[1:-2], sys.argv[-2], sys.argv[-1] == "smoke"
 sys.exit(serve_supervised(argv, None, url, 30, smoke=smoke, poll_interval=0.1, stop_timeout=5))
 """

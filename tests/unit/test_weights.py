@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ProfileError
-from launcher.fit import FitInput, estimate
-from launcher.model_facts import MODEL_FACTS
-from launcher.weights import find_checkpoint, hf_hub_cache, read_checkpoint, read_weight_bytes
+from launcher.fit.estimate import FitInput, estimate
+from launcher.model.facts import MODEL_FACTS
+from launcher.model.weights import find_checkpoint, hf_hub_cache, read_checkpoint, read_weight_bytes
 
 MODEL = "havenoammo/Qwen3.6-27B-INT8-MTP"
 FACTS = MODEL_FACTS[MODEL]

@@ -102,7 +102,8 @@ def main() -> int:
     ap.add_argument("--reslice", action="store_true", help="re-cut the existing parts of OUT at --part-bytes")
     args = ap.parse_args()
 
-    check = subprocess.run(["git", "-C", root, "check-ignore", "-q", args.out])
+    # A trailing slash: git matches the ".gpu-e2e/" pattern against a folder that does not exist yet.
+    check = subprocess.run(["git", "-C", root, "check-ignore", "-q", args.out.rstrip("/") + "/"])
     if check.returncode != 0:
         raise SystemExit(f"build_parts: {args.out} is not ignored by git; refusing to write wheels there")
     if args.reslice:

@@ -37,7 +37,7 @@ def utilization_for(total: int, target: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from launcher.gpu_catalog import lookup
+    from launcher.hardware.catalog import lookup
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--total", type=int, help="CUDA total of the big GPU in bytes (default: read with torch)")

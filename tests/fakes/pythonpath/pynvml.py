@@ -2,7 +2,7 @@
 
 Put this folder (tests/fakes/pythonpath) first on PYTHONPATH and name the capture in
 LAUNCHER_TEST_NVML_INVENTORY (tests.fakes.nvml_env() builds both); launcher's real probe
-(launcher/gpu.py) then reads those GPUs exactly as it reads NVML. The answers come from
+(launcher/hardware/gpu.py) then reads those GPUs exactly as it reads NVML. The answers come from
 tests/fakes/nvml.py, loaded here by its path: the subprocess has no `tests` package on its path,
 and this module must not change sys.path.
 """

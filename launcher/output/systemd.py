@@ -1,0 +1,184 @@
+"""A systemd service for one box: `render --format systemd`. Pure: the unit text from the profile and how to call launcher.
+
+The unit runs `launcher serve` (the preflight, then launcher execs vLLM, which becomes the service's main
+process), so a start that cannot succeed fails in seconds with exit 3 instead of minutes into vLLM:
+
+- `After=`/`Wants=` the network and `nvidia-persistenced.service` (the NVIDIA driver's daemon that keeps
+  the GPUs initialised; an ordering only, so a machine without it still starts the service);
+- `Restart=on-failure` with a back-off: 30 s between tries (systemd 254+ grows it to 5 min over 5 tries
+  with RestartSteps/RestartMaxDelaySec, which older systemd ignores with a warning), and at most 5 starts
+  in 30 min (StartLimit*), so a broken host does not loop forever;
+- secrets only from an `EnvironmentFile` (HF_TOKEN, the variable `server.api_key_env` names), never in
+  the unit, which is world-readable;
+- stop: SIGTERM to vLLM alone (`KillMode=mixed`: vLLM's API server stops its own engine processes, as
+  with `docker stop`), SIGKILL to what is left only after `TimeoutStopSec`, which is vLLM's drain
+  (`--shutdown-timeout`, 0 by default) plus 60 s for its workers to release the GPUs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from launcher.output.render import Rendered
+    from launcher.profile.load import Resolved
+    from launcher.profile.schema import Profile
+
+ENV_DIR = "/etc/launcher"
+RESTART_SEC = 30
+RESTART_STEPS = 5
+RESTART_MAX_DELAY = "5min"
+START_LIMIT_INTERVAL = "30min"
+START_LIMIT_BURST = 5
+STOP_MARGIN_S = 60  # beyond vLLM's own drain: worker teardown (VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS is 5) and freeing the GPUs
+DRIVER_UNIT = "nvidia-persistenced.service"
+_SAFE = re.compile(r"^[A-Za-z0-9_./:=@+,-]+$")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The unit file, its name, the environment file it reads and what that file must hold."""
+
+    name: str  # launcher-<profile>.service
+    text: str
+    env_file: str
+    env_keys: tuple[str, ...]  # variables the environment file should define (secrets)
+    notes: tuple[str, ...]
+
+
+def unit_name(profile_name: str) -> str:
+    """launcher-<profile>.service, with characters systemd unit names do not allow replaced by '-'."""
+    return "launcher-" + (re.sub(r"[^A-Za-z0-9:_.-]+", "-", profile_name).strip("-") or "profile") + ".service"
+
+
+def quote(arg: str) -> str:
+    """One ExecStart word: double-quoted with C escapes when needed; `%` and `$` doubled (specifiers, variables)."""
+    text = arg if _SAFE.match(arg) else '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text.replace("%", "%%").replace("$", "$$")
+
+
+def drain_seconds(argv: Sequence[str]) -> int:
+    """vLLM's --shutdown-timeout in the rendered command (0, its default, when absent)."""
+    for i, token in enumerate(argv):
+        value = None
+        if token.startswith("--shutdown-timeout="):
+            value = token.split("=", 1)[1]
+        elif token == "--shutdown-timeout" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            try:
+                return max(0, int(float(value)))
+            except ValueError:
+                return 0
+    return 0
+
+
+def unit(
+    profile: "Profile",
+    rendered: "Rendered",
+    profile_name: str,
+    serve_args: Sequence[str],
+    launcher: Sequence[str],
+) -> Unit:
+    """The unit for `profile` (already rendered and checked as `rendered`).
+
+    `serve_args` are the arguments `launcher serve` needs to resolve the same profile on this machine
+    (--profile NAME-or-PATH, --profiles-dir, --set, then `--` and extra vLLM args); `launcher` is how to
+    run launcher itself (its absolute path, or the Python interpreter and `-m launcher`).
+    """
+    name = unit_name(profile_name)
+    env_file = f"{ENV_DIR}/{name[: -len('.service')]}.env"
+    secrets = ("HF_TOKEN", *rendered.env_from.values())
+    stop = drain_seconds(rendered.argv) + STOP_MARGIN_S
+    exec_start = " ".join(quote(a) for a in [*launcher, "serve", *serve_args])
+    required = bool(rendered.env_from)  # without its API key `launcher serve` refuses: let systemd say the file is missing
+    lines = [
+        f"# Rendered by launcher from profile {profile_name}: {profile.model.name} on vLLM {profile.vllm.version}.",
+        f"# Install: sudo install -m 0644 THIS_FILE /etc/systemd/system/{name}",
+        f"#          sudo install -d {ENV_DIR} && sudo install -m 0600 /dev/null {env_file}   (then write the secrets below into it)",
+        f"#          sudo systemctl daemon-reload && sudo systemctl enable --now {name}",
+        f"# Logs:    journalctl -u {name} -f",
+        "[Unit]",
+        f"Description=vLLM serving {profile.model.name} (launcher profile {profile_name})",
+        f"After=network-online.target {DRIVER_UNIT}",
+        "Wants=network-online.target",
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL}",
+        f"StartLimitBurst={START_LIMIT_BURST}",
+        "",
+        "[Service]",
+        "Type=exec",
+        "# launcher serve checks the GPUs (exit 3 when the profile cannot run), then execs vLLM in its place.",
+        f"ExecStart={exec_start}",
+        f"# Secrets, one VARIABLE=value per line: {', '.join(secrets)}. Never in this file (it is world-readable).",
+        f"EnvironmentFile={'' if required else '-'}{env_file}",
+        "Environment=PYTHONUNBUFFERED=1",
+        f"SyslogIdentifier={name[: -len('.service')]}",
+        "Restart=on-failure",
+        f"RestartSec={RESTART_SEC}s",
+        f"# systemd 254+: the delay grows from {RESTART_SEC} s to {RESTART_MAX_DELAY.replace('min', ' min')} over {RESTART_STEPS} restarts; older "
+        "systemd ignores the next two lines (with a warning) and waits the same each time.",
+        f"RestartSteps={RESTART_STEPS}",
+        f"RestartMaxDelaySec={RESTART_MAX_DELAY}",
+        "# Exit 2 (a bad profile) does not heal by retrying; 3 (GPUs busy, e.g. still held by a crashed start) may.",
+        "RestartPreventExitStatus=2",
+        "# SIGTERM to vLLM only; it stops its engine processes. SIGKILL to the rest after vLLM's drain + 60 s.",
+        "KillSignal=SIGTERM",
+        "KillMode=mixed",
+        f"TimeoutStopSec={stop}s",
+        "# Loading ~34 GB of weights and compiling takes minutes; the start itself is only the exec.",
+        "TimeoutStartSec=infinity",
+        "LimitNOFILE=65536",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    notes = [
+        f"systemd: secrets go in {env_file} (mode 0600): {', '.join(f'{k}=...' for k in secrets)}",
+        f"systemd: stops with SIGTERM, then SIGKILL after {stop} s (vLLM's --shutdown-timeout {stop - STOP_MARGIN_S} s + {STOP_MARGIN_S} s)",
+    ]
+    return Unit(name, "\n".join(lines) + "\n", env_file, tuple(secrets), tuple(notes))
+
+
+def serve_args(resolved: "Resolved", profiles_dirs: Sequence[str], sets: Sequence[str], extra_args: Sequence[str],
+               node_rank: int | None = None) -> list[str]:
+    """What `launcher serve` needs to resolve the same profile from any working directory: a shipped profile
+    by name, any other by its absolute path, --profiles-dir absolute, the --set overrides and extra args as given."""
+    from pathlib import Path
+
+    from launcher.errors import ProfileError
+    from launcher.profile.load import shipped_profiles_dir
+    from launcher.profile.topology import topology
+
+    path = Path(resolved.path).resolve()
+    shipped = path.parent == Path(shipped_profiles_dir()).resolve()
+    args = ["--profile", resolved.name if shipped else str(path)]
+    for d in profiles_dirs:
+        args += ["--profiles-dir", str(Path(d).resolve())]
+    for item in sets:
+        args += ["--set", item]
+    if topology(resolved.profile).multi_node:
+        if node_rank is None:
+            raise ProfileError(f"profile {resolved.name} spans nodes: render one unit per machine with --node-rank R")
+        args += ["--node-rank", str(node_rank)]
+    if extra_args:
+        args += ["--", *extra_args]
+    return args
+
+
+def this_launcher() -> list[str]:
+    """How a service runs this launcher: its console script by absolute path, else this Python with -m launcher."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    # Absolute, but symlinks kept: a virtual environment's python is a link whose target is not the venv.
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "launcher" and argv0.is_file() and os.access(argv0, os.X_OK):
+        return [os.path.abspath(argv0)]
+    found = shutil.which("launcher")
+    if found:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "launcher"]
