@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "launcher.commands.fit:calibrate",
     "engines": "launcher.commands.engines:engines",
     "wait": "launcher.commands.wait:wait",
+    "tune": "launcher.commands.tune:tune",
     "smoke": "launcher.commands.wait:smoke",
     "bench": "launcher.commands.bench:bench",
 }
@@ -48,6 +49,7 @@ SHORT_HELP: dict[str, str] = {
     "wait": "Wait until a server lists its model.",
     "smoke": "Run the post-start smoke battery against a server.",
     "bench": "Measure a server: tokens/s, latency, MTP acceptance, roofline.",
+    "tune": "Find the fastest configuration that fits, by starting and measuring each.",
 }
 
 

@@ -19,6 +19,7 @@ import click
 from launcher.commands._common import PROFILE_HELP
 from launcher.commands.wait import API_KEY_ENV_DEFAULT, api_key_from_env
 from launcher.errors import NotReadyError, ProfileError
+from launcher.fit.mtp import PLANNING_ACCEPTANCE
 from launcher.live import bench as analysis
 from launcher.live.readiness import DEFAULT_URL, base_url
 
@@ -262,14 +263,20 @@ def report_run(directory: Path, resolved: "Resolved | None", gpu: str | None,
 
 
 def _write_outputs(reports: list[dict[str, Any]], json_out: str | None, chart: str | None, chart_term: bool,
-                   echo: Callable[[str], None]) -> None:
+                   echo: Callable[[str], None], acceptance: float | None = None) -> None:
     from launcher.live import bench_chart
 
-    doc = {"format": analysis.FORMAT, "runs": reports}
+    doc: dict[str, Any] = {"format": analysis.FORMAT, "runs": reports}
+    offs = [analysis.mtp_worth(r, o, acceptance) for r in reports for o in reports if o["meta"].get("mtp_k") == 0 and r is not o]
+    if any(w is not None for w in offs):
+        doc["mtp_worth"] = [w.to_json() for w in offs if w is not None]
     if json_out == "-":
         click.echo(json.dumps(doc, indent=2))
     else:
         echo("\n\n".join(analysis.format_table(r) for r in reports))
+        worth = analysis.mtp_worth_lines(reports, acceptance)
+        if worth:
+            echo("\n".join(["", "What MTP is worth (step = ITL p50 at C=1; tokens per step 1 + a + ... + a^k):", *worth]))
         if json_out:
             _write(Path(json_out), json.dumps(doc, indent=2) + "\n", "--json")
     if chart_term:
@@ -350,6 +357,9 @@ def _chart_path(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--chart", default=None, metavar="FILE", callback=_chart_path,
               help="Draw throughput and latency across the levels: FILE.svg (built in) or FILE.png (needs matplotlib).")
 @click.option("--chart-term", is_flag=True, help="Draw the chart in the terminal, after the table.")
+@click.option("--acceptance", type=click.FloatRange(0, 1), default=None, metavar="A",
+              help="MTP per-position acceptance for 'what MTP is worth' (default: the run's measured one, "
+                   f"else the planning value {PLANNING_ACCEPTANCE}); needs an MTP run and an MTP-off run.")
 @click.pass_context
 def bench(ctx: click.Context, **params: Any) -> None:
     """Measure a running server: throughput, latency and MTP acceptance per concurrency level.
@@ -403,7 +413,7 @@ def run_bench(params: dict[str, Any], runtime: "Runtime", echo: Callable[[str], 
                 run_live(opts, resolved, program, Path(tmp), runtime, lambda s: click.echo(s, err=True))
                 reports = [report_run(Path(tmp), resolved, opts.gpu)]
                 reports[0]["directory"] = None
-    _write_outputs(reports, params["json_out"], params["chart"], params["chart_term"], echo)
+    _write_outputs(reports, params["json_out"], params["chart"], params["chart_term"], echo, params.get("acceptance"))
     _check_failures(reports)
     return reports
 

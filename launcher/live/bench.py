@@ -431,3 +431,64 @@ def format_roofline(roof: Mapping[str, Any]) -> str:
     else:
         text += f"; no measured fraction: {roof['why']}"
     return text
+
+
+# ------------------------------------------------------------------------------ MTP worth
+
+
+def step_ms(report: Mapping[str, Any]) -> float | None:
+    """One decode step (ms): ITL p50 at concurrency 1, where each streamed chunk is one step (with MTP a
+    chunk carries the verified token and the accepted drafts)."""
+    level = next((lv for lv in report["levels"] if lv["concurrency"] == 1), None)
+    return None if level is None else level["itl_ms"]["p50"]
+
+
+def measured_acceptance(report: Mapping[str, Any]) -> float | None:
+    """Per-position acceptance a over the run's levels (mean accepted drafts per step solved for a), or None."""
+    from launcher.fit.mtp import acceptance_from_mean_accepted
+
+    k = report["meta"].get("mtp_k")
+    drafts = sum(lv["spec_decode"]["drafts"] for lv in report["levels"] if lv["spec_decode"])
+    accepted = sum(lv["spec_decode"]["accepted_tokens"] for lv in report["levels"] if lv["spec_decode"])
+    if not isinstance(k, int) or k < 1 or drafts <= 0:
+        return None
+    return acceptance_from_mean_accepted(accepted / drafts, k)
+
+
+def mtp_worth(mtp_report: Mapping[str, Any], off_report: Mapping[str, Any], acceptance: float | None = None) -> Any:
+    """`fit.mtp.MtpWorth` of an MTP run against an MTP-off run (both with a C=1 level), or None.
+
+    The acceptance used: `acceptance` (the user's), else the MTP run's measured one when it is above 0,
+    else the documented planning value (fit.mtp.PLANNING_ACCEPTANCE); the result names which.
+    """
+    from launcher.fit.mtp import PLANNING_ACCEPTANCE, MtpWorth
+
+    k = mtp_report["meta"].get("mtp_k")
+    step, step_off = step_ms(mtp_report), step_ms(off_report)
+    if not isinstance(k, int) or k < 1 or not step or not step_off:
+        return None
+    measured = measured_acceptance(mtp_report)
+    if acceptance is not None:
+        a, source = acceptance, "--acceptance"
+    elif measured:
+        a, source = measured, "measured (/metrics)"
+    else:
+        a, source = PLANNING_ACCEPTANCE, "planning value; measured 0" if measured == 0 else "planning value"
+    return MtpWorth(k, step, step_off, a, source)
+
+
+def mtp_worth_lines(reports: Sequence[Mapping[str, Any]], acceptance: float | None = None) -> list[str]:
+    """For `bench --replay A B ...`: each MTP run against the MTP-off run of the same GPU (first one found)."""
+    lines = []
+    offs = [r for r in reports if r["meta"].get("mtp_k") == 0 and step_ms(r)]
+    for r in reports:
+        k = r["meta"].get("mtp_k")
+        if not isinstance(k, int) or k < 1:
+            continue
+        off = next((o for o in offs if o["meta"].get("gpu") == r["meta"].get("gpu")), None)
+        if off is None:
+            continue
+        worth = mtp_worth(r, off, acceptance)
+        if worth is not None:
+            lines.append(f"{run_title(r)} vs {run_title(off)}: {worth.line()}")
+    return lines

@@ -29,7 +29,10 @@ start_installer() {  # start_installer DIR: once per machine, stream_install.py 
 }
 
 setup_env() {  # setup_env LAUNCHER_ROOT: the installed wheels first on the path, launcher from that checkout
-  export PYTHONPATH=$SITE:$SITE/nvidia_cutlass_dsl/python_packages:$1
+  # launcher from that checkout, else from the staged copy (.fullshape/launcher, stage_fullshape.sh)
+  local root=$1
+  [ -d "$root/launcher" ] || root=$root/.fullshape
+  export PYTHONPATH=$SITE:$SITE/nvidia_cutlass_dsl/python_packages:$root
   local c cuda=""
   for c in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-13.0; do
     [ -n "$c" ] && [ -x "$c/bin/nvcc" ] && [ -e "$c/include/cuda_runtime.h" ] && { cuda=$c; break; }

@@ -20,6 +20,13 @@
 #   d  fullshape-h200-tp2-nomtp u 0.95, MTP off; then the MTP-off speed runs (mtp-off)
 #   e  fullshape-48gb-tp1-nopc  (b) with prefix caching off        } out-of-sample checks of the
 #   f  fullshape-h200-tp2-mtp-m2048 (c) with 2048 batched tokens    } estimator (FS_RUNS="e f")
+#   tune  one GPU (any card, GPU 0): `launcher tune` of fullshape-1gpu-tp1-card over FlashInfer and
+#         FLASH_ATTN x MTP off / k=2 (the first start is cold), then the first candidate again with
+#         the caches kept (the warm restart); $OUT gets tune.tgz (issues "decode path / tune" and
+#         "ready means fast"; evidence in tests/fixtures/gpu-tune/)
+#   m1, m3  memory-only starts of the one-GPU profile (FLASH_ATTN; MTP k=1, 4 sequences, 1024
+#         batched tokens / MTP k=3, 64 sequences, 16384 batched tokens): out-of-sample starts of the
+#         memory estimate, predicted before they run (tests/fixtures/gpu-tune/predictions.txt)
 # Each start: nvidia-smi before / at ready, a 0.5 s NVML timeline, the whole serve log, /metrics.
 # $OUT gets at most 8 files: common.tgz (driver log, inventory, budgets, context measurement)
 # and one NAME.tgz per finished start or bench label.
@@ -65,10 +72,12 @@ bench() {  # bench LABEL PROFILE TP K: the bench helper's contract (_notes/bench
   python3 - "$d/meta.json" "$served" "$profile" "$tp" "$k" "$label" <<'EOF'
 import json, sys
 path, served, profile, tp, k, label = sys.argv[1:]
-json.dump({"url": "http://127.0.0.1:8000", "model": served, "profile": profile, "gpu": "NVIDIA H200",
+import subprocess
+gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"], capture_output=True, text=True).stdout.strip()
+json.dump({"url": "http://127.0.0.1:8000", "model": served, "profile": profile, "gpu": gpu or None,
            "tensor_parallel_size": int(tp), "mtp_k": int(k), "input_len": 1024, "output_len": 256,
            "num_prompts": None, "vllm_version": "0.25.1",
-           "label": f"h200x2 TP{tp} " + (f"MTP k={k}" if int(k) else "MTP off") + " (full shape, dummy weights)"},
+           "label": f"{gpu} TP{tp} " + (f"MTP k={k}" if int(k) else "MTP off") + " (full shape, dummy weights)"},
           open(path, "w"), indent=1)
 EOF
   # warm-up outside the evidence: kernels still compiled on a first request land here, not in c1
@@ -125,6 +134,38 @@ run_one() {  # run_one NAME PROFILE UTIL SMOKE BENCH_LABEL TP K
   log "start $name: launcher exit $rc (started $started)"
   printf '{"name": "%s", "profile": "%s", "utilization": "%s", "smoke": "%s", "started": %s, "serving_after_s": %s, "launcher_exit": %s}\n' \
     "$name" "$profile" "${u:-profile}" "$smoke" "$started" "${ready_s:-null}" "$rc" > "$d/state.json"
+  (cd "$RES/runs" && tar czf "$RES/out/$name.tgz" "$name")
+}
+
+run_tune() {  # launcher tune on GPU 0, then the first candidate again with the caches kept
+  local t="$RES/tune" prof="$FS/profiles/fullshape-1gpu-tp1-card.yaml" rc
+  mkdir -p "$t"
+  wait_idle 120
+  log "tune: launcher tune --profile fullshape-1gpu-tp1-card (FLASHINFER, FLASH_ATTN x MTP off, k=2)"
+  python3 -m launcher tune --profile "$prof" --mtp "${TUNE_MTP:-2,off}" --backends "${TUNE_BACKENDS:-FLASHINFER,FLASH_ATTN}" \
+    --dir "$t/run" --json "$t/report.json" --chart "$t/chart.svg" --out "$t/winner.yaml" --num-prompts 8 \
+    --wait-timeout 900 > "$t/tune.out" 2> "$t/tune.err"; rc=$?
+  log "tune: rc $rc; $(grep -E '^winner' "$t/tune.out")"
+  (cd "$RES" && tar czf "$RES/out/tune.tgz" tune)
+  wait_idle 120
+  log "tune: warm restart of the first candidate, the card's FLASHINFER MTP k=2 (compile and kernel caches kept)"
+  python3 -m launcher tune --profile "$prof" --mtp 2 --backends FLASHINFER \
+    --dir "$t/warm" --json "$t/warm-report.json" --num-prompts 8 --wait-timeout 900 > "$t/warm.out" 2> "$t/warm.err"; rc=$?
+  log "tune: warm restart rc $rc"
+  (cd "$RES" && tar czf "$RES/out/tune.tgz" tune)
+}
+
+run_mem() {  # run_mem NAME SETS...: a memory-only start (ready, then SIGTERM): vLLM's KV figures for the estimate
+  local name=$1 d="$RES/runs/$1" lp; shift
+  mkdir -p "$d"; wait_idle 120
+  local args=(--profile "$FS/profiles/fullshape-1gpu-tp1-card.yaml" --wait --wait-timeout 600)
+  local s; for s in "$@"; do args+=(--set "$s"); done
+  log "mem $name: launcher serve ${args[*]}"
+  python3 -m launcher serve "${args[@]}" > "$d/serve.log" 2>&1 &
+  lp=$!
+  until grep -q "launcher: serving in the foreground" "$d/serve.log" 2>/dev/null || ! kill -0 "$lp" 2>/dev/null; do sleep 1; done
+  kill -TERM "$lp" 2>/dev/null; wait "$lp"
+  log "mem $name: $(grep -E 'Available KV cache memory|GPU KV cache size' "$d/serve.log" | tr -s ' ' | head -2 | tr '\n' ' ')"
   (cd "$RES/runs" && tar czf "$RES/out/$name.tgz" "$name")
 }
 
@@ -193,6 +234,11 @@ drive)
     d) run_one d fullshape-h200-tp2-nomtp "" nosmoke mtp-off 2 0 ;;
     e) run_one e fullshape-48gb-tp1-nopc "" nosmoke "" 1 0 ;;
     f) run_one f fullshape-h200-tp2-mtp-m2048 "" nosmoke "" 2 2 ;;
+    tune) run_tune ;;
+    m1) run_mem m1 engine.attention_backend=FLASH_ATTN speculative.num_speculative_tokens=1 engine.max_num_seqs=4 \
+          engine.max_num_batched_tokens=1024 ;;
+    m3) run_mem m3 engine.attention_backend=FLASH_ATTN speculative.num_speculative_tokens=3 engine.max_num_seqs=64 \
+          engine.max_num_batched_tokens=16384 engine.gpu_memory_utilization=0.9 ;;
     esac
   done
   log "all runs done"

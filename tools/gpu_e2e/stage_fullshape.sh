@@ -28,6 +28,11 @@ cp "$HERE"/tests/fixtures/gpu-fullshape/profiles/*.yaml "$FS/profiles/"
 if [ "$(cd "$DEST" && pwd -P)" != "$(cd "$HERE" && pwd -P)" ]; then  # DEST = this checkout: the parts are already there
   rm -rf "$DEST/.gpu-e2e" && mkdir -p "$DEST/.gpu-e2e"
   cp -al "$HERE/.gpu-e2e/kit" "$HERE"/.gpu-e2e/p[0-9]* "$DEST/.gpu-e2e/"
+  # the driver runs `python3 -m launcher` from DEST: it needs this checkout's package and profiles there
+  if [ ! -d "$DEST/launcher" ] || [ ! -d "$DEST/profiles" ]; then
+    cp -r "$HERE/launcher" "$HERE/profiles" "$FS/"
+    echo "stage_fullshape: $DEST has no launcher/ or profiles/: copied this checkout's into $FS (on the path there)"
+  fi
 fi
 git -C "$DEST" status --porcelain --untracked-files=all | grep -E '\.fullshape|\.gpu-e2e' && { echo "stage_fullshape: not ignored in $DEST" >&2; exit 1; }
 du -sh "$FS" "$DEST"/.gpu-e2e/* | sed 's/^/stage_fullshape: /'
