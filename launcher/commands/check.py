@@ -78,7 +78,7 @@ def check(
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
         style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
-    require_runnable(report, resolved.name)
+    require_runnable(report, resolved.name, shown=True)  # the report (text or JSON) carries each reason
 
 
 def _with_installed_engine(resolved: Resolved, report: Report) -> Report:

@@ -171,7 +171,7 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
     style.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
     if not report.ok:
         if not skip_checks:
-            require_runnable(report, resolved.name)
+            require_runnable(report, resolved.name, shown=True)
         failed = ", ".join(r.id for r in report.failures)
         click.echo(f"launcher: WARNING: --skip-checks: starting although checks failed ({failed})", err=True)
     return resolved

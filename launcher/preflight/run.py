@@ -147,12 +147,12 @@ class CombinedFix:
 
     sets: tuple[str, ...]
     passes: bool  # every check passes with `sets`, except `remaining` (which no --set can change)
-    remaining: tuple[str, ...]  # checks still not passing: hardware facts no profile value changes
+    remaining: tuple[str, ...]  # checks left at warn (or failing, when `passes` is False): facts no profile value changes
     why: str = ""
 
     def line(self) -> str:
         flags = " ".join(f"--set {s}" for s in self.sets)
-        rest = f"; still not passing: {', '.join(self.remaining)} (no profile value changes them)" if self.remaining else ""
+        rest = f"; still warns: {', '.join(self.remaining)} (no profile value changes it)" if self.remaining else ""
         if self.passes and self.sets:
             return f"Fix all at once (re-checked): {flags}" + rest
         if self.passes:
@@ -231,12 +231,20 @@ def auto_context_layers(resolved: Resolved, report: Report, inventory: Inventory
     return [Layer("check", reason, {"engine": {"max_model_len": value}})]
 
 
-def require_runnable(report: Report, profile: str) -> None:
-    """Raise HardwareError (exit 3) naming the failed checks, for `serve` and `check`."""
-    if report.failures:
-        first = report.failures[0]
-        more = f" (and {len(report.failures) - 1} more failed check{'s' * (len(report.failures) > 2)})" if len(report.failures) > 1 else ""
-        raise HardwareError(f"profile {profile} cannot run here: {first.id}: {first.message}{more}")
+def require_runnable(report: Report, profile: str, *, shown: bool = False) -> None:
+    """Raise HardwareError (exit 3) naming the failed checks, for `serve` and `check`.
+
+    `shown`: the report with each failure's reason was printed just above, so the error names the checks only
+    (the reason once, not twice).
+    """
+    if not report.failures:
+        return
+    if shown:
+        ids = ", ".join(r.id for r in report.failures)
+        raise HardwareError(f"profile {profile} cannot run here: {ids} failed (the reason is in the report above)")
+    first = report.failures[0]
+    more = f" (and {len(report.failures) - 1} more failed check{'s' * (len(report.failures) > 2)})" if len(report.failures) > 1 else ""
+    raise HardwareError(f"profile {profile} cannot run here: {first.id}: {first.message}{more}")
 
 
 def gpus_used(report: Report, inventory: Inventory) -> list[Gpu]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,59 @@ def test_a_name_with_no_further_profile_is_still_a_cycle(tmp_path: Path) -> None
     lone = _write(tmp_path / "u" / "lonely.yaml", "extends: lonely\n")
     with pytest.raises(ProfileError, match="`extends` cycle"):
         resolve("lonely", profiles_dirs=[str(lone.parent)], environ={})
+
+
+# ------------------------------------------------------------------ 4: fit and check say what they mean, once
+
+INVENTORIES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """Run the CLI in-process as `launcher.cli.main` ends it: (exit code, stdout + the error line on stderr)."""
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+    from launcher.errors import LauncherError
+
+    result = CliRunner().invoke(cli, list(args))
+    out = result.stdout + result.stderr
+    code = result.exit_code
+    if isinstance(result.exception, LauncherError):
+        out += f"launcher: error: {result.exception}\n"
+        code = result.exception.exit_code
+    elif result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return code, out
+
+
+def test_the_cuda_graph_line_carries_its_verdict() -> None:
+    code, out = _cli("fit", "--profile", "dual-3090", "--gpu", "RTX 3090")
+    assert code == 3
+    line = next(x for x in out.splitlines() if "while vLLM measures its CUDA graphs" in x)
+    peak, low, high = (float(v) for v in re.findall(r"= ([\d.]+) GiB of ([\d.]+)-([\d.]+) GiB free", line)[0])
+    assert peak > high  # 24.25 GiB needed, at most 23.34 free: the line must say what that means
+    assert re.search(r"GiB free: (marginal|does-not-fit): more than is free", line), line
+    _, small = _cli("fit", "--profile", "dual-3090", "--gpu", "RTX 3090", "--set", "engine.max_num_seqs=5")
+    assert re.search(r"throw-away KV blocks \+ graphs = [\d.]+ GiB of [\d.]+-[\d.]+ GiB free: fits$", small, re.M)
+
+
+def test_fewer_sequences_are_offered_with_their_cost_after_the_shorter_context() -> None:
+    from launcher.fit.fit_profile import fit_profile, fix_hint
+
+    profile = resolve("dual-3090", environ={}).profile
+    hint = fix_hint(profile, fit_profile(profile, "RTX 3090"))
+    first, second = hint.split("; or ")[:2]
+    assert re.fullmatch(r"--set engine\.max_model_len=\d+", first)
+    m = re.fullmatch(r"to keep 262,144 tokens, --set engine\.max_num_seqs=(\d+) \(at most (\d+) requests at once instead of 256; "
+                     r"room for ([\d.]+) at full length\)", second)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) < 256 and float(m.group(3)) >= 1
+
+
+def test_check_prints_the_failure_reason_once_and_calls_a_warning_a_warning() -> None:
+    code, out = _cli("check", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "rtx3090x2-idle.json"))
+    assert code == 3
+    assert out.count("one 262,144-token request needs") == 1, out
+    assert "launcher: error: profile dual-3090 cannot run here: kv-fit failed" in out
+    fix = next(x for x in out.splitlines() if x.startswith("Fix all at once"))
+    assert "still not passing" not in fix and fix.endswith("still warns: p2p (no profile value changes it)")
+    assert "WARN  p2p" in out
