@@ -98,3 +98,53 @@ def test_check_prints_the_failure_reason_once_and_calls_a_warning_a_warning() ->
     fix = next(x for x in out.splitlines() if x.startswith("Fix all at once"))
     assert "still not passing" not in fix and fix.endswith("still warns: p2p (no profile value changes it)")
     assert "WARN  p2p" in out
+
+
+# ------------------------------------------------------------------ 2: check and profiles take --gpu MODEL --count N
+
+
+def test_check_on_two_3090s_from_the_table_agrees_with_fit_and_with_a_real_capture() -> None:
+    import json
+
+    code, out = _cli("check", "--profile", "dual-3090", "--gpu", "RTX 3090", "--count", "2", "--json")
+    assert code == 3
+    report = json.loads(out[: out.rindex("}") + 1])
+    by_id = {r["id"]: r for r in report["results"]}
+    assert by_id["kv-fit"]["status"] == "fail" and by_id["driver"]["status"] == "skip"
+    assert by_id["p2p"]["status"] == "warn"  # GeForce: no P2P, so launcher adds NCCL_P2P_DISABLE=1 as on the real machine
+    _, fit_out = _cli("fit", "--profile", "dual-3090", "--gpu", "RTX 3090", "--json")
+    fitted = json.loads(fit_out[: fit_out.rindex("}") + 1])
+    assert by_id["kv-fit"]["data"]["max_model_len_fit"] == fitted["max_model_len_fit"]  # one estimate, one answer
+    _, captured = _cli("check", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "rtx3090x2-idle.json"), "--json")
+    real = {r["id"]: r for r in json.loads(captured[: captured.rindex("}") + 1])["results"]}
+    assert {k: v["status"] for k, v in real.items() if k not in ("driver", "model-files", "disk")} == \
+        {k: v["status"] for k, v in by_id.items() if k not in ("driver", "model-files", "disk")}
+    # the count defaults to the profile's, and too few cards fail the count check
+    code, text = _cli("check", "--profile", "dual-3090", "--gpu", "RTX 3090", "--count", "1")
+    assert code == 3 and "FAIL  gpu-count" in text and "(--gpu: 1 x RTX 3090 from the GPU table, idle)" in text
+
+
+def test_profiles_groups_by_two_3090s_from_the_table() -> None:
+    import json
+
+    code, out = _cli("profiles", "--gpu", "RTX 3090", "--count", "2", "--format", "json")
+    assert code == 0
+    groups = json.loads(out)
+    assert "dual-3090" in [r["name"] for r in groups["smaller-context"]]
+    assert "tp8" in [r["name"] for r in groups["not-runnable"]]
+    code, out = _cli("profiles", "--gpu", "RTX 3090")
+    assert code == 2 and "--count" in out
+
+
+def test_the_inventory_schema_lists_the_p2p_values() -> None:
+    import jsonschema
+
+    from launcher.hardware.inventory import P2P_STATUSES, inventory_json_schema
+
+    schema = inventory_json_schema()
+    text = str(schema["$defs"]["Link"]["properties"]["p2p_read"])
+    assert all(status in text for status in P2P_STATUSES)
+    base = {"driver_version": "580.95.05", "cuda_driver_version": 13000, "gpus": []}
+    jsonschema.validate({**base, "links": [{"gpus": [0, 1], "p2p_read": "error: lost"}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**base, "links": [{"gpus": [0, 1], "p2p_read": "yes"}]}, schema)
