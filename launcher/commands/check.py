@@ -80,21 +80,40 @@ def check(
     fix = None
     if report.status != "pass":
         fix = combined_fix(name, profiles_dirs, sets, extra_args, inventory)
+    lengths = _lengths(resolved, report, inventory)
     if as_json:
         out = report_json(resolved, report, inventory, where, auto)
         if fix is not None:
             out["combined_fix"] = fix.to_json()
+        if lengths:
+            out["concurrency_by_length"] = [row.to_json() for row in lengths]
         click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
             from launcher.preflight.choice import choice_lines
 
             click.echo("\n".join(choice_lines(auto)))
-        lines = format_report(resolved, report, inventory, where).splitlines()
+        lines = format_report(resolved, report, inventory, where, lengths).splitlines()
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
         style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
     require_runnable(report, resolved.name, shown=True)  # the report (text or JSON) carries each reason
+
+
+def _lengths(resolved: Resolved, report: Report, inventory: Inventory) -> list[Any]:
+    """kv-fit's detail: requests at once at 32k, 64k, 128k and the profile's context, on the GPUs the check used."""
+    kv = report.result("kv-fit")
+    if kv is None or kv.status == "skip":
+        return []
+    from launcher.errors import LauncherError
+    from launcher.fit.lengths import concurrency_by_length
+    from launcher.preflight.run import gpus_used
+
+    gpus = gpus_used(report, inventory)
+    try:
+        return concurrency_by_length(resolved.profile, gpus) if gpus else []
+    except LauncherError:
+        return []
 
 
 def _where(inventory_file: Optional[str], inventory: Inventory) -> str:
@@ -133,7 +152,7 @@ def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], 
         raise
 
 
-def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str) -> str:
+def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str, lengths: Any = ()) -> str:
     lines = [
         f"profile {resolved.name} ({resolved.path}) on {inventory.summary()}"
         + (f", driver {inventory.driver_version}" if not inventory.described else "")
@@ -143,6 +162,11 @@ def format_report(resolved: Resolved, report: Report, inventory: Inventory, wher
         lines.append(f"{style.status(r.status)} {r.id:<18} {r.message}")
         if r.fix and r.status != "pass":
             lines.append(f"{'':<24} Fix: {r.fix}")
+        if r.id == "kv-fit" and lengths:
+            from launcher.fit.fit_profile import engines_of
+            from launcher.fit.lengths import format_lengths
+
+            lines += [f"{'':<23}{line}" for line in format_lengths(lengths, engines_of(resolved.profile)[0])]
     for layer in resolved.layers:
         if layer.name == "check":
             lines.append(f"adjusted by the check: {_flat(layer.data)} ({layer.source})")

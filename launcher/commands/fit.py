@@ -52,7 +52,8 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     \b
     Per GPU (the smallest decides): budget, weights, persistent buffers, activation peak, CUDA
     graphs and the KV cache left, each with its uncertainty; the KV block geometry; how many
-    full-length requests fit; the largest max_model_len that fits. Without --gpu/--inventory the
+    full-length requests fit; the largest max_model_len that fits; how many requests fit at once at
+    32k, 64k, 128k and the profile's own context. Without --gpu/--inventory the
     GPUs of this machine are read through NVML.
     Exit code 0 when it fits (a warning is printed when only within the error), 3 when not.
     How each term is computed, and what it was checked against: docs/memory-model.md.
@@ -63,11 +64,15 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     resolved = load_profile(profile_name, profiles_dirs, sets)
     profile = resolved.profile
     target = _target(ctx, profile, inventory_file, gpu, count, gpu_memory, compute_capability)
+    from launcher.fit.lengths import concurrency_by_length, format_lengths
+
     result = fit_profile(profile, target)
     suggestion = suggest(result.inputs, result)
+    lengths = concurrency_by_length(profile, target)
+    engines, layout = engines_of(profile)
     if as_json:
-        engines, layout = engines_of(profile)
         out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json(),
+               "concurrency_by_length": [row.to_json() for row in lengths],
                "deployment": {"engines": engines, "layout": layout or "one engine", "kv_cache_tokens": result.kv_cache_tokens * engines,
                               "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
         click.echo(json.dumps(out, indent=2))
@@ -75,7 +80,9 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
         from launcher import style
 
         click.echo(f"profile {resolved.name}: {profile.model.name}")
-        style.echo(format_breakdown(result, *engines_of(profile), paint=style.paint))  # coloured on a terminal only
+        text = format_breakdown(result, engines, layout, paint=style.paint).splitlines()
+        at = next((i for i, line in enumerate(text) if line.startswith("  largest max_model_len")), len(text))
+        style.echo("\n".join(text[: at + 1] + format_lengths(lengths, engines) + text[at + 1 :]))  # coloured on a terminal only
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

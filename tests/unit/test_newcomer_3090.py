@@ -148,3 +148,37 @@ def test_the_inventory_schema_lists_the_p2p_values() -> None:
     jsonschema.validate({**base, "links": [{"gpus": [0, 1], "p2p_read": "error: lost"}]}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**base, "links": [{"gpus": [0, 1], "p2p_read": "yes"}]}, schema)
+
+
+# ------------------------------------------------------------------ 5: requests at once at 32k, 64k, 128k
+
+
+def _json(out: str) -> dict:  # type: ignore[type-arg]
+    import json
+
+    return json.loads(out[: out.rindex("}") + 1])
+
+
+def test_fit_shows_requests_at_once_by_context_length_as_fit_itself_computes_them() -> None:
+    _, out = _cli("fit", "--profile", "dual-3090", "--gpu", "RTX 3090", "--json")
+    rows = _json(out)["concurrency_by_length"]
+    assert [r["max_model_len"] for r in rows] == [32768, 65536, 131072, 262144]
+    for row in rows:  # each row is what `fit` says with max_model_len set to that length
+        _, one = _cli("fit", "--profile", "dual-3090", "--gpu", "RTX 3090", "--json", "--set", f"engine.max_model_len={row['max_model_len']}")
+        single = _json(one)
+        assert row["concurrency"] == single["concurrency_at_max_len"] and row["verdict"] == single["kv_verdict"]
+        assert row["requests_at_once"] == (0 if row["verdict"] == "does-not-fit" else min(int(row["concurrency"]), 256))
+    assert rows[0]["requests_at_once"] > rows[2]["requests_at_once"] >= 1 and rows[3]["verdict"] == "does-not-fit"
+    _, text = _cli("fit", "--profile", "dual-3090", "--gpu", "RTX 3090")
+    table = text[text.index("requests at once by context length"):].splitlines()[2:6]
+    assert [int(line.split()[0].replace(",", "")) for line in table] == [32768, 65536, 131072, 262144]
+
+
+def test_check_shows_the_table_under_kv_fit() -> None:
+    code, text = _cli("check", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "rtx3090x2-idle.json"))
+    lines = text.splitlines()
+    kv = next(i for i, line in enumerate(lines) if line.startswith("FAIL  kv-fit"))
+    assert "requests at once by context length" in lines[kv + 2]
+    assert lines[kv + 4].split()[:1] == ["32,768"] and lines[kv + 7].split()[-1] == "does-not-fit"
+    _, out = _cli("check", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "rtx3090x2-idle.json"), "--json")
+    assert [r["max_model_len"] for r in _json(out)["concurrency_by_length"]] == [32768, 65536, 131072, 262144]
