@@ -157,3 +157,28 @@ def described_inventory_of(model: Any, count: int) -> Any:
     from launcher.hardware.inventory import described_inventory
 
     return described_inventory(model, count)
+
+
+def context_notes(profile: Any, inventory_file: Optional[str] = None) -> list[str]:
+    """The note for where a command is printed (render, serve --dry-run): the profile's max_model_len does not fit the
+    smallest GPUs its `hardware` block admits (or the --inventory's), with the largest context that does (launcher.fit.lengths)."""
+    from launcher.fit.lengths import context_note
+
+    target, where = None, ""
+    if inventory_file:
+        from launcher.errors import LauncherError
+        from launcher.hardware.inventory import load_inventory
+
+        try:
+            target, where = load_inventory(inventory_file), f"the GPUs of {inventory_file}"
+        except LauncherError:
+            return []
+    note = context_note(profile, target, where)
+    return [note] if note else []
+
+
+def comment_lines(notes: Sequence[str]) -> str:
+    """Notes as `#` comment lines at the top of a file format that has them (compose, k8s, systemd): one line each."""
+    import re
+
+    return "".join("# launcher: note: " + re.sub(r"[\x00-\x1f\x7f]", "?", n) + "\n" for n in notes)

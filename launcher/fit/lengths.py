@@ -101,7 +101,7 @@ def context_note(profile: "Profile", target: Target | None = None, where: str = 
         else:
             n = profile.parallel.tp * profile.parallel.pp
             weights = profile_weights(profile)
-            results = [(f"{n} x {m.key} ({m.cuda_total_gib:.2f} GiB)", fit_profile(profile, m, weights=weights))
+            results = [(f"{n} x {m.key} ({m.cuda_total_gib:.2f} GiB each)", fit_profile(profile, m, weights=weights))
                        for m in smallest_admitted(profile)]
     except LauncherError:
         return None

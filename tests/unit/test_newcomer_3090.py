@@ -182,3 +182,85 @@ def test_check_shows_the_table_under_kv_fit() -> None:
     assert lines[kv + 4].split()[:1] == ["32,768"] and lines[kv + 7].split()[-1] == "does-not-fit"
     _, out = _cli("check", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "rtx3090x2-idle.json"), "--json")
     assert [r["max_model_len"] for r in _json(out)["concurrency_by_length"]] == [32768, 65536, 131072, 262144]
+
+
+# ------------------------------------------------------------------ 1: the note where the command is printed; no restart loop
+
+
+def _invoke(*args: str, obj: object = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+
+    return CliRunner().invoke(cli, list(args), obj=obj, env=env)
+
+
+def _largest_on_admitted_cards() -> int:
+    """What the fit stage says for dual-3090 on the smallest cards its hardware block admits (not a constant)."""
+    from launcher.fit.fit_profile import fit_profile
+    from launcher.fit.lengths import smallest_admitted
+
+    profile = resolve("dual-3090", environ={}).profile
+    cards = smallest_admitted(profile)
+    assert {"RTX 3090", "RTX 4090"} <= {m.key for m in cards}
+    return min(fit_profile(profile, m).max_model_len_fit for m in cards)
+
+
+@pytest.mark.parametrize("fmt", ["shell", "json", "env", "yaml", "compose", "k8s", "systemd"])
+def test_render_of_dual_3090_says_its_context_does_not_fit_24_gb(fmt: str) -> None:
+    import yaml
+
+    result = _invoke("render", "--profile", "dual-3090", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    largest = f"{_largest_on_admitted_cards():,}"
+    note = next(line for line in result.stderr.splitlines() if "max_model_len 262,144 does not fit" in line)
+    assert note.startswith("launcher: note: ") and f"the largest context that starts there is {largest}" in note
+    assert "--set engine.max_model_len=" in note
+    if fmt in ("compose", "k8s", "systemd"):  # the file itself carries it, as a comment
+        first = result.stdout.splitlines()[0]
+        assert first == "# " + note and f"is {largest}" in first
+    if fmt in ("compose", "k8s"):
+        assert list(yaml.safe_load_all(result.stdout))  # still YAML
+    fits = _invoke("render", "--profile", "dual-3090", "--format", fmt, "--set", "engine.max_model_len=131072")
+    assert fits.exit_code == 0 and "131,072 does not fit" not in fits.output and "launcher: note: max_model_len" not in fits.output
+
+
+def test_render_with_an_inventory_names_its_gpus_and_a_big_machine_gets_no_note() -> None:
+    small = _invoke("render", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "rtx3090x2-idle.json"))
+    assert "does not fit the GPUs of" in small.stderr and "is 185,600" in small.stderr
+    big = _invoke("render", "--profile", "dual-3090", "--inventory", str(INVENTORIES / "h200x2.json"))
+    assert big.exit_code == 0 and "does not fit" not in big.stderr
+
+
+def test_serve_dry_run_without_gpus_says_it_too() -> None:
+    from launcher.errors import HardwareError
+    from launcher.live.runtime import Runtime
+
+    def no_nvml():  # type: ignore[no-untyped-def]
+        raise HardwareError("NVML cannot be read")
+
+    result = _invoke("serve", "--profile", "dual-3090", "--dry-run", obj=Runtime(probe=no_nvml, exec_fn=[].append))
+    assert result.exit_code == 0 and "the GPU preflight could not run" in result.stderr
+    assert f"the largest context that starts there is {_largest_on_admitted_cards():,}" in result.stderr
+
+
+def test_the_unit_does_not_restart_on_a_failure_no_retry_heals() -> None:
+    from launcher.hardware.inventory import load_inventory
+    from launcher.live.runtime import Runtime
+
+    unit = _invoke("render", "--profile", "dual-3090", "--format", "systemd").stdout
+    directives = dict(line.split("=", 1) for line in unit.splitlines() if line and not line.startswith(("#", "[")))
+    assert directives["RestartPreventExitStatus"].split() == ["2", "6"]
+    assert "Environment=LAUNCHER_LASTING_FAILURE_EXIT=6" in unit.splitlines()
+    env = {"LAUNCHER_LASTING_FAILURE_EXIT": "6"}  # as the unit runs `launcher serve`
+    idle = load_inventory(INVENTORIES / "rtx3090x2-idle.json")
+    calls: list = []  # type: ignore[type-arg]
+    does_not_fit = _invoke("serve", "--profile", "dual-3090", obj=Runtime(probe=lambda: idle, exec_fn=calls.append), env=env)
+    assert getattr(does_not_fit.exception, "exit_code", None) == 6 and not calls  # kv-fit: the same on every restart
+    plain = _invoke("serve", "--profile", "dual-3090", obj=Runtime(probe=lambda: idle, exec_fn=calls.append))
+    assert getattr(plain.exception, "exit_code", None) == 3  # outside the unit exit 3 stays
+    busy = load_inventory(INVENTORIES / "rtx3090x2-desktop.json")  # Xorg holds memory: only memory-free fails
+    held = _invoke("serve", "--profile", "dual-3090", "--set", "engine.max_model_len=65536", "--set", "engine.gpu_memory_utilization=0.97",
+                   obj=Runtime(probe=lambda: busy, exec_fn=calls.append), env=env)
+    assert "FAIL  memory-free" in held.stderr and "FAIL  kv-fit" not in held.stderr, held.stderr
+    assert getattr(held.exception, "exit_code", None) == 3  # another process may let go: systemd retries
