@@ -102,3 +102,83 @@ def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def gpu_options(count_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--gpu MODEL, --count N, --gpu-memory GIB, --compute-capability X.Y: cards from the GPU table instead of this
+    machine's (`fit`, `check`, `profiles`; one code path: `described_gpu`)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--compute-capability", "compute_capability", metavar="X.Y",
+                          help="With --gpu-memory: the card's compute capability, e.g. 8.9.")(fn)
+        fn = click.option("--gpu-memory", "gpu_memory", type=click.FloatRange(min=1), metavar="GIB",
+                          help="Describe the card: its memory in GiB as nvidia-smi shows it (MiB / 1024); with --gpu, a memory "
+                          'variant of that card (e.g. --gpu "RTX 4090" --gpu-memory 96), else with --compute-capability.')(fn)
+        fn = click.option("--count", type=click.IntRange(min=1), help=count_help)(fn)
+        fn = click.option("--gpu", "gpu", metavar="MODEL",
+                          help='A GPU model from the table, e.g. "RTX 3090", "RTX 4090 48GB", "A100-80GB", "H100", "L40S".')(fn)
+        return fn
+
+    return decorate
+
+
+def described_gpu(gpu: Optional[str], memory: Optional[float], cc: Optional[str], inventory_file: Optional[str],
+                  count: Optional[int]) -> Any:
+    """The GpuModel that --gpu/--gpu-memory/--compute-capability describe, or None when they are not given."""
+    described = gpu or memory is not None or cc
+    if described and inventory_file:
+        raise click.UsageError("give either --gpu/--gpu-memory or --inventory, not both")
+    if count is not None and not described:
+        raise click.UsageError("--count goes with --gpu or --gpu-memory")
+    if not described:
+        return None
+    from launcher.hardware.catalog import custom_model, lookup
+
+    model = lookup(gpu) if gpu else None
+    if memory is not None or cc:
+        model = custom_model(memory, _cc(cc), model)
+    return model
+
+
+def _cc(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if not text:
+        return None
+    from launcher.profile.schema import parse_compute_capability
+
+    try:
+        value = parse_compute_capability(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--compute-capability") from None
+    return value
+
+
+def described_inventory_of(model: Any, count: int) -> Any:
+    """`count` cards of a described model as an inventory (`check`, `profiles`)."""
+    from launcher.hardware.inventory import described_inventory
+
+    return described_inventory(model, count)
+
+
+def context_notes(profile: Any, inventory_file: Optional[str] = None) -> list[str]:
+    """The note for where a command is printed (render, serve --dry-run): the profile's max_model_len does not fit the
+    smallest GPUs its `hardware` block admits (or the --inventory's), with the largest context that does (launcher.fit.lengths)."""
+    from launcher.fit.lengths import context_note
+
+    target, where = None, ""
+    if inventory_file:
+        from launcher.errors import LauncherError
+        from launcher.hardware.inventory import load_inventory
+
+        try:
+            target, where = load_inventory(inventory_file), f"the GPUs of {inventory_file}"
+        except LauncherError:
+            return []
+    note = context_note(profile, target, where)
+    return [note] if note else []
+
+
+def comment_lines(notes: Sequence[str]) -> str:
+    """Notes as `#` comment lines at the top of a file format that has them (compose, k8s, systemd): one line each."""
+    import re
+
+    return "".join("# launcher: note: " + re.sub(r"[\x00-\x1f\x7f]", "?", n) + "\n" for n in notes)

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import click
 
 from launcher import style
-from launcher.commands._common import passthrough, profile_options
+from launcher.commands._common import described_gpu, described_inventory_of, gpu_options, load_profile, passthrough, profile_options
 from launcher.commands.gpus import runtime_of
 from launcher.hardware.inventory import Inventory
 from launcher.preflight.checks import Report
@@ -23,6 +23,7 @@ from launcher.profile.load import Resolved
     type=click.Path(dir_okay=False),
     help="Check against an inventory file (from `launcher gpus --json`) instead of this machine's GPUs.",
 )
+@gpu_options("How many --gpu cards (default: the profile's hardware.gpu_count; needed with --profile auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts, adjustments and resulting command as JSON.")
 @passthrough
 @click.pass_context
@@ -32,6 +33,10 @@ def check(
     profiles_dirs: tuple[str, ...],
     sets: tuple[str, ...],
     inventory_file: Optional[str],
+    gpu: Optional[str],
+    count: Optional[int],
+    gpu_memory: Optional[float],
+    compute_capability: Optional[str],
     as_json: bool,
     extra_args: tuple[str, ...],
 ) -> None:
@@ -43,42 +48,78 @@ def check(
     Live, the vLLM installed here (the one `vllm` on PATH belongs to) is checked too: WARN when it is
     another version than vllm.version, FAIL when it rejects the command. Model files
     and disk are this machine's, or with --inventory what `launcher gpus --json` recorded (else skipped).
+    With --gpu MODEL --count N (as `launcher fit` takes them), idle cards from the GPU table are checked:
+    "will this pass on 2 x RTX 3090?" without an inventory file (the driver is unknown then, its check skips).
     Exit code 0 when it can run (warnings included), 3 when a check fails or NVML cannot be read.
     """
     from launcher.preflight.choice import run_preflight
     from launcher.preflight.run import combined_fix, get_inventory, require_runnable
 
     runtime = runtime_of(ctx)
-    inventory = get_inventory(inventory_file, runtime.probe)
+    model = described_gpu(gpu, gpu_memory, compute_capability, inventory_file, count)
+    if model is not None:
+        if count is None and profile_name == "auto":
+            raise click.UsageError("--profile auto with --gpu needs --count N (how many cards)")
+        if count is None:
+            count = load_profile(profile_name, profiles_dirs, sets, extra_args).profile.hardware.gpu_count
+        inventory = described_inventory_of(model, count)
+    else:
+        inventory = get_inventory(inventory_file, runtime.probe)
     auto = None
     if profile_name == "auto":
-        auto = _choose(inventory, profiles_dirs, sets, extra_args, as_json, inventory_file)
+        auto = _choose(inventory, profiles_dirs, sets, extra_args, as_json, _where(inventory_file, inventory))
     name = profile_name if auto is None else str(auto.resolved.path)
     resolved, report = run_preflight(name, profiles_dirs, sets, extra_args, inventory)
-    if inventory_file is None:
+    live = inventory_file is None and model is None
+    if live:
         report = _with_installed_engine(resolved, report)
     from launcher.preflight.model_files import with_model_checks  # the weights and their disk: here, or as the inventory recorded them
 
-    report = with_model_checks(report, resolved.profile, inventory if inventory_file else None)
-    where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+    report = with_model_checks(report, resolved.profile, None if live else inventory)
+    where = _where(inventory_file, inventory)
     fix = None
     if report.status != "pass":
         fix = combined_fix(name, profiles_dirs, sets, extra_args, inventory)
+    lengths = _lengths(resolved, report, inventory)
     if as_json:
         out = report_json(resolved, report, inventory, where, auto)
         if fix is not None:
             out["combined_fix"] = fix.to_json()
+        if lengths:
+            out["concurrency_by_length"] = [row.to_json() for row in lengths]
         click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
             from launcher.preflight.choice import choice_lines
 
             click.echo("\n".join(choice_lines(auto)))
-        lines = format_report(resolved, report, inventory, where).splitlines()
+        lines = format_report(resolved, report, inventory, where, lengths).splitlines()
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
         style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
-    require_runnable(report, resolved.name)
+    require_runnable(report, resolved.name, shown=True)  # the report (text or JSON) carries each reason
+
+
+def _lengths(resolved: Resolved, report: Report, inventory: Inventory) -> list[Any]:
+    """kv-fit's detail: requests at once at 32k, 64k, 128k and the profile's context, on the GPUs the check used."""
+    kv = report.result("kv-fit")
+    if kv is None or kv.status == "skip":
+        return []
+    from launcher.errors import LauncherError
+    from launcher.fit.lengths import concurrency_by_length
+    from launcher.preflight.run import gpus_used
+
+    gpus = gpus_used(report, inventory)
+    try:
+        return concurrency_by_length(resolved.profile, gpus) if gpus else []
+    except LauncherError:
+        return []
+
+
+def _where(inventory_file: Optional[str], inventory: Inventory) -> str:
+    if inventory.described:
+        return f"--gpu: {inventory.described}, idle"
+    return f"inventory {inventory_file}" if inventory_file else "live NVML"
 
 
 def _with_installed_engine(resolved: Resolved, report: Report) -> Report:
@@ -92,7 +133,7 @@ def _with_installed_engine(resolved: Resolved, report: Report) -> Report:
 
 
 def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...], as_json: bool,
-            inventory_file: Optional[str]) -> Any:
+            where: str) -> Any:
     """choose_auto; with --json, a failure still prints JSON (every profile's failures, the closest) before exit 3."""
     from launcher.preflight.choice import NoProfileRuns, choose_auto
     from launcher.preflight.run import kv_fit_hook
@@ -101,7 +142,6 @@ def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], 
         return choose_auto(inventory, dirs, sets, extra, kv_fit=kv_fit_hook())
     except NoProfileRuns as exc:
         if as_json:
-            where = f"inventory {inventory_file}" if inventory_file else "live NVML"
             click.echo(json.dumps({
                 "profile": None,
                 "inventory": {"source": where, "summary": inventory.summary()},
@@ -112,14 +152,21 @@ def _choose(inventory: Inventory, dirs: tuple[str, ...], sets: tuple[str, ...], 
         raise
 
 
-def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str) -> str:
+def format_report(resolved: Resolved, report: Report, inventory: Inventory, where: str, lengths: Any = ()) -> str:
     lines = [
-        f"profile {resolved.name} ({resolved.path}) on {inventory.summary()}, driver {inventory.driver_version} ({where})"
+        f"profile {resolved.name} ({resolved.path}) on {inventory.summary()}"
+        + (f", driver {inventory.driver_version}" if not inventory.described else "")
+        + f" ({where})"
     ]
     for r in report.results:
         lines.append(f"{style.status(r.status)} {r.id:<18} {r.message}")
         if r.fix and r.status != "pass":
             lines.append(f"{'':<24} Fix: {r.fix}")
+        if r.id == "kv-fit" and lengths:
+            from launcher.fit.fit_profile import engines_of
+            from launcher.fit.lengths import format_lengths
+
+            lines += [f"{'':<23}{line}" for line in format_lengths(lengths, engines_of(resolved.profile)[0])]
     for layer in resolved.layers:
         if layer.name == "check":
             lines.append(f"adjusted by the check: {_flat(layer.data)} ({layer.source})")

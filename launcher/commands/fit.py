@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from launcher.commands._common import echo_notes, load_profile, profile_options
+from launcher.commands._common import described_gpu, echo_notes, gpu_options, load_profile, profile_options
 from launcher.errors import HardwareError, ProfileError
 
 EXIT_DOES_NOT_FIT = 3
@@ -17,18 +17,9 @@ EXIT_DOES_NOT_FIT = 3
 def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu: Optional[str], count: Optional[int],
             memory: Optional[float] = None, cc: Optional[str] = None) -> Any:
     """The GPUs to fit on: --gpu from the table (or --gpu-memory/--compute-capability), an --inventory file, or NVML."""
-    described = gpu or memory is not None or cc
-    if described and inventory_file:
-        raise click.UsageError("give either --gpu/--gpu-memory or --inventory, not both")
-    if count is not None and not described:
-        raise click.UsageError("--count goes with --gpu or --gpu-memory")
+    model = described_gpu(gpu, memory, cc, inventory_file, count)
     need = profile.parallel.tp * profile.parallel.pp
-    if described:
-        from launcher.hardware.catalog import custom_model, lookup
-
-        model = lookup(gpu) if gpu else None
-        if memory is not None or cc:
-            model = custom_model(memory, _cc(cc), model)
+    if model is not None:
         have = count if count is not None else profile.parallel.world_size
         if have < need:
             raise HardwareError(f"the profile needs {need} GPUs for one replica (tensor x pipeline); --count is {have}")
@@ -42,18 +33,6 @@ def _target(ctx: click.Context, profile: Any, inventory_file: Optional[str], gpu
     return runtime_of(ctx).probe()
 
 
-def _cc(text: Optional[str]) -> Optional[tuple[int, int]]:
-    if not text:
-        return None
-    from launcher.profile.schema import parse_compute_capability
-
-    try:
-        value = parse_compute_capability(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--compute-capability") from None
-    return value
-
-
 def _gpu_json(result: Any) -> dict[str, Any]:
     i = result.inputs
     return {"name": i.gpu_name, "cuda_total_bytes": i.total_memory_bytes, "compute_capability": list(i.compute_capability)}
@@ -62,12 +41,7 @@ def _gpu_json(result: Any) -> dict[str, Any]:
 @click.command()
 @profile_options()
 @click.option("--inventory", "inventory_file", type=click.Path(dir_okay=False), help="Fit on the GPUs of an inventory file (`launcher gpus --json`).")
-@click.option("--gpu", "gpu", metavar="MODEL", help='Fit on a GPU model from the table, e.g. "RTX 3090", "RTX 4090 48GB", "A100-80GB", "H100", "L40S".')
-@click.option("--count", type=click.IntRange(min=1), help="How many --gpu cards (default: the profile's gpu count).")
-@click.option("--gpu-memory", "gpu_memory", type=click.FloatRange(min=1), metavar="GIB",
-              help="Describe the card: its memory in GiB as nvidia-smi shows it (MiB / 1024); with --gpu, a memory variant of that "
-              'card (e.g. --gpu "RTX 4090" --gpu-memory 96), else with --compute-capability.')
-@click.option("--compute-capability", "compute_capability", metavar="X.Y", help="With --gpu-memory: the card's compute capability, e.g. 8.9.")
+@gpu_options("How many --gpu cards (default: the profile's gpu count).")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 @click.pass_context
 def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...],
@@ -78,7 +52,8 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     \b
     Per GPU (the smallest decides): budget, weights, persistent buffers, activation peak, CUDA
     graphs and the KV cache left, each with its uncertainty; the KV block geometry; how many
-    full-length requests fit; the largest max_model_len that fits. Without --gpu/--inventory the
+    full-length requests fit; the largest max_model_len that fits; how many requests fit at once at
+    32k, 64k, 128k and the profile's own context. Without --gpu/--inventory the
     GPUs of this machine are read through NVML.
     Exit code 0 when it fits (a warning is printed when only within the error), 3 when not.
     How each term is computed, and what it was checked against: docs/memory-model.md.
@@ -89,11 +64,15 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     resolved = load_profile(profile_name, profiles_dirs, sets)
     profile = resolved.profile
     target = _target(ctx, profile, inventory_file, gpu, count, gpu_memory, compute_capability)
+    from launcher.fit.lengths import concurrency_by_length, format_lengths
+
     result = fit_profile(profile, target)
     suggestion = suggest(result.inputs, result)
+    lengths = concurrency_by_length(profile, target)
+    engines, layout = engines_of(profile)
     if as_json:
-        engines, layout = engines_of(profile)
         out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json(),
+               "concurrency_by_length": [row.to_json() for row in lengths],
                "deployment": {"engines": engines, "layout": layout or "one engine", "kv_cache_tokens": result.kv_cache_tokens * engines,
                               "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
         click.echo(json.dumps(out, indent=2))
@@ -101,7 +80,9 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
         from launcher import style
 
         click.echo(f"profile {resolved.name}: {profile.model.name}")
-        style.echo(format_breakdown(result, *engines_of(profile), paint=style.paint))  # coloured on a terminal only
+        text = format_breakdown(result, engines, layout, paint=style.paint).splitlines()
+        at = next((i for i, line in enumerate(text) if line.startswith("  largest max_model_len")), len(text))
+        style.echo("\n".join(text[: at + 1] + format_lengths(lengths, engines) + text[at + 1 :]))  # coloured on a terminal only
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from launcher.commands._common import described_gpu, described_inventory_of, gpu_options
 from launcher.errors import ProfileError
 from launcher.profile.load import list_profiles, resolve, search_dirs
 
@@ -58,13 +59,24 @@ def summary(description: str, width: int = 76) -> str:
     help="Group the profiles by whether this inventory (from `launcher gpus --json`) can run them.",
 )
 @click.option("--live", is_flag=True, help="Group the profiles by whether this machine's GPUs (NVML) can run them.")
+@gpu_options("How many --gpu cards (required with --gpu).")
 @click.pass_context
-def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None, live: bool) -> None:
+def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None, live: bool,
+             gpu: str | None, count: int | None, gpu_memory: float | None, compute_capability: str | None) -> None:
     """List profiles: name, GPUs, TP, minimum memory per GPU, context, MTP draft tokens, what each is for.
 
-    With --inventory FILE or --live, group them as NVIDIA NIM does: runnable, runnable with a
-    smaller context (which), not runnable (why).
+    With --inventory FILE, --live, or --gpu MODEL --count N (idle cards from the GPU table, as
+    `launcher fit` takes them), group them as NVIDIA NIM does: runnable, runnable with a smaller
+    context (which), not runnable (why).
     """
+    model = described_gpu(gpu, gpu_memory, compute_capability, inventory_file, count)
+    if model is not None:
+        if live:
+            raise click.UsageError("give either --gpu or --live, not both")
+        if count is None:
+            raise click.UsageError("--gpu needs --count N (how many cards)")
+        _grouped(ctx, profiles_dirs, fmt, None, described_inventory_of(model, count))
+        return
     if inventory_file or live:
         _grouped(ctx, profiles_dirs, fmt, inventory_file)
         return
@@ -91,14 +103,15 @@ def profiles(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
         click.echo(line)
 
 
-def _grouped(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None) -> None:
+def _grouped(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inventory_file: str | None, described: Any = None) -> None:
     from launcher.commands.gpus import runtime_of
     from launcher.preflight.choice import candidates, grouping
     from launcher.preflight.run import get_inventory, kv_fit_hook
 
-    inventory = get_inventory(inventory_file, runtime_of(ctx).probe)
+    inventory = described if described is not None else get_inventory(inventory_file, runtime_of(ctx).probe)
     groups = grouping(candidates(inventory, profiles_dirs, kv_fit=kv_fit_hook()))
-    where = f"inventory {inventory_file}" if inventory_file else "live NVML"
+    where = (f"--gpu: {inventory.described}, idle" if inventory.described
+             else f"inventory {inventory_file}" if inventory_file else "live NVML")
     if fmt == "json":
         click.echo(json.dumps({"inventory": {"source": where, "summary": inventory.summary()}, **groups}, indent=2))
         return

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, echo_warnings, inventory_option, load_for, load_profile, passthrough, profile_options, unset_secrets
+from launcher.commands._common import (
+    comment_lines,
+    context_notes,
+    echo_notes,
+    echo_warnings,
+    inventory_option,
+    load_for,
+    load_profile,
+    passthrough,
+    profile_options,
+    unset_secrets,
+)
 from launcher.output.render import FORMATS
 from launcher.output.validate import render_checked
 
@@ -31,6 +42,11 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
     profile = resolved.profile
     source = str(resolved.path)
     rendered = render_checked(resolved)  # every format below carries this argv (per node: plus the node's flags)
+    fit_notes = context_notes(profile, inventory_file)  # e.g. 262,144 tokens on 2 x 24 GB: the largest context that fits
+    if fit_notes:
+        import dataclasses
+
+        rendered = dataclasses.replace(rendered, notes=(*rendered.notes, *fit_notes))
     if fmt in ("k8s", "compose") and node_rank is not None:
         raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
     if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile
@@ -40,20 +56,20 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
 
         u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher())
         echo_notes(rendered.notes + u.notes)
-        click.echo(u.text, nl=False)
+        click.echo(comment_lines(fit_notes) + u.text, nl=False)
         return
     if fmt == "k8s":
         from launcher.output.k8s import manifests, to_yaml
 
         docs = manifests(profile, resolved.name, source)
         echo_notes(rendered.notes + docs.notes)
-        click.echo(to_yaml(docs), nl=False)
+        click.echo(comment_lines(fit_notes) + to_yaml(docs), nl=False)
         return
     if fmt == "compose":
         from launcher.output.compose import format_compose
 
         echo_notes(rendered.notes)
-        click.echo(format_compose(rendered, profile), nl=False)
+        click.echo(comment_lines(fit_notes) + format_compose(rendered, profile), nl=False)
         return
     if profile.deployment is None and node_rank is None:
         echo_notes(rendered.notes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.commands._common import echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
+from launcher.commands._common import context_notes, echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
 from launcher.errors import EngineStartError, HardwareError, ProfileError
 from launcher.live.cluster import DEFAULT_HEAD_TIMEOUT_S
 from launcher.live.exec import printable
@@ -22,6 +22,11 @@ __all__ = ["Runtime", "serve"]
               "the command is printed anyway, with a warning that the preflight could not run.")
 @click.option("--skip-checks", is_flag=True, envvar="LAUNCHER_SKIP_CHECKS",
               help="Start even if the GPU preflight fails or NVML cannot be read (loudly). Not with --profile auto.")
+@click.option("--lasting-failure-exit", "lasting_exit", type=click.IntRange(1, 255), default=None, metavar="CODE",
+              envvar="LAUNCHER_LASTING_FAILURE_EXIT", show_envvar=True,
+              help="Exit with CODE instead of 3 when a GPU check fails that no retry changes (the profile does not fit, too few "
+              "or too small GPUs, driver, MIG); memory held by other processes or an unreadable GPU still exit 3. For a "
+              "service manager's no-restart list: the systemd unit of `render --format systemd` sets 6.")
 @click.option("--wait", "wait_ready", is_flag=True,
               help="Start vLLM as a child instead of exec'ing it, wait until it lists the model (showing the start's stage from "
               "vLLM's log: weights, torch.compile, KV cache, CUDA graphs), then keep serving in the foreground (signals "
@@ -48,6 +53,7 @@ def serve(
     sets: tuple[str, ...],
     dry_run: bool,
     skip_checks: bool,
+    lasting_exit: int | None,
     wait_ready: bool,
     smoke: bool,
     bench: bool,
@@ -72,7 +78,7 @@ def serve(
         raise click.UsageError("Missing option '--profile' (or set LAUNCHER_PROFILE).")
     # The vLLM that will run decides the rules: detect it first, so the preflight judges by its version too.
     retarget = _installed_sets(profile_name, profiles_dirs, sets, extra_args)
-    resolved = _preflight(runtime, profile_name, profiles_dirs, (*sets, *retarget), extra_args, skip_checks, dry_run)
+    resolved = _preflight(runtime, profile_name, profiles_dirs, (*sets, *retarget), extra_args, skip_checks, dry_run, lasting_exit)
     if profile_name == "auto":
         resolved = _installed_engine(resolved)
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
@@ -137,7 +143,7 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
 
 
 def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...],
-               skip_checks: bool, dry_run: bool = False) -> Resolved:
+               skip_checks: bool, dry_run: bool = False, lasting_exit: int | None = None) -> Resolved:
     """Run the checks against the live GPUs; the resolved profile carries the check's adjustments."""
     from launcher.commands.check import format_report
     from launcher.preflight.choice import run_preflight
@@ -157,11 +163,15 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
             # --dry-run prints the command; with no GPUs to read there is nothing to check it against.
             click.echo(f"launcher: WARNING: --dry-run: the GPU preflight could not run, the command is not checked "
                        f"against any GPU ({exc})", err=True)
-            return load_profile(name, dirs, sets, extra)
+            unchecked = load_profile(name, dirs, sets, extra)
+            echo_notes(context_notes(unchecked.profile))  # what the fit says without GPUs: the smallest ones the profile admits
+            return unchecked
         if not skip_checks:
             raise HardwareError(f"{exc} (to start anyway: --skip-checks)") from None
         click.echo(f"launcher: WARNING: --skip-checks: GPUs not checked ({exc})", err=True)
-        return load_profile(name, dirs, sets, extra)
+        unchecked = load_profile(name, dirs, sets, extra)
+        echo_notes(context_notes(unchecked.profile))
+        return unchecked
     resolved, report = run_preflight(name, dirs, sets, extra, inventory_source=inventory)
     from launcher.preflight.model_files import with_model_checks
 
@@ -171,7 +181,7 @@ def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[s
     style.echo(format_report(resolved, report, inventory, "live NVML"), err=True)
     if not report.ok:
         if not skip_checks:
-            require_runnable(report, resolved.name)
+            require_runnable(report, resolved.name, shown=True, lasting_exit=lasting_exit)
         failed = ", ".join(r.id for r in report.failures)
         click.echo(f"launcher: WARNING: --skip-checks: starting although checks failed ({failed})", err=True)
     return resolved

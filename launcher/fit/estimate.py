@@ -604,6 +604,19 @@ def _startup_check(inp: FitInput, M: int, budget: Term, weights: Term, others: t
                         profiling_peak_bytes=profiling_peak, profiling_kv_blocks=blocks)
 
 
+def profiling_verdict(result: "FitResult") -> str:
+    """The verdict of the CUDA-graph measurement alone (the line of `format_breakdown`), by `_startup_check`'s rule:
+    fits below the least free memory, marginal between the least and the most, above the most does-not-fit where
+    vLLM's out-of-memory at this stage was measured (else marginal: the peak comes from vLLM's source only)."""
+    s = result.startup
+    peak = s.profiling_peak_bytes
+    if not peak or s.rule.free_bytes - s.rule.allowance.high_bytes >= peak:
+        return "fits"
+    if s.rule.free_bytes - s.rule.allowance.low_bytes >= peak:
+        return "marginal"
+    return "does-not-fit" if behaviour.behaviour(result.inputs.vllm_version).profiling_measured else "marginal"
+
+
 def _worse(a: str, b: str) -> str:
     return max(a, b, key=VERDICTS.index)
 
@@ -803,8 +816,23 @@ def format_breakdown(result: FitResult, engines: int = 1, layout: str = "", pain
         "  start-up: " + startup_line(result.startup.rule, assumed=result.startup.free_memory_assumed) + f": {result.startup.verdict}",
         f"  while vLLM measures its CUDA graphs: weights + buffers + {result.startup.profiling_kv_blocks} throw-away KV blocks + graphs = "
         f"{result.startup.profiling_peak_bytes / GIB:.2f} GiB of {(result.startup.rule.free_bytes - result.startup.rule.allowance.high_bytes) / GIB:.2f}"
-        f"-{(result.startup.rule.free_bytes - result.startup.rule.allowance.low_bytes) / GIB:.2f} GiB free",
+        f"-{(result.startup.rule.free_bytes - result.startup.rule.allowance.low_bytes) / GIB:.2f} GiB free: {_graph_text(result)}",
         f"verdict: {paint(result.verdict, result.verdict)}",
     ]
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
+
+
+def _graph_text(result: FitResult) -> str:
+    """The CUDA-graph line's verdict, and why when the peak is over what is free (vLLM checks nothing there)."""
+    verdict = profiling_verdict(result)
+    if verdict == "fits":
+        return verdict
+    s = result.startup
+    fix = "lower engine.max_num_seqs: fewer throw-away blocks"
+    if s.profiling_peak_bytes <= s.rule.free_bytes - s.rule.allowance.low_bytes:
+        return f"{verdict}: more than is free with the largest before-snapshot allowance ({fix})"
+    if verdict == "does-not-fit":
+        return f"{verdict}: more than is free, vLLM runs out of memory while it measures the graphs ({fix})"
+    return (f"{verdict}: more than is free; vLLM 0.25.1 ran out of memory here (measured), for {result.inputs.vllm_version} "
+            f"the peak follows from its source ({fix})")

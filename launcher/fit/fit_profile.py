@@ -287,7 +287,7 @@ def fix_hint(profile: "Profile", result: FitResult) -> str:
     if s.max_model_len:
         options.append(f"--set engine.max_model_len={s.max_model_len}")
     if s.max_num_seqs and s.max_num_seqs < result.max_num_seqs:
-        options.append(f"--set engine.max_num_seqs={s.max_num_seqs}")
+        options.append(_fewer_sequences_text(result, s.max_num_seqs))
     if s.gpu_memory_utilization and s.gpu_memory_utilization > result.inputs.gpu_memory_utilization:
         options.append(f"--set engine.gpu_memory_utilization={s.gpu_memory_utilization:.2f}")
     if not result.inputs.language_model_only and result.inputs.weights.vision_bytes:
@@ -295,6 +295,13 @@ def fix_hint(profile: "Profile", result: FitResult) -> str:
     if result.inputs.kv_bytes == 2:
         options.append("--set kv_cache.dtype=fp8_e4m3 (half the attention KV; FlashInfer on CC < 8.9)")
     return "; or ".join(options) or "use more or larger GPUs (a higher tensor_parallel_size)"
+
+
+def _fewer_sequences_text(result: FitResult, n: int) -> str:
+    """Fewer sequences keep the context but are no equal alternative to a shorter one: say what they cost."""
+    at = estimate(dataclasses.replace(result.inputs, max_num_seqs=n))
+    return (f"to keep {result.inputs.max_model_len:,} tokens, --set engine.max_num_seqs={n} (at most {n} requests at once instead "
+            f"of {result.max_num_seqs}; room for {at.concurrency_at_max_len:.2f} at full length)")
 
 
 def kv_fit_check(profile: "Profile", gpus: Sequence["Gpu"]) -> "CheckResult":

@@ -59,12 +59,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping, Optional, Sequence, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, WithJsonSchema, field_validator
 
 from launcher.errors import ProfileError
 from launcher.profile.schema import parse_compute_capability
+
+if TYPE_CHECKING:
+    from launcher.hardware.catalog import GpuModel
 
 FORMAT: Literal["launcher-inventory/1"] = "launcher-inventory/1"
 from launcher.defaults import GIB  # noqa: E402,F401
@@ -196,7 +199,12 @@ def _p2p_status(value: Any) -> Any:
     return value
 
 
-P2pStatus = Annotated[str, BeforeValidator(_p2p_status)]
+P2pStatus = Annotated[
+    str,
+    BeforeValidator(_p2p_status),
+    WithJsonSchema({"type": "string", "anyOf": [{"enum": list(P2P_STATUSES)}, {"pattern": "^error: "}],
+                    "description": "NVML's P2P status: " + ", ".join(P2P_STATUSES) + ", or 'error: <text>'"}),
+]
 
 
 class Link(_Frozen):
@@ -318,6 +326,7 @@ class Inventory:
     hostname: Optional[str] = None
     source: Optional[str] = None  # "nvml" (live probe) or a file path
     storage: Optional[Storage] = None  # the model cache at capture (an inventory file of `launcher gpus --json`)
+    described: Optional[str] = None  # GPUs from the GPU table (`--gpu MODEL --count N`), not a machine: driver unknown
 
     def __post_init__(self) -> None:
         if self.environment is None:
@@ -410,6 +419,23 @@ class Inventory:
             source=source or model.source,
             storage=model.storage,
         )
+
+
+def described_inventory(model: "GpuModel", count: int) -> Inventory:
+    """`count` idle cards of a GPU-table model (`--gpu MODEL --count N`, or `--gpu-memory`): what `check` and `profiles`
+    judge when no machine is at hand. Free memory is the CUDA total (an idle card, as `fit --gpu` assumes); P2P is the
+    table's (GeForce: none with the stock driver), NVLink only on SXM baseboards; the driver is unknown (its check skips)."""
+    gpus = tuple(
+        Gpu(index=i, uuid=f"GPU-described-{i}", name=model.nvml_name, memory_total_bytes=model.memory_total_bytes,
+            memory_free_bytes=min(model.cuda_total_bytes, model.memory_total_bytes), compute_capability=model.compute_capability,
+            processes=())
+        for i in range(count)
+    )
+    p2p = "ok" if model.p2p_expected else "not_supported"
+    nvlink = "ok" if model.nvlink == "sxm" else "not_supported"
+    links = tuple(Link(gpus=(a, b), p2p_read=p2p, p2p_write=p2p, nvlink=nvlink) for a in range(count) for b in range(a + 1, count))
+    return Inventory(driver_version="0", cuda_driver_version=0, gpus=gpus, links=links, source=f"GPU table: {count} x {model.key}",
+                     described=f"{count} x {model.key} from the GPU table")
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

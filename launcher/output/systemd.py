@@ -34,6 +34,7 @@ START_LIMIT_INTERVAL = "30min"
 START_LIMIT_BURST = 5
 STOP_MARGIN_S = 60  # beyond vLLM's own drain: worker teardown (VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS is 5) and freeing the GPUs
 DRIVER_UNIT = "nvidia-persistenced.service"
+LASTING_EXIT = 6  # `launcher serve` exits with this (LAUNCHER_LASTING_FAILURE_EXIT) on a failed check no restart heals
 _SAFE = re.compile(r"^[A-Za-z0-9_./:=@+,-]+$")
 
 
@@ -121,8 +122,11 @@ def unit(
         "systemd ignores the next two lines (with a warning) and waits the same each time.",
         f"RestartSteps={RESTART_STEPS}",
         f"RestartMaxDelaySec={RESTART_MAX_DELAY}",
-        "# Exit 2 (a bad profile) does not heal by retrying; 3 (GPUs busy, e.g. still held by a crashed start) may.",
-        "RestartPreventExitStatus=2",
+        f"# No restart where a retry cannot heal: exit 2 (a bad profile) and {LASTING_EXIT} (a GPU check that fails the same every time:",
+        "# the profile does not fit these GPUs, too few or too old GPUs, driver, MIG). Exit 3 (memory held by another",
+        "# process, a GPU not yet readable) may heal and is retried.",
+        f"Environment=LAUNCHER_LASTING_FAILURE_EXIT={LASTING_EXIT}",
+        f"RestartPreventExitStatus=2 {LASTING_EXIT}",
         "# SIGTERM to vLLM only; it stops its engine processes. SIGKILL to the rest after vLLM's drain + 60 s.",
         "KillSignal=SIGTERM",
         "KillMode=mixed",

@@ -314,6 +314,9 @@ def _check_cc(ctx: _Ctx) -> CheckResult:
 
 def _check_driver(ctx: _Ctx) -> CheckResult:
     inv = ctx.inventory
+    if inv.described:
+        return CheckResult("driver", "skip", f"driver unknown: {inv.described} describes cards, not a machine "
+                           "(`launcher check` on the GPU host reads it)")
     b = behaviour(ctx.profile.vllm.version)
     floor = max(version_tuple(ctx.profile.hardware.min_driver), version_tuple(b.min_driver))
     floor_text = ".".join(map(str, floor))

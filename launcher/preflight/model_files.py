@@ -350,5 +350,7 @@ def with_model_checks(
         results = model_checks(profile, gather_for(profile, environ))
     else:
         where = f"the inventory {inventory.source}" if inventory.source else "the inventory"
-        results = model_checks(profile, inventory.storage, skip_reason_for(inventory.source), where)
+        why = (f"{inventory.described} has no disk or model cache: `launcher check` on the GPU host checks them" if inventory.described
+               else skip_reason_for(inventory.source))
+        results = model_checks(profile, inventory.storage, why, where)
     return dataclasses.replace(report, results=report.results + results)

@@ -147,12 +147,12 @@ class CombinedFix:
 
     sets: tuple[str, ...]
     passes: bool  # every check passes with `sets`, except `remaining` (which no --set can change)
-    remaining: tuple[str, ...]  # checks still not passing: hardware facts no profile value changes
+    remaining: tuple[str, ...]  # checks left at warn (or failing, when `passes` is False): facts no profile value changes
     why: str = ""
 
     def line(self) -> str:
         flags = " ".join(f"--set {s}" for s in self.sets)
-        rest = f"; still not passing: {', '.join(self.remaining)} (no profile value changes them)" if self.remaining else ""
+        rest = f"; still warns: {', '.join(self.remaining)} (no profile value changes it)" if self.remaining else ""
         if self.passes and self.sets:
             return f"Fix all at once (re-checked): {flags}" + rest
         if self.passes:
@@ -231,12 +231,37 @@ def auto_context_layers(resolved: Resolved, report: Report, inventory: Inventory
     return [Layer("check", reason, {"engine": {"max_model_len": value}})]
 
 
-def require_runnable(report: Report, profile: str) -> None:
-    """Raise HardwareError (exit 3) naming the failed checks, for `serve` and `check`."""
-    if report.failures:
+# Checks whose failure can pass on a later try with nothing changed: memory another process holds, a GPU NVML could
+# not read (e.g. a driver still loading at boot), weights or disk space another process is providing. Every other
+# failure (the profile does not fit, too few, too small or too old GPUs, driver, MIG, the installed vLLM) repeats
+# on every retry until a person changes the profile or the machine.
+HEALING_CHECKS = ("memory-free", "gpu-readable", "model-files", "disk")
+
+
+def lasting(report: Report) -> bool:
+    """True when a failed check is one no retry heals (see HEALING_CHECKS)."""
+    return any(r.id not in HEALING_CHECKS for r in report.failures)
+
+
+def require_runnable(report: Report, profile: str, *, shown: bool = False, lasting_exit: Optional[int] = None) -> None:
+    """Raise HardwareError (exit 3) naming the failed checks, for `serve` and `check`.
+
+    `shown`: the report with each failure's reason was printed just above, so the error names the checks only
+    (the reason once, not twice). `lasting_exit`: the exit code instead of 3 when a failure cannot heal by
+    retrying (`serve --lasting-failure-exit`, which the systemd unit sets so that systemd does not restart it).
+    """
+    if not report.failures:
+        return
+    if shown:
+        ids = ", ".join(r.id for r in report.failures)
+        error = HardwareError(f"profile {profile} cannot run here: {ids} failed (the reason is in the report above)")
+    else:
         first = report.failures[0]
         more = f" (and {len(report.failures) - 1} more failed check{'s' * (len(report.failures) > 2)})" if len(report.failures) > 1 else ""
-        raise HardwareError(f"profile {profile} cannot run here: {first.id}: {first.message}{more}")
+        error = HardwareError(f"profile {profile} cannot run here: {first.id}: {first.message}{more}")
+    if lasting_exit is not None and lasting(report):
+        error.exit_code = lasting_exit
+    raise error
 
 
 def gpus_used(report: Report, inventory: Inventory) -> list[Gpu]:

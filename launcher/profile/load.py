@@ -305,6 +305,8 @@ def _find_base(base: str, extending: Path, dirs: Sequence[Path]) -> Path:
     Anything else (`extends: /etc/shadow`) is refused before it is read.
     """
     found = find_profile(base, dirs, relative_to=extending.parent)
+    if found.resolve() == extending.resolve():
+        found = _next_of_name(base, extending, dirs) or found  # none further: the cycle is reported as one
     allowed = {d.resolve() for d in [extending.parent, *dirs] if d.is_dir()}
     where = Path(os.path.abspath(found)).parent.resolve()
     if found.suffix not in (".yaml", ".yml") or found.resolve().suffix not in (".yaml", ".yml") or where not in allowed:
@@ -313,6 +315,28 @@ def _find_base(base: str, extending: Path, dirs: Sequence[Path]) -> Path:
             "this one or in a profiles directory (--profiles-dir, LAUNCHER_PROFILES_DIR, the shipped profiles)"
         )
     return found
+
+
+def _next_of_name(base: str, extending: Path, dirs: Sequence[Path]) -> Path | None:
+    """A profile that extends its own name (`my/dual-3090.yaml: extends: dual-3090`, the way to change one value of a
+    shipped profile) extends the next profile of that name in the search path, after the extending file's directory."""
+    if os.sep in base or "/" in base or base.endswith((".yaml", ".yml")):
+        return None  # a path names one file
+    own = extending.parent.resolve()
+    order: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in order:
+            order.append(d.resolve())
+    if own not in order:
+        order.insert(0, own)  # a file outside the search path: every directory of it comes after
+    for d in order[order.index(own) + 1 :]:
+        try:
+            candidate = find_profile(base, [d])
+        except ProfileError:
+            continue
+        if candidate.resolve() != extending.resolve():
+            return candidate
+    return None
 
 
 # ---------------------------------------------------------------------- overrides

@@ -47,7 +47,7 @@ def test_profiles_table_lists_shipped_profiles() -> None:
 def test_render_json() -> None:
     result = run("render", "--profile", "dual-3090", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["env"] == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert json.loads(result.stdout)["env"] == {"CUDA_VISIBLE_DEVICES": "0,1"}
 
 
 @pytest.mark.slow
