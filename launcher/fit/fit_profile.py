@@ -20,6 +20,7 @@ from launcher.model.facts import ModelFacts, facts_for
 from launcher.profile.schema import node_gpu_counts
 
 if TYPE_CHECKING:
+    from launcher.engine.decode_path import DecodePath
     from launcher.hardware.inventory import Gpu, Inventory
     from launcher.profile.schema import Profile
     from launcher.verdict import CheckResult
@@ -376,3 +377,31 @@ def _kv_sets(result: FitResult) -> tuple[str, ...]:
     if s.max_model_len:
         return (f"engine.max_model_len={s.max_model_len}",)
     return ()
+
+
+def decode_path_for(profile: "Profile", gpu: "Union[Gpu, GpuSpec, GpuModel, str]") -> "DecodePath":
+    """The decode path vLLM will run for this profile on this GPU (launcher.engine.decode_path): the profile's
+    attention backend (or vLLM's choice), KV dtype, MTP setting, batch limits as vLLM resolves them, eager mode and
+    compilation config (cudagraph_mode, capture sizes)."""
+    from launcher.engine.decode_path import decode_path
+    from launcher.hardware.inventory import Gpu
+
+    spec = GpuSpec.from_gpu(gpu) if isinstance(gpu, Gpu) else gpu_specs(profile, gpu)[0]
+    facts = facts_for(profile.facts_key)
+    inp = fit_input(profile, spec, WeightSizes.from_facts(facts), facts)
+    m, n = resolve_batch(inp)
+    e = profile.engine
+    cc_json = e.compilation_config or {}
+    mode = cc_json.get("cudagraph_mode")
+    sizes = cc_json.get("cudagraph_capture_sizes")
+    max_cg = e.max_cudagraph_capture_size or cc_json.get("max_cudagraph_capture_size")
+    env = profile.env or {}
+    repo = str(env.get("FLASHINFER_CUBINS_REPOSITORY", ""))
+    # utils/flashinfer.py::has_nvidia_artifactory: a loopback repository means no TRT-LLM/XQA cubins to fetch.
+    cubins = False if repo.startswith(("http://127.", "http://localhost")) else None
+    return decode_path(profile.vllm.version, spec.compute_capability, e.attention_backend, profile.kv_cache.dtype or "auto",
+                       speculative_tokens(profile), n, m, enforce_eager=bool(e.enforce_eager),
+                       cudagraph_mode=str(mode).upper() if isinstance(mode, str) else None, trtllm_cubins=cubins,
+                       performance_mode=e.performance_mode or "balanced",
+                       max_capture_size=int(max_cg) if isinstance(max_cg, int) else None,
+                       sizes_given=[int(s) for s in sizes] if isinstance(sizes, list) else None)
