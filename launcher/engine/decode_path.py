@@ -289,3 +289,80 @@ def full_graph_backends(version: str, cc: tuple[int, int], kv_cache_dtype: str, 
         if path.keeps_full_graphs:
             out.append(name)
     return out
+
+
+# ------------------------------------------------------------------------ measured cost
+
+
+def break_even_acceptance(step_ratio: float, k: int) -> float | None:
+    """The acceptance rate a above which MTP with k draft tokens beats no MTP, for a step `step_ratio` times as long:
+    the expected tokens per step 1 + a + ... + a^k must exceed the ratio. None ("never") when the ratio is k + 1 or more."""
+    if step_ratio <= 1:
+        return 0.0
+    if step_ratio >= k + 1:
+        return None
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(mid ** i for i in range(k + 1)) < step_ratio:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class MeasuredCost:
+    """One measured comparison (launcher/engines/measured-decode.json): the downgraded path's step, the full-graph
+    path's step with the same MTP setting, and the step without MTP, at concurrency 1."""
+
+    source: str
+    gpu: str
+    vllm_version: str
+    k: int
+    downgraded_backend: str
+    downgraded_ms: float
+    full_backend: Optional[str]
+    full_ms: Optional[float]
+    off_ms: float
+
+    def text(self) -> str:
+        be = break_even_acceptance(self.downgraded_ms / self.off_ms, self.k)
+        parts = [f"measured ({self.source}): one decode step {self.downgraded_ms:.1f} ms on {self.downgraded_backend} "
+                 f"with PIECEWISE graphs and MTP k={self.k}"]
+        if self.full_backend and self.full_ms:
+            parts.append(f"{self.full_ms:.1f} ms on {self.full_backend} with full graphs")
+        parts.append(f"{self.off_ms:.1f} ms without MTP")
+        tail = f"MTP k={self.k} pays off on the downgraded path only above acceptance {be:.2f}" if be is not None else (
+            f"MTP k={self.k} can never pay off on the downgraded path")
+        if self.full_ms:
+            full_be = break_even_acceptance(self.full_ms / self.off_ms, self.k)
+            if full_be is not None:
+                tail += f" (above {full_be:.2f} with full graphs)"
+        return ", ".join(parts[:-1]) + f" vs {parts[-1]}: {tail}"
+
+
+def _measured() -> dict[str, Any]:
+    import json
+    from importlib import resources
+
+    data: dict[str, Any] = json.loads(resources.files("launcher.engines").joinpath("measured-decode.json").read_text())
+    return data
+
+
+def measured_cost(cc: Sequence[int]) -> Optional[MeasuredCost]:
+    """The measured cost of a downgraded MTP path: a run on GPUs of this compute-capability major first, then the
+    others (the source names the GPU it ran on), TP1 before more GPUs."""
+    runs = sorted(_measured()["runs"], key=lambda r: (int(r["compute_capability"][0]) != int(cc[0]), r["tensor_parallel_size"]))
+    for run in runs:
+        paths = run["paths"]
+        down = next((p for p in paths if p["mode"] == "PIECEWISE" and p["num_speculative_tokens"] > 0), None)
+        off = next((p for p in paths if p["num_speculative_tokens"] == 0), None)
+        if down is None or off is None:
+            continue
+        full = next((p for p in paths if p["num_speculative_tokens"] == down["num_speculative_tokens"]
+                     and _DECODE.get(p["mode"]) == "FULL"), None)
+        return MeasuredCost(str(run["source"]), str(run["gpu"]), str(run["vllm_version"]), int(down["num_speculative_tokens"]),
+                            str(down["backend"]), float(down["itl_p50_ms"]["1"]), str(full["backend"]) if full else None,
+                            float(full["itl_p50_ms"]["1"]) if full else None, float(off["itl_p50_ms"]["1"]))
+    return None

@@ -405,3 +405,31 @@ def decode_path_for(profile: "Profile", gpu: "Union[Gpu, GpuSpec, GpuModel, str]
                        performance_mode=e.performance_mode or "balanced",
                        max_capture_size=int(max_cg) if isinstance(max_cg, int) else None,
                        sizes_given=[int(s) for s in sizes] if isinstance(sizes, list) else None)
+
+
+def decode_path_notes(profile: "Profile", gpus: "Sequence[Gpu] | None" = None) -> list[str]:
+    """The decode-path line(s) for render's, explain's and fit's notes: for these GPUs, or, without GPUs, for the GPU
+    models of launcher's table the profile is for (memory and compute-capability floor), one note per distinct path."""
+    from launcher.hardware.catalog import all_models
+    from launcher.model.facts import is_known
+
+    if profile.hardware.device == "cpu" or not is_known(profile.facts_key):
+        return []
+    targets: list[tuple[str, Any]] = []
+    if gpus:
+        targets = [(f"{g.name} (compute capability {g.compute_capability[0]}.{g.compute_capability[1]})", g) for g in gpus]
+    else:
+        floor = profile.hardware.min_memory_gib or 0
+        cc_floor = tuple(profile.hardware.min_compute_capability or (0, 0))
+        targets = [(m.key, m) for m in all_models()
+                   if m.memory_total_bytes / GIB >= floor and tuple(m.compute_capability) >= cc_floor]
+    lines: dict[str, list[str]] = {}
+    for label, target in targets:
+        try:
+            line = decode_path_for(profile, target).line()
+        except (HardwareError, ProfileError, ValueError):
+            continue
+        lines.setdefault(line, [])
+        if label not in lines[line]:
+            lines[line].append(label)
+    return [f"{line} on {', '.join(labels[:6])}{' and others' if len(labels) > 6 else ''}" for line, labels in lines.items()]
