@@ -91,17 +91,25 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     target = _target(ctx, profile, inventory_file, gpu, count, gpu_memory, compute_capability)
     result = fit_profile(profile, target)
     suggestion = suggest(result.inputs, result)
+    from launcher.engine.decode_path import decode_path
+
+    i = result.inputs  # the decode path on the deciding GPU, with the batch limits as vLLM resolves them
+    path = decode_path(i.vllm_version, i.compute_capability, i.attention_backend, i.kv_cache_dtype, i.num_speculative_tokens,
+                       result.max_num_seqs, result.max_num_batched_tokens, enforce_eager=i.enforce_eager,
+                       performance_mode=i.performance_mode)
     if as_json:
         engines, layout = engines_of(profile)
         out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json(),
                "deployment": {"engines": engines, "layout": layout or "one engine", "kv_cache_tokens": result.kv_cache_tokens * engines,
-                              "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
+                              "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)},
+               "decode_path": path.to_json()}
         click.echo(json.dumps(out, indent=2))
     else:
         from launcher import style
 
         click.echo(f"profile {resolved.name}: {profile.model.name}")
         style.echo(format_breakdown(result, *engines_of(profile), paint=style.paint))  # coloured on a terminal only
+        click.echo(path.line())
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

@@ -81,3 +81,16 @@ def test_render_and_explain_state_the_decode_path() -> None:
     lines = [r["value"] for r in rows if r["key"] == "decode_path"]
     assert any(v.startswith("decode path: FLASHINFER, FULL_AND_PIECEWISE") and "RTX 3090" in v for v in lines)
     assert any("PIECEWISE (downgraded)" in v and "H100-80GB" in v for v in lines)
+
+
+def test_fit_json_states_the_decode_path_and_the_kv_prediction_with_its_error() -> None:
+    from click.testing import CliRunner
+
+    from launcher.cli import cli
+
+    out = CliRunner().invoke(cli, ["fit", "--profile", "tp4", "--gpu", "H100 80GB HBM3", "--count", "4", "--json"])
+    data = json.loads(out.output[out.output.index("{"):])
+    assert data["decode_path"]["line"].startswith("decode path: FLASH_ATTN, FULL_AND_PIECEWISE")
+    kv = data["kv_cache"]
+    assert kv["tokens"] > 0 and 0 < kv["tokens_uncertainty"] < kv["tokens"]
+    assert data["terms"]["kv_available"]["uncertainty_gib"] > 0
