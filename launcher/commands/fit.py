@@ -70,19 +70,27 @@ def fit(ctx: click.Context, profile_name: str, profiles_dirs: tuple[str, ...], s
     suggestion = suggest(result.inputs, result)
     lengths = concurrency_by_length(profile, target)
     engines, layout = engines_of(profile)
+    from launcher.engine.decode_path import decode_path
+
+    i = result.inputs  # the decode path on the deciding GPU, with the batch limits as vLLM resolves them
+    path = decode_path(i.vllm_version, i.compute_capability, i.attention_backend, i.kv_cache_dtype, i.num_speculative_tokens,
+                       result.max_num_seqs, result.max_num_batched_tokens, enforce_eager=i.enforce_eager,
+                       performance_mode=i.performance_mode)
     if as_json:
         out = {"profile": resolved.name, "gpu": _gpu_json(result), **result.to_json(), "suggestions": suggestion.to_json(),
                "concurrency_by_length": [row.to_json() for row in lengths],
                "deployment": {"engines": engines, "layout": layout or "one engine", "kv_cache_tokens": result.kv_cache_tokens * engines,
-                              "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)}}
+                              "concurrency_at_max_len": round(result.concurrency_at_max_len * engines, 4)},
+               "decode_path": path.to_json()}
         click.echo(json.dumps(out, indent=2))
     else:
         from launcher import style
 
         click.echo(f"profile {resolved.name}: {profile.model.name}")
         text = format_breakdown(result, engines, layout, paint=style.paint).splitlines()
-        at = next((i for i, line in enumerate(text) if line.startswith("  largest max_model_len")), len(text))
+        at = next((n for n, line in enumerate(text) if line.startswith("  largest max_model_len")), len(text))
         style.echo("\n".join(text[: at + 1] + format_lengths(lengths, engines) + text[at + 1 :]))  # coloured on a terminal only
+        click.echo(path.line())
         if result.kv_verdict != "fits":
             click.echo("would fit with margin: " + fix_hint(profile, result))
     if result.verdict == "marginal":

@@ -41,7 +41,7 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
     With --inventory, values the preflight sets for those GPUs (no P2P, max_model_len auto) show as `check: why`.
     """
     from launcher.output.validate import render_checked
-    from launcher.profile.explain import explain_rows
+    from launcher.profile.explain import Row, explain_rows
     from launcher.profile.schema import looks_secret
 
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
@@ -49,6 +49,10 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
             for r in explain_rows(resolved)]
     rendered = render_checked(resolved)
     echo_notes(rendered.notes)  # what the command differs from these values by (translation, warnings)
+    from launcher.fit.fit_profile import decode_path_notes
+
+    source = f"launcher.engine.decode_path: vLLM {resolved.profile.vllm.version}'s tables"
+    rows += [Row("decode_path", note, source) for note in decode_path_notes(resolved.profile)]
     echo_warnings(unset_secrets(rendered.env_from))
     if as_json:
         click.echo(json.dumps([r._asdict() for r in rows], indent=2))

@@ -47,6 +47,10 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
         import dataclasses
 
         rendered = dataclasses.replace(rendered, notes=(*rendered.notes, *fit_notes))
+    from launcher.fit.fit_profile import decode_path_notes
+
+    if fmt == "shell":  # the decode path vLLM will run on the GPUs this profile is for (machine formats stay bare)
+        echo_notes(decode_path_notes(profile))
     if fmt in ("k8s", "compose") and node_rank is not None:
         raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
     if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile

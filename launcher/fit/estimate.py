@@ -286,6 +286,9 @@ class FitResult:
                 "blocks_per_request": self.blocks_per_request,
                 "num_blocks": self.num_blocks,
                 "tokens": self.kv_cache_tokens,
+                # the KV tokens' error: the combined uncertainty of K in whole blocks, as requests of max_model_len
+                "tokens_uncertainty": int(self.uncertainty_bytes / self.bytes_per_block / self.blocks_per_request * i.max_model_len)
+                if self.bytes_per_block and self.blocks_per_request else 0,
                 "attn_bytes_per_token_per_layer": self.attn_bytes_per_token_per_layer,
                 "gdn_state_bytes_per_slot": self.gdn_state_bytes_per_slot,
                 "kernel_block_alignment": self.kernel_block_alignment,

@@ -20,6 +20,7 @@ from launcher.model.facts import ModelFacts, facts_for
 from launcher.profile.schema import node_gpu_counts
 
 if TYPE_CHECKING:
+    from launcher.engine.decode_path import DecodePath
     from launcher.hardware.inventory import Gpu, Inventory
     from launcher.profile.schema import Profile
     from launcher.verdict import CheckResult
@@ -383,3 +384,59 @@ def _kv_sets(result: FitResult) -> tuple[str, ...]:
     if s.max_model_len:
         return (f"engine.max_model_len={s.max_model_len}",)
     return ()
+
+
+def decode_path_for(profile: "Profile", gpu: "Union[Gpu, GpuSpec, GpuModel, str]") -> "DecodePath":
+    """The decode path vLLM will run for this profile on this GPU (launcher.engine.decode_path): the profile's
+    attention backend (or vLLM's choice), KV dtype, MTP setting, batch limits as vLLM resolves them, eager mode and
+    compilation config (cudagraph_mode, capture sizes)."""
+    from launcher.engine.decode_path import decode_path
+    from launcher.hardware.inventory import Gpu
+
+    spec = GpuSpec.from_gpu(gpu) if isinstance(gpu, Gpu) else gpu_specs(profile, gpu)[0]
+    facts = facts_for(profile.facts_key)
+    inp = fit_input(profile, spec, WeightSizes.from_facts(facts), facts)
+    m, n = resolve_batch(inp)
+    e = profile.engine
+    cc_json = e.compilation_config or {}
+    mode = cc_json.get("cudagraph_mode")
+    sizes = cc_json.get("cudagraph_capture_sizes")
+    max_cg = e.max_cudagraph_capture_size or cc_json.get("max_cudagraph_capture_size")
+    env = profile.env or {}
+    repo = str(env.get("FLASHINFER_CUBINS_REPOSITORY", ""))
+    # utils/flashinfer.py::has_nvidia_artifactory: a loopback repository means no TRT-LLM/XQA cubins to fetch.
+    cubins = False if repo.startswith(("http://127.", "http://localhost")) else None
+    return decode_path(profile.vllm.version, spec.compute_capability, e.attention_backend, profile.kv_cache.dtype or "auto",
+                       speculative_tokens(profile), n, m, enforce_eager=bool(e.enforce_eager),
+                       cudagraph_mode=str(mode).upper() if isinstance(mode, str) else None, trtllm_cubins=cubins,
+                       performance_mode=e.performance_mode or "balanced",
+                       max_capture_size=int(max_cg) if isinstance(max_cg, int) else None,
+                       sizes_given=[int(s) for s in sizes] if isinstance(sizes, list) else None)
+
+
+def decode_path_notes(profile: "Profile", gpus: "Sequence[Gpu] | None" = None) -> list[str]:
+    """The decode-path line(s) for render's, explain's and fit's notes: for these GPUs, or, without GPUs, for the GPU
+    models of launcher's table the profile is for (memory and compute-capability floor), one note per distinct path."""
+    from launcher.hardware.catalog import all_models
+    from launcher.model.facts import is_known
+
+    if profile.hardware.device == "cpu" or not is_known(profile.facts_key):
+        return []
+    targets: list[tuple[str, Any]] = []
+    if gpus:
+        targets = [(f"{g.name} (compute capability {g.compute_capability[0]}.{g.compute_capability[1]})", g) for g in gpus]
+    else:
+        floor = profile.hardware.min_memory_gib or 0
+        cc_floor = tuple(profile.hardware.min_compute_capability or (0, 0))
+        targets = [(m.key, m) for m in all_models()
+                   if m.memory_total_bytes / GIB >= floor and tuple(m.compute_capability) >= cc_floor]
+    lines: dict[str, list[str]] = {}
+    for label, target in targets:
+        try:
+            line = decode_path_for(profile, target).line()
+        except (HardwareError, ProfileError, ValueError):
+            continue
+        lines.setdefault(line, [])
+        if label not in lines[line]:
+            lines[line].append(label)
+    return [f"{line} on {', '.join(labels[:6])}{' and others' if len(labels) > 6 else ''}" for line, labels in lines.items()]

@@ -187,6 +187,7 @@ def evaluate(
         _check_memory_total(ctx),
         _check_memory_free(ctx),
         _check_attention(ctx),
+        _check_decode_path(ctx),
         _check_homogeneous(ctx),
     ]
     p2p, adjustments = _check_p2p(ctx)
@@ -451,6 +452,48 @@ def _check_attention(ctx: _Ctx) -> CheckResult:
             fix="use FLASHINFER, FLASH_ATTN or TRITON_ATTN, whose limits launcher knows, or unset engine.attention_backend",
         )
     return CheckResult("attention-kv", "pass", "; ".join(dict.fromkeys(r.reason for r in routes.values())))
+
+
+def _check_decode_path(ctx: _Ctx) -> CheckResult:
+    """The decode path vLLM will run (launcher.engine.decode_path): WARN when MTP would decode on a downgraded path
+    (no FULL decode graphs), with the measured cost, and a fix that keeps full graphs (another backend, or MTP off)."""
+    from launcher.engine.decode_path import full_graph_backends, measured_cost
+    from launcher.errors import LauncherError
+    from launcher.fit.fit_profile import decode_path_for, speculative_tokens
+
+    if not ctx.gpus:
+        return _no_gpu("decode-path")
+    profile = ctx.profile
+    if not all(attention_route(g.compute_capability, profile.engine.attention_backend, profile.kv_cache.dtype,
+                               profile.vllm.version).ok for g in ctx.gpus):
+        return CheckResult("decode-path", "skip", "no decode path: the attention backend cannot serve this KV cache (attention-kv)")
+    try:
+        paths = {g.compute_capability: decode_path_for(profile, g) for g in ctx.gpus}
+    except (LauncherError, ValueError) as exc:
+        return CheckResult("decode-path", "skip", f"decode path not evaluated: {exc}")
+    lines = "; ".join(dict.fromkeys(p.line() for p in paths.values()))
+    data = {"decode_path": [p.to_json() for p in dict.fromkeys(paths.values())]}
+    down = [p for p in paths.values() if p.downgraded and p.num_speculative_tokens > 0]
+    if not down:
+        return CheckResult("decode-path", "pass", lines, data=data)
+    k = speculative_tokens(profile)
+    kv = profile.kv_cache.dtype or "auto"
+    keep = [set(full_graph_backends(profile.vllm.version, cc, kv, k)) for cc in paths]
+    order = full_graph_backends(profile.vllm.version, down[0].compute_capability, kv, k)
+    common = [b for b in order if all(b in s for s in keep)]
+    cost = measured_cost(down[0].compute_capability)
+    message = (f"MTP k={k} would decode without full CUDA graphs: {lines}; vLLM logs: \"{down[0].reason}\""
+               + (f"; {cost.text()}" if cost else ""))
+    gpus_cc = ", ".join(sorted({_cc_text(cc) for cc in paths}))
+    if common:
+        fix = (f"--set engine.attention_backend={common[0]} (serves the {kv} KV cache on compute capability {gpus_cc} "
+               f"and keeps full decode graphs with MTP k={k})")
+        sets: tuple[str, ...] = (f"engine.attention_backend={common[0]}",)
+    else:
+        fix = (f"--set speculative.enabled=false (no attention backend serves the {kv} KV cache on compute capability "
+               f"{gpus_cc} with full decode graphs and MTP)")
+        sets = ("speculative.enabled=false",)
+    return CheckResult("decode-path", "warn", message, fix=fix, data=data, sets=sets)
 
 
 def _tp_groups(ctx: _Ctx) -> list[list[Gpu]]:
