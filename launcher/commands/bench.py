@@ -18,8 +18,8 @@ import click
 
 from launcher.commands._common import PROFILE_HELP
 from launcher.commands.wait import API_KEY_ENV_DEFAULT, api_key_from_env
+from launcher.engine.mtp import PLANNING_ACCEPTANCE
 from launcher.errors import NotReadyError, ProfileError
-from launcher.fit.mtp import PLANNING_ACCEPTANCE
 from launcher.live import bench as analysis
 from launcher.live.readiness import DEFAULT_URL, base_url
 

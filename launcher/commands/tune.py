@@ -232,7 +232,7 @@ def _scored(plan: dict[str, Any], directory: Path, acceptance: Optional[float]) 
 
 def mtp_worth_lines(plan: dict[str, Any], directory: Path, acceptance: Optional[float]) -> list[str]:
     """Each MTP candidate against the MTP-off candidate of the same backend, seqs and batch (fit.mtp)."""
-    from launcher.fit.mtp import PLANNING_ACCEPTANCE, MtpWorth
+    from launcher.engine.mtp import PLANNING_ACCEPTANCE, MtpWorth
 
     results = {}
     for data in plan["candidates"]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from launcher.engine import behaviour as _behaviour
+from launcher.engine.mtp import break_even
 
 MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 SUPPORT = {"NEVER": 0, "UNIFORM_SINGLE_TOKEN_DECODE": 1, "UNIFORM_BATCH": 2, "ALWAYS": 3}  # v1/attention/backend.py::AttentionCGSupport
@@ -294,23 +295,6 @@ def full_graph_backends(version: str, cc: tuple[int, int], kv_cache_dtype: str, 
 # ------------------------------------------------------------------------ measured cost
 
 
-def break_even_acceptance(step_ratio: float, k: int) -> float | None:
-    """The acceptance rate a above which MTP with k draft tokens beats no MTP, for a step `step_ratio` times as long:
-    the expected tokens per step 1 + a + ... + a^k must exceed the ratio. None ("never") when the ratio is k + 1 or more."""
-    if step_ratio <= 1:
-        return 0.0
-    if step_ratio >= k + 1:
-        return None
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if sum(mid ** i for i in range(k + 1)) < step_ratio:
-            lo = mid
-        else:
-            hi = mid
-    return hi
-
-
 @dataclass(frozen=True)
 class MeasuredCost:
     """One measured comparison (launcher/engines/measured-decode.json): the downgraded path's step, the full-graph
@@ -327,7 +311,7 @@ class MeasuredCost:
     off_ms: float
 
     def text(self) -> str:
-        be = break_even_acceptance(self.downgraded_ms / self.off_ms, self.k)
+        be = break_even(self.downgraded_ms / self.off_ms, self.k)
         parts = [f"measured ({self.source}): one decode step {self.downgraded_ms:.1f} ms on {self.downgraded_backend} "
                  f"with PIECEWISE graphs and MTP k={self.k}"]
         if self.full_backend and self.full_ms:
@@ -336,7 +320,7 @@ class MeasuredCost:
         tail = f"MTP k={self.k} pays off on the downgraded path only above acceptance {be:.2f}" if be is not None else (
             f"MTP k={self.k} can never pay off on the downgraded path")
         if self.full_ms:
-            full_be = break_even_acceptance(self.full_ms / self.off_ms, self.k)
+            full_be = break_even(self.full_ms / self.off_ms, self.k)
             if full_be is not None:
                 tail += f" (above {full_be:.2f} with full graphs)"
         return ", ".join(parts[:-1]) + f" vs {parts[-1]}: {tail}"

@@ -445,7 +445,7 @@ def step_ms(report: Mapping[str, Any]) -> float | None:
 
 def measured_acceptance(report: Mapping[str, Any]) -> float | None:
     """Per-position acceptance a over the run's levels (mean accepted drafts per step solved for a), or None."""
-    from launcher.fit.mtp import acceptance_from_mean_accepted
+    from launcher.engine.mtp import acceptance_from_mean_accepted
 
     k = report["meta"].get("mtp_k")
     drafts = sum(lv["spec_decode"]["drafts"] for lv in report["levels"] if lv["spec_decode"])
@@ -461,7 +461,7 @@ def mtp_worth(mtp_report: Mapping[str, Any], off_report: Mapping[str, Any], acce
     The acceptance used: `acceptance` (the user's), else the MTP run's measured one when it is above 0,
     else the documented planning value (fit.mtp.PLANNING_ACCEPTANCE); the result names which.
     """
-    from launcher.fit.mtp import PLANNING_ACCEPTANCE, MtpWorth
+    from launcher.engine.mtp import PLANNING_ACCEPTANCE, MtpWorth
 
     k = mtp_report["meta"].get("mtp_k")
     step, step_off = step_ms(mtp_report), step_ms(off_report)

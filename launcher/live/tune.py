@@ -169,7 +169,7 @@ def expected(level: Mapping[str, Any], mtp_k: int, acceptance: float) -> tuple[f
     With nothing accepted one decode step yields one token; at a it yields 1 + a + ... + a^k at the same
     step time (fit.mtp). MTP off (k = 0) is returned as measured.
     """
-    from launcher.fit.mtp import tokens_per_step
+    from launcher.engine.mtp import tokens_per_step
 
     tpot, tps = level.get("tpot_p50_ms"), level.get("output_tokens_per_s")
     gain = tokens_per_step(acceptance, mtp_k) if mtp_k else 1.0
@@ -179,7 +179,7 @@ def expected(level: Mapping[str, Any], mtp_k: int, acceptance: float) -> tuple[f
 def score(candidate: Candidate, result: Optional[Mapping[str, Any]], objective: Objective,
           acceptance: Optional[float]) -> Scored:
     """One candidate's value for the objective (see the module docstring for the acceptance rule)."""
-    from launcher.fit.mtp import PLANNING_ACCEPTANCE
+    from launcher.engine.mtp import PLANNING_ACCEPTANCE
 
     if candidate.excluded:
         return Scored(candidate, "excluded", None, False, candidate.excluded)

@@ -8,7 +8,8 @@ from importlib import resources
 
 import pytest
 
-from launcher.engine.decode_path import break_even_acceptance, measured_cost
+from launcher.engine.decode_path import measured_cost
+from launcher.engine.mtp import break_even as break_even_acceptance
 from launcher.hardware.inventory import load_inventory
 from launcher.preflight.checks import evaluate
 from launcher.preflight.run import combined_fix

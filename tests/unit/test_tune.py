@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launcher.engine.mtp import MtpWorth, acceptance_from_mean_accepted, break_even, tokens_per_step
 from launcher.errors import ProfileError
-from launcher.fit.mtp import MtpWorth, acceptance_from_mean_accepted, break_even, tokens_per_step
 from launcher.live import bench as analysis
 from launcher.live import tune
 from tests.helpers import FIXTURES
