@@ -58,6 +58,8 @@ _GRAPHS = re.compile(r"Capturing CUDA graphs")
 _GRAPHS_DONE = re.compile(r"Graph capturing finished in (\d+) secs?, took ([\d.]+) GiB")
 _ENGINE = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?: \(compilation: ([\d.]+) s)?")
 _API = re.compile(r"Application startup complete")
+# config/scheduler.py::SchedulerConfig.__post_init__ (GPU builds; the CPU build prints none): the budget the warm-up fills.
+_BATCHED = re.compile(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)")
 
 _CACHE_DIR = re.compile(r"Using cache directory: (\S+) for vLLM's torch\.compile")
 _CACHE_DISABLED = re.compile(r"vLLM's torch\.compile cache is disabled")
@@ -172,6 +174,9 @@ class StartTimeline:
             self.jit_kernels.append((t, m.group(1)))
 
     def _numbers_line(self, text: str, t: float) -> None:
+        m = _BATCHED.search(text)
+        if m:
+            self.numbers.setdefault("max_num_batched_tokens", float(m.group(1)))
         m = _LOADED.search(text)
         if m and "loaded" not in self.marks:
             self._mark("loaded", t)

@@ -55,6 +55,10 @@ PREFILL_OUT_TOKENS = 4
 PROBE_TOKENS = 1024  # the "first request": the length the measurements use (bench's default input too)
 PROBE_OUT_TOKENS = 8
 TOKEN_ID_RANGE = (100, 1000)  # ordinary tokens in Qwen's 248k vocabulary and in the tiny test model's 2048
+# When neither the profile nor vLLM's log says max_num_batched_tokens: vLLM's smallest default
+# (engine/arg_utils.py::get_batch_defaults, GPUs under 70 GiB and the CPU build).
+DEFAULT_BATCHED_TOKENS = 2048
+DEFAULT_MAX_NUM_SEQS = 8
 DEFAULT_TIMEOUT_S = 900.0  # a cold Triton/FlashInfer JIT of the full model's kernels takes minutes
 
 # Readiness error: the server is up but could not be warmed (exit 5, like a failed smoke).

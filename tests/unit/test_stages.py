@@ -33,6 +33,7 @@ def test_fullshape_c_every_stage_from_the_log() -> None:
     assert stages["graphs"][0] == pytest.approx(t.numbers["graphs"], abs=1.5)  # vLLM: "finished in 10 secs"
     assert sum(s.seconds for s in t.stages()) == pytest.approx(t.marks["api"])  # the stages tile the start
     assert t.cache.verdict == "compiled" and t.cache.saved == 2
+    assert t.numbers["max_num_batched_tokens"] == 8192  # what vLLM resolved: the warm-up's prefill length
     assert all(d.startswith("/root/.cache/vllm/torch_compile_cache/") for d in t.cache.dirs)
     # The kernels the first requests still compiled (what the warm-up is for).
     assert "_causal_conv1d_fwd_kernel" in [name for _, name in t.jit_kernels]
