@@ -64,10 +64,13 @@ def check(
     fix = None
     if report.status != "pass":
         fix = combined_fix(name, profiles_dirs, sets, extra_args, inventory)
+    cache = None if inventory_file else _compile_cache(resolved)  # this machine's disk only
     if as_json:
         out = report_json(resolved, report, inventory, where, auto)
         if fix is not None:
             out["combined_fix"] = fix.to_json()
+        if cache is not None:
+            out["compile_cache"] = cache.to_json()
         click.echo(json.dumps(out, indent=2))
     else:
         if auto is not None:
@@ -77,8 +80,23 @@ def check(
         lines = format_report(resolved, report, inventory, where).splitlines()
         if fix is not None and fix.line():
             lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
+        if cache is not None:
+            lines.insert(len(lines) - 1, cache.line())
         style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
     require_runnable(report, resolved.name)
+
+
+def _compile_cache(resolved: Resolved) -> Any:
+    """Where the compile cache is and whether it is warm for this exact command (launcher.live.cache_state)."""
+    from launcher.errors import LauncherError
+    from launcher.live.cache_state import cache_state
+    from launcher.output.validate import render_checked
+
+    try:
+        rendered = render_checked(resolved)
+    except LauncherError:
+        return None  # the command itself is refused: the report says why
+    return cache_state(resolved.profile.vllm.cache_dir, resolved.profile.vllm.version, rendered.argv)
 
 
 def _with_installed_engine(resolved: Resolved, report: Report) -> Report:

@@ -94,13 +94,14 @@ class CompileCache:
     @property
     def verdict(self) -> str:
         """`loaded` (everything from the cache), `compiled` (nothing), `partly loaded`, `disabled`, or `unknown`."""
+        built = self.compiled or self.saved  # a first AOT compile logs only its save
         if self.disabled:
             return "disabled"
-        if self.loaded and not self.compiled:
+        if self.loaded and not built:
             return "loaded"
         if self.loaded:
             return "partly loaded"
-        if self.compiled:
+        if built:
             return "compiled"
         return "unknown"
 

