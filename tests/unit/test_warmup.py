@@ -107,3 +107,21 @@ def test_serve_wait_warm_up_failure_stops_vllm_exit_5() -> None:
     assert err.value.exit_code == 5 and str(err.value).endswith("; vLLM was stopped")
     assert "warm-up prefill failed" in str(err.value) and "launcher: ready after" not in echo.text()
     assert wait_gone(echo.child_pid(), 5)
+
+
+@pytest.mark.slow
+def test_bench_warms_up_before_its_first_level_at_its_highest_concurrency() -> None:
+    from launcher.commands.bench import LiveOptions, _warm_up
+    from launcher.live.readiness import probe
+
+    with FakeVllm(model="m") as fake:
+        info = probe(fake.url, "m").info
+        assert info is not None
+        opts = LiveOptions(url=fake.url, model="m", tokenizer=None, concurrency=(1, 4, 2), input_len=3000, output_len=16,
+                           num_prompts=None, gpu=None, label=None, timeout=30, api_key=None)
+        lines: list[str] = []
+        record = _warm_up(opts, info, None, lines.append)
+    prompts = [len(r["prompt"]) for r in fake.requests]
+    assert prompts[0] == 3000  # no profile: the bench's own prompt length (above vLLM's smallest default budget)
+    assert prompts[1:5] == [32] * 4 and len(prompts) == 1 + 4 + 2  # decode at the highest level
+    assert record["steps"][0]["name"] == "prefill" and "not counted" in lines[0]
