@@ -60,6 +60,7 @@ class LiveOptions:
     label: str | None
     timeout: float
     api_key: str | None
+    warmup: bool = True
 
 
 # ------------------------------------------------------------------------------ vLLM's CLI
@@ -199,8 +200,11 @@ def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str],
         "vllm_version": _server_version(info.url),
         "label": opts.label,
     }
+    warmed = _warm_up(opts, info, profile, echo) if opts.warmup else None
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if warmed is not None:
+        (directory / "warmup.json").write_text(json.dumps(warmed, indent=2) + "\n", encoding="utf-8")
     env = dict(os.environ)
     if profile is not None:
         env.update(profile.env)  # e.g. HF_HUB_OFFLINE for the tokenizer on an offline machine
@@ -230,6 +234,21 @@ def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str],
             hint = f"; {INSTALL_HINT}" if "No module named" in why else ""
             raise NotReadyError(f"vllm bench serve failed at concurrency {c} (exit {proc.returncode}): {why}{hint}")
         echo(f"launcher: bench: concurrency {c} done in {time.monotonic() - started:.1f} s")
+
+
+def _warm_up(opts: LiveOptions, info: "ReadyInfo", profile: Any, echo: Callable[[str], None]) -> dict[str, Any]:
+    """launcher.live.warmup before the first level, so no level pays a kernel compile; before its /metrics snapshot,
+    so the warm-up's requests are in no level's numbers. Its record goes to DIR/warmup.json."""
+    from launcher.live.warmup import DEFAULT_BATCHED_TOKENS, warm_up
+
+    engine = profile.engine if profile is not None else None
+    batched = (engine.max_num_batched_tokens if engine is not None else None) or max(DEFAULT_BATCHED_TOKENS, opts.input_len)
+    echo("launcher: bench: warming up (not counted; --no-warmup skips)")
+    result = warm_up(info.url, info.model, max_num_batched_tokens=batched, max_num_seqs=max(opts.concurrency),
+                     mtp=bool(profile is not None and profile.mtp_enabled), timeout_s=opts.timeout, api_key=opts.api_key,
+                     max_model_len=info.max_model_len)
+    echo(f"launcher: bench: {result.summary()}")
+    return result.to_json()
 
 
 # ------------------------------------------------------------------------------- reporting
@@ -349,8 +368,11 @@ def _chart_path(ctx: click.Context, param: click.Parameter, value: str | None) -
               help=f"Environment variable holding the server's API key (default: {API_KEY_ENV_DEFAULT} when set).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_LEVEL_TIMEOUT_S, show_default=True,
               help="Seconds one level may take.")
+@click.option("--no-warmup", "no_warmup", is_flag=True,
+              help="Skip the warm-up that runs before the first level (a long prefill, a decode at the highest concurrency, "
+              "a first request; not counted): without it the first level may include kernel compiles.")
 @click.option("--keep", "keep_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
-              help="Keep the run's files in DIR (meta.json, c<C>.json, c<C>.metrics-before/after.txt, c<C>.log).")
+              help="Keep the run's files in DIR (meta.json, warmup.json, c<C>.json, c<C>.metrics-before/after.txt, c<C>.log).")
 @click.option("--replay", "replay_dirs", multiple=True, type=click.Path(file_okay=False, exists=True), metavar="DIR",
               help="Report from a kept or hand-recorded run directory instead of benchmarking (repeatable: one table each, one chart).")
 @click.option("--json", "json_out", default=None, metavar="FILE", help="Write the report as JSON to FILE ('-': stdout, instead of the table).")
@@ -398,7 +420,7 @@ def run_bench(params: dict[str, Any], runtime: "Runtime", echo: Callable[[str], 
             url=params["url"], model=params["model"], tokenizer=params["tokenizer"], concurrency=params["concurrency"],
             input_len=params["input_len"], output_len=params["output_len"], num_prompts=params["num_prompts"],
             gpu=params["gpu"], label=params["label"], timeout=params["timeout"], api_key=params.get("api_key")
-            or api_key_from_env(params["api_key_env"]),
+            or api_key_from_env(params["api_key_env"]), warmup=not params.get("no_warmup", False),
         )
         program = bench_command(params["vllm_path"], resolved)
         if params["keep_dir"]:

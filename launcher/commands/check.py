@@ -81,23 +81,34 @@ def check(
     if report.status != "pass":
         fix = combined_fix(name, profiles_dirs, sets, extra_args, inventory)
     lengths = _lengths(resolved, report, inventory)
+    cache = None if inventory_file else _compile_cache(resolved)  # this machine's disk only
+    _print(resolved, report, inventory, where, auto, fix, lengths, cache, as_json)
+    require_runnable(report, resolved.name, shown=True)  # the report (text or JSON) carries each reason
+
+
+def _print(resolved: Resolved, report: Report, inventory: Inventory, where: str, auto: Any, fix: Any, lengths: list[Any],
+           cache: Any, as_json: bool) -> None:
+    """The report as JSON, or as text with the combined fix and the compile-cache line before the verdict."""
     if as_json:
         out = report_json(resolved, report, inventory, where, auto)
         if fix is not None:
             out["combined_fix"] = fix.to_json()
         if lengths:
             out["concurrency_by_length"] = [row.to_json() for row in lengths]
+        if cache is not None:
+            out["compile_cache"] = cache.to_json()
         click.echo(json.dumps(out, indent=2))
-    else:
-        if auto is not None:
-            from launcher.preflight.choice import choice_lines
+        return
+    if auto is not None:
+        from launcher.preflight.choice import choice_lines
 
-            click.echo("\n".join(choice_lines(auto)))
-        lines = format_report(resolved, report, inventory, where, lengths).splitlines()
-        if fix is not None and fix.line():
-            lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
-        style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
-    require_runnable(report, resolved.name, shown=True)  # the report (text or JSON) carries each reason
+        click.echo("\n".join(choice_lines(auto)))
+    lines = format_report(resolved, report, inventory, where, lengths).splitlines()
+    if fix is not None and fix.line():
+        lines.insert(len(lines) - 1, fix.line())  # the result stays the last line
+    if cache is not None:
+        lines.insert(len(lines) - 1, cache.line())
+    style.echo("\n".join(lines))  # coloured on a terminal, plain when piped or NO_COLOR is set
 
 
 def _lengths(resolved: Resolved, report: Report, inventory: Inventory) -> list[Any]:
@@ -120,6 +131,19 @@ def _where(inventory_file: Optional[str], inventory: Inventory) -> str:
     if inventory.described:
         return f"--gpu: {inventory.described}, idle"
     return f"inventory {inventory_file}" if inventory_file else "live NVML"
+
+
+def _compile_cache(resolved: Resolved) -> Any:
+    """Where the compile cache is and whether it is warm for this exact command (launcher.live.cache_state)."""
+    from launcher.errors import LauncherError
+    from launcher.live.cache_state import cache_state
+    from launcher.output.validate import render_checked
+
+    try:
+        rendered = render_checked(resolved)
+    except LauncherError:
+        return None  # the command itself is refused: the report says why
+    return cache_state(resolved.profile.vllm.cache_dir, resolved.profile.vllm.version, rendered.argv)
 
 
 def _with_installed_engine(resolved: Resolved, report: Report) -> Report:

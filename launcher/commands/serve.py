@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import click
 
 from launcher.commands._common import context_notes, echo_notes, echo_warnings, load_profile, passthrough, profile_options, unset_secrets
@@ -39,6 +41,15 @@ __all__ = ["Runtime", "serve"]
               help='`launcher bench` options for --bench (implies it), e.g. "--concurrency 1,4 --json bench.json --keep runs/x".')
 @click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
               help="Seconds to wait for readiness (loading 33 GB of weights and compiling takes minutes).")
+@click.option("--no-warmup", "no_warmup", is_flag=True,
+              help="With --wait: report ready as soon as the model is listed, without the warm-up (a prefill of "
+              "max_num_batched_tokens, a decode at min(max_num_seqs, 8) streams, a 1024-token first request) that "
+              "otherwise compiles the kernels a first user would wait for.")
+@click.option("--warmup-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
+              help="With --wait: seconds for the whole warm-up (exit 5 past it; vLLM is stopped).")
+@click.option("--ready-json", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="With --wait: once ready (and warm), write the time to ready by stage (weights, torch.compile, profiling, "
+              "KV cache, graphs, API server, warm-up, first request), the warm-up and the compile cache to FILE as JSON.")
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command. Node R > 0 "
               "waits for the head's port, runs vLLM as a child and stops it when the head stops answering.")
@@ -59,6 +70,9 @@ def serve(
     bench: bool,
     bench_args: str | None,
     wait_timeout: float,
+    no_warmup: bool,
+    warmup_timeout: float,
+    ready_json: str | None,
     node_rank: int | None,
     head_timeout: float,
     extra_args: tuple[str, ...],
@@ -91,7 +105,9 @@ def serve(
     if join is not None:
         ctx.exit(_worker(runtime, rendered, join, node_rank or 0, head_timeout, wait_ready or smoke or bench or bench_args is not None))
     if wait_ready or smoke or bench or bench_args is not None:
-        ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None))
+        warm = None if no_warmup else {"timeout_s": warmup_timeout}
+        ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None,
+                             warm, ready_json))
     runtime.exec_fn(rendered)
 
 
@@ -114,7 +130,7 @@ def _installed_engine(resolved: Resolved) -> Resolved:
 
 
 def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool,
-                bench_args: str | None = None) -> int:
+                bench_args: str | None = None, warm: dict[str, float] | None = None, ready_json: str | None = None) -> int:
     """vLLM as a child: wait for readiness, smoke-test, (benchmark,) stay in the foreground; vLLM's exit code."""
     import os
 
@@ -138,8 +154,51 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
         model=p.server.served_model_name or p.model.name,
         api_key=env.get("VLLM_API_KEY"),
         smoke_options={"expect_spec_decode": p.mtp_enabled},
+        warmup=None if warm is None else warmup_options(resolved, warm["timeout_s"]),
+        on_ready=_on_ready(resolved, rendered, warm is not None, ready_json),
+        cache_root=p.vllm.cache_dir,
         **extra,
     )
+
+
+def warmup_options(resolved: Resolved, timeout_s: float) -> dict[str, object]:
+    """launcher.live.warmup.warm_up's shape arguments from the profile (max_num_batched_tokens None: vLLM's own, from its log)."""
+    from launcher.live.warmup import DEFAULT_MAX_NUM_SEQS
+
+    e = resolved.profile.engine
+    return {
+        "max_num_batched_tokens": e.max_num_batched_tokens,
+        "max_num_seqs": e.max_num_seqs or DEFAULT_MAX_NUM_SEQS,
+        "mtp": resolved.profile.mtp_enabled,
+        "timeout_s": timeout_s,
+        "max_model_len": e.max_model_len if isinstance(e.max_model_len, int) else None,
+    }
+
+
+def _on_ready(resolved: Resolved, rendered: Rendered, warmed: bool, ready_json: str | None) -> Callable[[Any], None]:
+    """Once ready and warm: the marker that makes `check` say the compile cache is warm, and --ready-json."""
+
+    def done(report: Any) -> None:
+        import json
+        from pathlib import Path
+
+        from launcher.live.cache_state import write_marker
+
+        doc = report.to_json()  # a launcher.live.stages.ReadyReport
+        root = resolved.profile.vllm.cache_dir
+        if warmed and root:
+            try:
+                path = write_marker(root, resolved.profile.vllm.version, rendered.argv, doc)
+                click.echo(f"launcher: compile cache {root}: warm for this command (marker {path.name})", err=True)
+            except OSError as exc:
+                click.echo(f"launcher: WARNING: cannot record the warm compile cache in {root}: {exc.strerror or exc}", err=True)
+        if ready_json:
+            try:
+                Path(ready_json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            except OSError as exc:
+                click.echo(f"launcher: WARNING: --ready-json {ready_json}: {exc.strerror or exc}", err=True)
+
+    return done
 
 
 def _preflight(runtime: Runtime, name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...],

@@ -9,6 +9,8 @@ Run directory layout (a contract: recorded by hand on the GPU machine, read by `
 
     DIR/meta.json                  {"url", "model", "profile", "gpu", "tensor_parallel_size", "mtp_k",
                                     "input_len", "output_len", "num_prompts", "vllm_version", "label"}
+    DIR/warmup.json                launcher.live.warmup's record of the warm-up before the first level (optional;
+                                   not in any level's numbers)
     DIR/c{C}.json                  `vllm bench serve --save-result` of concurrency level C
     DIR/c{C}.metrics-before.txt    GET /metrics just before that level
     DIR/c{C}.metrics-after.txt     GET /metrics just after it

@@ -28,6 +28,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 
 from launcher.errors import EngineStartError, LauncherError, NotReadyError
 from launcher.live.readiness import Progress, wait_ready
+from launcher.live.stages import StartTimeline, ready_report
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -258,6 +259,7 @@ class Supervisor:
         self._previous: dict[int, Any] = {}
         self._pump: threading.Thread | None = None
         self.started_at = 0.0
+        self.timeline = StartTimeline()  # time to ready by stage, from the same lines (launcher.live.stages)
 
     # -- lifecycle
 
@@ -320,9 +322,12 @@ class Supervisor:
         segments = line.split("\r")
         for segment in segments:
             self._segment(segment)
+        self.timeline.feed(line, time.monotonic() - self.started_at)
         self.tail.append(next((x for x in reversed(segments) if x.strip()), ""))
 
     def _segment(self, text: str) -> None:
+        if text.strip():
+            self.timeline.feed(text, time.monotonic() - self.started_at, complete=False)
         if self.progress is not None and text.strip():
             self.progress.feed(text)
 
@@ -452,6 +457,9 @@ def serve_supervised(
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
     poll_interval: float = 1.0,
     start_progress: StartProgress | None = None,
+    warmup: Mapping[str, Any] | None = None,
+    on_ready: Callable[[Any], None] | None = None,
+    cache_root: str | None = None,
 ) -> int:
     """Start vLLM, wait until it serves, optionally smoke-test it, then stay in the foreground.
 
@@ -474,6 +482,11 @@ def serve_supervised(
         poll_interval: seconds between readiness looks.
         start_progress: shows the start's stage from vLLM's log (default: an updating line on a terminal's
             stderr, one line per stage when stderr is not a terminal or `echo` is not stderr).
+        warmup: keyword arguments for launcher.live.warmup.warm_up (max_num_batched_tokens, max_num_seqs,
+            mtp, timeout_s): warm the server up before it is reported ready; None: no warm-up.
+        on_ready: receives the ReadyReport (launcher.live.stages: time to ready by stage, the warm-up,
+            the compile cache) once ready and warm, before the smoke.
+        cache_root: the compile cache root vLLM was given, for the report.
 
     Returns:
         vLLM's exit code (128+N if signal N killed it).
@@ -511,8 +524,19 @@ def serve_supervised(
             sup.stop()
             raise NotReadyError(f"{exc}; vLLM was at: {start_progress.log.where()}; vLLM was stopped") from None
         start_progress.done()
+        api_s = time.monotonic() - sup.started_at
         stages = "; ".join(f"{k}: {v}" for k, v in start_progress.log.details.items() if k != "serving")
-        echo(f"launcher: ready after {info.elapsed_s:.1f} s: '{info.model}' at {info.url}" + (f" ({stages})" if stages else ""))
+        warmed = None
+        if warmup is not None:
+            echo(f"launcher: '{info.model}' listed after {info.elapsed_s:.1f} s; warming up before it is called ready (--no-warmup skips)")
+            warmed, stopped = _warm(sup, info, api_key, warmup, echo)
+            if stopped is not None:
+                return stopped
+        report = ready_report(sup.timeline, api_s, warmed, cache_root)
+        echo(f"launcher: ready after {report.ready_s:.1f} s: '{info.model}' at {info.url}" + (f" ({stages})" if stages else ""))
+        echo(f"launcher: time to ready by stage: {report.summary()}; compile cache: {report.cache.verdict}")
+        if on_ready is not None:
+            on_ready(report)
 
         stopped = _smoke(sup, url, info, api_key, smoke_options, on_report, echo) if smoke else None
         if stopped is None and after_ready is not None:
@@ -522,6 +546,27 @@ def serve_supervised(
 
         echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})")
         return sup.wait()
+
+
+def _warm(sup: Supervisor, info: Any, api_key: str | None, options: Mapping[str, Any],
+          echo: Callable[[str], None]) -> tuple[Any, int | None]:
+    """The warm-up against the listed child: (its result, None), or (None, vLLM's exit code) when a signal stopped it."""
+    from launcher.live.warmup import DEFAULT_BATCHED_TOKENS, warm_up
+
+    options = dict(options)
+    if options.get("max_num_batched_tokens") is None:  # vLLM's own choice, from its log
+        options["max_num_batched_tokens"] = int(sup.timeline.numbers.get("max_num_batched_tokens", DEFAULT_BATCHED_TOKENS))
+    try:
+        result = warm_up(info.url, info.model, api_key=api_key, on_step=lambda s: echo(f"launcher: warm-up: {s.summary()}"), **options)
+    except NotReadyError as exc:
+        if sup.signals:
+            return None, sup.wait()
+        sup.stop()
+        raise NotReadyError(f"{exc}; vLLM was stopped") from None
+    if sup.signals:
+        return None, sup.wait()
+    echo(f"launcher: {result.summary()}")
+    return result, None
 
 
 def _smoke(sup: Supervisor, url: str, info: Any, api_key: str | None, smoke_options: Mapping[str, Any] | None,

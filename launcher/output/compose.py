@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from launcher.defaults import DEFAULT_PORT, DEFAULT_VLLM_VERSION
 from launcher.errors import ProfileError
+from launcher.output.compile_cache import CONTAINER_ROOT, for_container
 from launcher.output.render import Rendered, comment_safe, yaml_dump
 from launcher.profile.topology import topology
 
@@ -17,7 +18,7 @@ SERVICE_NAME = "vllm"
 IMAGE_ENV = "LAUNCHER_IMAGE"
 # Inside the image (vllm/vllm-openai runs as root): the Hugging Face cache and vLLM's compile/JIT cache.
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
-VLLM_CACHE_IN_CONTAINER = "/root/.cache/vllm"
+VLLM_CACHE_IN_CONTAINER = CONTAINER_ROOT  # the compile cache root (launcher.output.compile_cache)
 HOST_HF_CACHE = "${HF_HOME:-~/.cache/huggingface}"
 HOST_VLLM_CACHE = "${VLLM_CACHE_ROOT:-~/.cache/vllm}"
 # A 27B checkpoint takes minutes to load, compile and capture CUDA graphs: failures before this
@@ -102,7 +103,9 @@ def compose_service(
     device["capabilities"] = ["gpu"]
 
     port = server_port(profile)
-    environment: dict[str, Any] = {k: _escape(v) for k, v in rendered.env.items() if not (ids and k == "CUDA_VISIBLE_DEVICES")}
+    cache_dir = profile.vllm.cache_dir
+    env = for_container(rendered.env, cache_dir, VLLM_CACHE_IN_CONTAINER)  # the compile cache is the volume below
+    environment: dict[str, Any] = {k: _escape(v) for k, v in env.items() if not (ids and k == "CUDA_VISIBLE_DEVICES")}
     for target, source in rendered.env_from.items():
         environment[target] = f"${{{source}:?{source} is not set (it holds {target} for vLLM)}}"
     # Passed through from the shell running `docker compose` when set there; never written here.
@@ -110,6 +113,8 @@ def compose_service(
     environment.setdefault("HF_HUB_OFFLINE", "${HF_HUB_OFFLINE:-0}")
 
     volumes = [f"{hf_cache}:{HF_CACHE_IN_CONTAINER}"]
+    if vllm_cache == HOST_VLLM_CACHE and cache_dir:
+        vllm_cache = _escape(cache_dir)  # the profile's root on this host (vllm.cache_dir, or vLLM's default rule)
     if vllm_cache:
         volumes.append(f"{vllm_cache}:{VLLM_CACHE_IN_CONTAINER}")
     if rendered.model.startswith("/"):

@@ -16,6 +16,7 @@ from typing import Any
 
 from launcher.defaults import DEFAULT_PORT as DEFAULT_API_PORT
 from launcher.errors import ProfileError
+from launcher.output.compile_cache import CONTAINER_ROOT, for_container
 from launcher.output.deploy import MULTINODE_FLAGS, multinode_args
 from launcher.output.render import SECRET_TARGET, Rendered, yaml_dump
 from launcher.profile.schema import Profile
@@ -86,7 +87,8 @@ def secret_name(variable: str) -> str:
 def _env(profile: Profile, rendered: Rendered) -> list[dict[str, Any]]:
     d = deployment_of(profile)
     k = d.kubernetes
-    env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in rendered.env.items() if key not in DROPPED_ENV]
+    inside = for_container(rendered.env, profile.vllm.cache_dir if k.compile_cache_host_path else None)  # the volume's path
+    env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in inside.items() if key not in DROPPED_ENV]
     for key, value in (("NCCL_SOCKET_IFNAME", d.nccl_socket_ifname), ("GLOO_SOCKET_IFNAME", d.gloo_socket_ifname)):
         if value and key not in rendered.env:
             env.append({"name": key, "value": k8s_escape(value)})
@@ -111,6 +113,9 @@ def _volumes(profile: Profile) -> tuple[list[dict[str, Any]], list[dict[str, Any
     elif k.model_cache_host_path:
         volumes.append({"name": "hf-cache", "hostPath": {"path": k.model_cache_host_path, "type": "DirectoryOrCreate"}})
         mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_MOUNT})
+    if k.compile_cache_host_path:  # beside the model cache: what vLLM and its kernels compiled (launcher.output.compile_cache)
+        volumes.append({"name": "compile-cache", "hostPath": {"path": k.compile_cache_host_path, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": "compile-cache", "mountPath": CONTAINER_ROOT})
     return volumes, mounts
 
 

@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
+from launcher.output.compile_cache import with_cache_env
 from launcher.profile.schema import FLAG_SECTIONS, Profile, flag_for, looks_secret
 
 SECRET_TARGET = "VLLM_API_KEY"  # vLLM reads its API key from here when --api-key is absent
@@ -108,6 +109,7 @@ def assemble(profile: Profile, extra_notes: tuple[str, ...] = ()) -> Rendered:
         argv.extend(arg.tokens())
     argv.extend(profile.extra_args)
     env, env_from, secrets = split_secrets(profile.env)
+    env = with_cache_env(env, profile.vllm.cache_dir)  # one root for every compile cache (launcher.output.compile_cache)
     if profile.server.api_key_env:
         env_from[SECRET_TARGET] = profile.server.api_key_env
     notes = tuple(f"differs from the model card: {d.card} -> {d.rendered}: {d.why}" for d in profile.deviations)

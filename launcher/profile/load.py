@@ -722,13 +722,24 @@ def _version_of(data: Mapping[str, Any]) -> str:
     return version if isinstance(version, str) else DEFAULT_VLLM_VERSION
 
 
-PATH_KEYS = (("model", "name"), ("model", "tokenizer"), ("chat", "chat_template"))
+PATH_KEYS = (("model", "name"), ("model", "tokenizer"), ("chat", "chat_template"), ("vllm", "cache_dir"))
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
 def _is_local_path(value: str) -> bool:
     """A value written as a local path: absolute, relative with ./ or ../, under ~, or starting with a variable."""
     return value.startswith(("/", "./", "../", "~", "$"))
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> str:
+    """The compile cache root when the profile names none: vLLM's own rule for VLLM_CACHE_ROOT (envs.py, its
+    VLLM_CACHE_ROOT entry and get_default_cache_root: $VLLM_CACHE_ROOT, else $XDG_CACHE_HOME/vllm, else ~/.cache/vllm),
+    so a cache vLLM already filled is reused."""
+    if environ.get("VLLM_CACHE_ROOT"):
+        return environ["VLLM_CACHE_ROOT"]
+    if environ.get("XDG_CACHE_HOME"):
+        return os.path.join(environ["XDG_CACHE_HOME"], "vllm")
+    return "~/.cache/vllm"
 
 
 def _expand_paths(merged: Merged, environ: Mapping[str, str]) -> None:
@@ -739,6 +750,9 @@ def _expand_paths(merged: Merged, environ: Mapping[str, str]) -> None:
     """
     from launcher.profile.schema import looks_secret
 
+    vllm_block = merged.data.setdefault("vllm", {})
+    if isinstance(vllm_block, dict) and vllm_block.get("cache_dir") is None:
+        vllm_block["cache_dir"] = default_cache_dir(environ)
     for section, key in PATH_KEYS:
         block = merged.data.get(section)
         if not isinstance(block, dict):

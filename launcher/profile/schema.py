@@ -174,11 +174,27 @@ class Vllm(StrictModel):
         Literal["positional", "flag"],
         Field(description='How the model is passed: "positional" after `vllm serve`, or "flag" as `--model X` (api_server entrypoint).'),
     ] = "positional"
+    cache_dir: Annotated[
+        Optional[str],
+        Field(
+            min_length=1,
+            description="One directory for everything vLLM and its kernels compile: vLLM's own cache (torch.compile), Triton, "
+            "FlashInfer's JIT and the CUDA driver's cache, set in vLLM's environment; kept, a restart loads instead of "
+            "compiling. Default: $VLLM_CACHE_ROOT, else $XDG_CACHE_HOME/vllm, else ~/.cache/vllm (vLLM's own rule).",
+        ),
+    ] = None
 
     @field_validator("command", mode="before")
     @classmethod
     def _list_to_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache_dir(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path (or start with ~ or $VAR): CUDA and Triton do not resolve a relative one")
+        return value
 
     @field_validator("version", mode="before")
     @classmethod
@@ -425,6 +441,12 @@ class Kubernetes(StrictModel):
         Field(description="Without model_cache_pvc: this directory of each node is the pods' Hugging Face cache (hostPath, created "
               "if missing), so the ~34 GB download happens once per node, not once per pod. false: no cache volume."),
     ] = "/var/cache/huggingface"
+    compile_cache_host_path: Annotated[
+        Union[Literal[False], Annotated[str, Field(pattern=r"^/")]],
+        Field(description="This directory of each node is the pods' compile cache (vllm.cache_dir inside the pod: torch.compile, "
+              "Triton, FlashInfer, CUDA; hostPath, created if missing), so a restarted pod loads its kernels instead of compiling "
+              "them. false: none (every pod start compiles)."),
+    ] = "/var/cache/vllm-compile"
     service_type: Annotated[
         Literal["ClusterIP", "NodePort", "LoadBalancer"], Field(description="Type of the Service in front of the API server(s).")
     ] = "ClusterIP"

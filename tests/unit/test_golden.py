@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.output.compile_cache import CACHE_ENV, cache_env
 from launcher.output.render import assemble
 from launcher.output.validate import render_checked
 from launcher.profile.load import list_profiles, resolve, shipped_profiles_dir
@@ -38,8 +39,10 @@ def test_rendered_argv_matches_golden(name: str, request: pytest.FixtureRequest)
 
 def test_dual_3090_is_the_card_minimum_command_flag_for_flag() -> None:
     card_env, card_argv = card_command("minimum")
-    r = render_checked(resolve("dual-3090", environ={}))
-    assert r.env == card_env
+    resolved = resolve("dual-3090", environ={})
+    r = render_checked(resolved)
+    assert {k: v for k, v in r.env.items() if k not in CACHE_ENV} == card_env  # the card's, plus the compile cache root
+    assert {k: r.env[k] for k in CACHE_ENV} == cache_env(resolved.profile.vllm.cache_dir or "")
     assert list(r.argv[:3]) == card_argv[:3]  # vllm serve MODEL
     assert option_map(list(r.argv[3:])) == option_map(card_argv[3:])
 
@@ -49,7 +52,7 @@ def test_dual_3090_full_is_the_card_full_command_minus_what_vllm_033_rejects() -
     r = render_checked(resolve("dual-3090-full", environ={}))
     card = option_map(card_argv[3:])
     assert card.pop("--mamba-cache-mode") == "all"
-    assert r.env == card_env
+    assert {k: v for k, v in r.env.items() if k not in CACHE_ENV} == card_env
     assert option_map(list(r.argv[3:])) == card
     assert any("dropped `--mamba-cache-mode all`" in n and "has no effect" in n and "not even an accepted value" in n for n in r.notes)
     assert "--mamba-cache-mode" in assemble(resolve("dual-3090-full", environ={}).profile).argv  # the profile keeps the card's value
