@@ -18,10 +18,13 @@ from launcher.output.validate import render_checked
 @click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a multi-node profile (deployment.nodes > 1): node R's own command and environment. "
               "Without it every node's command is printed, one block each.")
+@click.option("--watchdog", type=click.FloatRange(min=1), default=None, metavar="S",
+              help="--format systemd: run `launcher serve --wait --health-timeout S` (a hung engine is stopped and the unit "
+              "restarts; vLLM does not notify systemd itself) instead of exec'ing vLLM.")
 @inventory_option
 @passthrough
 def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], fmt: str, node_rank: int | None,
-           inventory_file: str | None, extra_args: tuple[str, ...]) -> None:
+           watchdog: float | None, inventory_file: str | None, extra_args: tuple[str, ...]) -> None:
     """Render the exact vllm serve command for a profile. Starts nothing.
 
     Extra vLLM arguments after `--` are appended (and checked) as they would be by `serve`.
@@ -33,12 +36,15 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
     rendered = render_checked(resolved)  # every format below carries this argv (per node: plus the node's flags)
     if fmt in ("k8s", "compose") and node_rank is not None:
         raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
+    if watchdog is not None and fmt != "systemd":
+        raise click.UsageError("--watchdog applies to --format systemd only")
     if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile
         echo_warnings(unset_secrets(rendered.env_from))
     if fmt == "systemd":
         from launcher.output.systemd import serve_args, this_launcher, unit
 
-        u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher())
+        u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher(),
+                 watchdog=watchdog)
         echo_notes(rendered.notes + u.notes)
         click.echo(u.text, nl=False)
         return

@@ -452,6 +452,7 @@ def serve_supervised(
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
     poll_interval: float = 1.0,
     start_progress: StartProgress | None = None,
+    health_timeout: float | None = None,
 ) -> int:
     """Start vLLM, wait until it serves, optionally smoke-test it, then stay in the foreground.
 
@@ -474,6 +475,8 @@ def serve_supervised(
         poll_interval: seconds between readiness looks.
         start_progress: shows the start's stage from vLLM's log (default: an updating line on a terminal's
             stderr, one line per stage when stderr is not a terminal or `echo` is not stderr).
+        health_timeout: once serving, stop vLLM and exit 5 when no health probe succeeded for this many
+            seconds (launcher/live/watchdog.py); None: no watchdog.
 
     Returns:
         vLLM's exit code (128+N if signal N killed it).
@@ -481,6 +484,8 @@ def serve_supervised(
     Raises:
         EngineStartError: vLLM could not be started or exited before it was ready (exit 4).
         NotReadyError: not ready within `wait_timeout`, or the smoke failed; vLLM is stopped (exit 5).
+        EngineDiedError: vLLM exited by itself while serving, naming the child that went first (exit 4).
+        HealthTimeoutError: the health watchdog stopped vLLM (exit 5).
     """
     if start_progress is None:
         start_progress = StartProgress() if echo is _stderr else StartProgress(_EchoStream(echo), tty=False)
@@ -520,8 +525,11 @@ def serve_supervised(
         if stopped is not None:
             return stopped
 
-        echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})")
-        return sup.wait()
+        echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})"
+             + (f"; health watchdog: {health_timeout:g} s" if health_timeout else ""))
+        from launcher.live.watchdog import serve_watched
+
+        return serve_watched(sup, url, info.model, api_key=api_key, health_timeout=health_timeout, echo=echo)
 
 
 def _smoke(sup: Supervisor, url: str, info: Any, api_key: str | None, smoke_options: Mapping[str, Any] | None,
