@@ -20,6 +20,13 @@ from launcher.output.render import FORMATS
 from launcher.output.validate import render_checked
 
 
+def _check_options(fmt: str, node_rank: int | None, watchdog: float | None) -> None:
+    if fmt in ("k8s", "compose") and node_rank is not None:
+        raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
+    if watchdog is not None and fmt != "systemd":
+        raise click.UsageError("--watchdog applies to --format systemd only")
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @profile_options()
 @click.option("--format", "-f", "fmt", type=click.Choice(sorted(FORMATS) + ["compose", "k8s", "systemd"]), default="shell", show_default=True,
@@ -29,10 +36,13 @@ from launcher.output.validate import render_checked
 @click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a multi-node profile (deployment.nodes > 1): node R's own command and environment. "
               "Without it every node's command is printed, one block each.")
+@click.option("--watchdog", type=click.FloatRange(min=1), default=None, metavar="S",
+              help="--format systemd: run `launcher serve --wait --health-timeout S` (a hung engine is stopped and the unit "
+              "restarts; vLLM does not notify systemd itself) instead of exec'ing vLLM.")
 @inventory_option
 @passthrough
 def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...], fmt: str, node_rank: int | None,
-           inventory_file: str | None, extra_args: tuple[str, ...]) -> None:
+           watchdog: float | None, inventory_file: str | None, extra_args: tuple[str, ...]) -> None:
     """Render the exact vllm serve command for a profile. Starts nothing.
 
     Extra vLLM arguments after `--` are appended (and checked) as they would be by `serve`.
@@ -51,14 +61,14 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
 
     if fmt == "shell":  # the decode path vLLM will run on the GPUs this profile is for (machine formats stay bare)
         echo_notes(decode_path_notes(profile))
-    if fmt in ("k8s", "compose") and node_rank is not None:
-        raise click.UsageError(f"--node-rank does not apply to --format {fmt} (it covers every node)")
+    _check_options(fmt, node_rank, watchdog)
     if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile
         echo_warnings(unset_secrets(rendered.env_from))
     if fmt == "systemd":
         from launcher.output.systemd import serve_args, this_launcher, unit
 
-        u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher())
+        u = unit(profile, rendered, resolved.name, serve_args(resolved, profiles_dirs, sets, extra_args, node_rank), this_launcher(),
+                 watchdog=watchdog)
         echo_notes(rendered.notes + u.notes)
         click.echo(comment_lines(fit_notes) + u.text, nl=False)
         return

@@ -50,6 +50,10 @@ __all__ = ["Runtime", "serve"]
 @click.option("--ready-json", default=None, metavar="FILE", type=click.Path(dir_okay=False),
               help="With --wait: once ready (and warm), write the time to ready by stage (weights, torch.compile, profiling, "
               "KV cache, graphs, API server, warm-up, first request), the warm-up and the compile cache to FILE as JSON.")
+@click.option("--health-timeout", type=click.FloatRange(min=1), default=None, metavar="S",
+              help="With --wait (implied): once serving, probe /health and a one-token completion every few seconds; when "
+              "none succeeds for S seconds (a hung engine keeps /health at 200), stop vLLM and exit 5. vLLM exiting by "
+              "itself while supervised exits 4, naming the process that died first.")
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command. Node R > 0 "
               "waits for the head's port, runs vLLM as a child and stops it when the head stops answering.")
@@ -73,6 +77,7 @@ def serve(
     no_warmup: bool,
     warmup_timeout: float,
     ready_json: str | None,
+    health_timeout: float | None,
     node_rank: int | None,
     head_timeout: float,
     extra_args: tuple[str, ...],
@@ -103,11 +108,12 @@ def serve(
         return
     join = None if node_rank is None else _node_preflight(resolved, node_rank, skip_checks)
     if join is not None:
-        ctx.exit(_worker(runtime, rendered, join, node_rank or 0, head_timeout, wait_ready or smoke or bench or bench_args is not None))
-    if wait_ready or smoke or bench or bench_args is not None:
+        ctx.exit(_worker(runtime, rendered, join, node_rank or 0, head_timeout,
+                         wait_ready or smoke or bench or bench_args is not None or health_timeout is not None))
+    if wait_ready or smoke or bench or bench_args is not None or health_timeout is not None:
         warm = None if no_warmup else {"timeout_s": warmup_timeout}
         ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None,
-                             warm, ready_json))
+                             warm, ready_json, health_timeout))
     runtime.exec_fn(rendered)
 
 
@@ -130,7 +136,8 @@ def _installed_engine(resolved: Resolved) -> Resolved:
 
 
 def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeout: float, smoke: bool,
-                bench_args: str | None = None, warm: dict[str, float] | None = None, ready_json: str | None = None) -> int:
+                bench_args: str | None = None, warm: dict[str, float] | None = None, ready_json: str | None = None,
+                health_timeout: float | None = None) -> int:
     """vLLM as a child: wait for readiness, smoke-test, (benchmark,) stay in the foreground; vLLM's exit code."""
     import os
 
@@ -139,7 +146,7 @@ def _supervised(runtime: Runtime, resolved: Resolved, rendered: Rendered, timeou
 
     p = resolved.profile
     env = child_environment(rendered, os.environ)
-    extra = {}
+    extra: dict[str, object] = {"health_timeout": health_timeout} if health_timeout is not None else {}
     if bench_args is not None:  # checked (options, vLLM's load generator) before the long start
         from launcher.commands.bench import serve_hook
 

@@ -460,6 +460,7 @@ def serve_supervised(
     warmup: Mapping[str, Any] | None = None,
     on_ready: Callable[[Any], None] | None = None,
     cache_root: str | None = None,
+    health_timeout: float | None = None,
 ) -> int:
     """Start vLLM, wait until it serves, optionally smoke-test it, then stay in the foreground.
 
@@ -487,6 +488,8 @@ def serve_supervised(
         on_ready: receives the ReadyReport (launcher.live.stages: time to ready by stage, the warm-up,
             the compile cache) once ready and warm, before the smoke.
         cache_root: the compile cache root vLLM was given, for the report.
+        health_timeout: once serving, stop vLLM and exit 5 when no health probe succeeded for this many
+            seconds (launcher/live/watchdog.py); None: no watchdog.
 
     Returns:
         vLLM's exit code (128+N if signal N killed it).
@@ -494,6 +497,8 @@ def serve_supervised(
     Raises:
         EngineStartError: vLLM could not be started or exited before it was ready (exit 4).
         NotReadyError: not ready within `wait_timeout`, or the smoke failed; vLLM is stopped (exit 5).
+        EngineDiedError: vLLM exited by itself while serving, naming the child that went first (exit 4).
+        HealthTimeoutError: the health watchdog stopped vLLM (exit 5).
     """
     if start_progress is None:
         start_progress = StartProgress() if echo is _stderr else StartProgress(_EchoStream(echo), tty=False)
@@ -544,8 +549,11 @@ def serve_supervised(
         if stopped is not None:
             return stopped
 
-        echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})")
-        return sup.wait()
+        echo(f"launcher: serving in the foreground; SIGTERM/SIGINT/SIGHUP go to vLLM (pid {sup.proc.pid})"
+             + (f"; health watchdog: {health_timeout:g} s" if health_timeout else ""))
+        from launcher.live.watchdog import serve_watched
+
+        return serve_watched(sup, url, info.model, api_key=api_key, health_timeout=health_timeout, echo=echo)
 
 
 def _warm(sup: Supervisor, info: Any, api_key: str | None, options: Mapping[str, Any],

@@ -34,6 +34,13 @@ READINESS_SCRIPT = (
     "ids=[m.get('id') for m in json.load(u.urlopen(r,timeout=5)).get('data',[])];"
     "sys.exit(0 if {model!r} in ids else 1)"
 )
+# Liveness: a one-token chat completion goes through the engine core (launcher/live/watchdog.py::probe does the same).
+LIVENESS_SCRIPT = (
+    "import json,os,urllib.request as u;k=os.environ.get('VLLM_API_KEY');"
+    "h={{'Content-Type':'application/json',**({{'Authorization':'Bearer '+k}} if k else {{}})}};"
+    "b=json.dumps({{'model':{model!r},'messages':[{{'role':'user','content':'ping'}}],'max_tokens':1}}).encode();"
+    "u.urlopen(u.Request('http://127.0.0.1:{port}/v1/chat/completions',data=b,headers=h),timeout=18).read()"
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,10 @@ def _probes(profile: Profile, port: int) -> dict[str, Any]:
     return {
         # vLLM loads weights, profiles memory and captures graphs before it answers: allow 30 minutes.
         "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 180},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 15, "failureThreshold": 4},
+        # /health stays 200 while the engine core hangs (docs/runbook.md#what-happens-when): a one-token completion
+        # is the probe; 4 misses 15 s apart (each up to 20 s) restart a hung engine within about 80 s.
+        "livenessProbe": {"exec": {"command": ["python3", "-c", LIVENESS_SCRIPT.format(port=port, model=served_name(profile))]},
+                          "periodSeconds": 15, "timeoutSeconds": 20, "failureThreshold": 4},
         "readinessProbe": {
             "exec": {"command": ["python3", "-c", script]},
             "periodSeconds": 10,
@@ -165,7 +175,9 @@ def _container(profile: Profile, rendered: Rendered, gpus: int, name: str, serve
 
 def _pod_spec(profile: Profile, containers: list[dict[str, Any]]) -> dict[str, Any]:
     volumes, _ = _volumes(profile)
-    return {"containers": containers, "volumes": volumes}
+    # SIGTERM -> exit took under 10 s with requests in flight (vLLM's default --shutdown-timeout 0 aborts them);
+    # the same 60 s grace as systemd's TimeoutStopSec and Compose's stop_grace_period.
+    return {"containers": containers, "volumes": volumes, "terminationGracePeriodSeconds": 60}
 
 
 def _metadata(profile: Profile, name: str, labels: dict[str, str]) -> dict[str, Any]:

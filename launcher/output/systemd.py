@@ -5,7 +5,7 @@ process), so a start that cannot succeed fails in seconds with exit 3 instead of
 
 - `After=`/`Wants=` the network and `nvidia-persistenced.service` (the NVIDIA driver's daemon that keeps
   the GPUs initialised; an ordering only, so a machine without it still starts the service);
-- `Restart=on-failure` with a back-off: 30 s between tries (systemd 254+ grows it to 5 min over 5 tries
+- `Restart=always` (vLLM exits 0 after its engine core died) with a back-off: 30 s between tries (systemd 254+ grows it to 5 min over 5 tries
   with RestartSteps/RestartMaxDelaySec, which older systemd ignores with a warning), and at most 5 starts
   in 30 min (StartLimit*), so a broken host does not loop forever;
 - secrets only from an `EnvironmentFile` (HF_TOKEN, the variable `server.api_key_env` names), never in
@@ -32,6 +32,7 @@ RESTART_STEPS = 5
 RESTART_MAX_DELAY = "5min"
 START_LIMIT_INTERVAL = "30min"
 START_LIMIT_BURST = 5
+WATCHDOG_WAIT_S = 1800  # --watchdog: how long the supervised start may take (the unit's own start has no limit)
 STOP_MARGIN_S = 60  # beyond vLLM's own drain: worker teardown (VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS is 5) and freeing the GPUs
 DRIVER_UNIT = "nvidia-persistenced.service"
 LASTING_EXIT = 6  # `launcher serve` exits with this (LAUNCHER_LASTING_FAILURE_EXIT) on a failed check no restart heals
@@ -82,6 +83,7 @@ def unit(
     profile_name: str,
     serve_args: Sequence[str],
     launcher: Sequence[str],
+    watchdog: float | None = None,
 ) -> Unit:
     """The unit for `profile` (already rendered and checked as `rendered`).
 
@@ -93,6 +95,12 @@ def unit(
     env_file = f"{ENV_DIR}/{name[: -len('.service')]}.env"
     secrets = ("HF_TOKEN", *rendered.env_from.values())
     stop = drain_seconds(rendered.argv) + STOP_MARGIN_S
+    supervised = ["--wait", "--wait-timeout", str(WATCHDOG_WAIT_S), "--health-timeout", f"{watchdog:g}"] if watchdog else []
+    if supervised and "--" in serve_args:  # launcher's own options go before `--` (what follows it is vLLM's)
+        cut = list(serve_args).index("--")
+        serve_args = [*serve_args[:cut], *supervised, *serve_args[cut:]]
+    else:
+        serve_args = [*serve_args, *supervised]
     exec_start = " ".join(quote(a) for a in [*launcher, "serve", *serve_args])
     required = bool(rendered.env_from)  # without its API key `launcher serve` refuses: let systemd say the file is missing
     lines = [
@@ -110,7 +118,9 @@ def unit(
         "",
         "[Service]",
         "Type=exec",
-        "# launcher serve checks the GPUs (exit 3 when the profile cannot run), then execs vLLM in its place.",
+        ("# launcher serve checks the GPUs, starts vLLM as its child and watches it: a hung engine (no healthy answer for "
+         f"{watchdog:g} s) is stopped, exit 5; an engine that dies, exit 4." if watchdog else
+         "# launcher serve checks the GPUs (exit 3 when the profile cannot run), then execs vLLM in its place."),
         f"ExecStart={exec_start}",
         f"# Secrets, one VARIABLE=value per line: {', '.join(secrets)}. Never in this file (it is world-readable).",
         f"EnvironmentFile={'' if required else '-'}{env_file}",
@@ -120,7 +130,8 @@ def unit(
         "CacheDirectory=vllm",
         "Environment=VLLM_CACHE_ROOT=%C/vllm",
         f"SyslogIdentifier={name[: -len('.service')]}",
-        "Restart=on-failure",
+        "# always, not on-failure: vLLM 0.32 exits 0 after its engine core died (docs/runbook.md#what-happens-when).",
+        "Restart=always",
         f"RestartSec={RESTART_SEC}s",
         f"# systemd 254+: the delay grows from {RESTART_SEC} s to {RESTART_MAX_DELAY.replace('min', ' min')} over {RESTART_STEPS} restarts; older "
         "systemd ignores the next two lines (with a warning) and waits the same each time.",

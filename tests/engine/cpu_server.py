@@ -99,3 +99,28 @@ def record(name: str, data: dict[str, Any]) -> None:
         (Path(out) / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
+
+
+def child_pids(pid: int, name_prefix: str = "") -> list[int]:
+    """Direct children of `pid` (from /proc) whose name starts with `name_prefix`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2:].split()[1] == str(pid) and stat[stat.find("(") + 1:stat.rfind(")")].startswith(name_prefix):
+            found.append(int(entry))
+    return found
+
+
+ENGINE_CORE = "VLLM::EngineCor"  # vLLM's engine-core process title (setproctitle "VLLM::EngineCore"), cut to 15 characters in /proc
+
+
+def engine_core_pid(api_pid: int) -> int:
+    """The engine-core child of vLLM's API server process."""
+    cores = child_pids(api_pid, ENGINE_CORE)
+    assert len(cores) == 1, f"engine-core children of {api_pid}: {cores}"
+    return cores[0]

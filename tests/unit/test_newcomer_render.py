@@ -99,7 +99,7 @@ def test_systemd_unit_runs_launcher_serve_with_restart_backoff_env_file_and_driv
     text, notes = systemd_unit("--profile", "dual-3090")
     d = directives(text)
     assert shlex.split(d["ExecStart"][0]) == [*this_launcher(), "serve", "--profile", "dual-3090"]
-    assert d["Restart"] == ["on-failure"] and d["RestartSec"] == ["30s"] and d["RestartSteps"] == ["5"]
+    assert d["Restart"] == ["always"] and d["RestartSec"] == ["30s"] and d["RestartSteps"] == ["5"]
     assert d["StartLimitBurst"] == ["5"] and d["RestartPreventExitStatus"] == ["2 6"]
     assert "nvidia-persistenced.service" in d["After"][0].split()
     assert d["EnvironmentFile"] == ["-/etc/launcher/launcher-dual-3090.env"]
