@@ -60,6 +60,18 @@ _TOO_SMALL = re.compile(
     rf"cache is needed, which is larger than the available KV cache memory \(({_NUM}) GiB\)\."
     rf"(?: Based on the available memory, the estimated maximum model length is ({_INT})\.)?"
 )
+# 0.25.1 DEBUG: v1/worker/gpu_worker.py::Worker.determine_available_memory and
+# v1/worker/gpu_model_runner.py::GPUModelRunner.profile_cudagraph_memory (the V1 runner's estimate, per mode).
+_PROFILE_RUN = re.compile(
+    rf"Memory profiling takes ({_NUM}) seconds\. Total non KV cache memory: ({_NUM}) ?GiB; "
+    rf"torch peak memory increase: ({_NUM}) ?GiB; non-torch forward increase memory: ({_NUM}) ?GiB; "
+    rf"weights memory: ({_NUM}) ?GiB"
+)
+_GRAPH_MODE = re.compile(
+    rf"Estimated (PIECEWISE|FULL) CUDA graph memory: ({_NUM}) MiB first-capture \+ \(({_INT})-1\) \S{{1,3}} ({_NUM}) MiB per-graph"
+)
+_GRAPH_LARGEST = re.compile(r"(PIECEWISE|FULL)=(\d{1,9}) \(largest=(\d{1,9})\)")
+_GRAPH_TOTAL = re.compile(rf"Estimated CUDA graph memory: ({_NUM}) GiB total")
 _NO_MEMORY = "No available memory for the cache blocks"
 _VERSION = re.compile(r"Initializing a V1 LLM engine \(v([^)]{1,40})\)")
 _MODEL = re.compile(r"Initializing a V1 LLM engine \(v[^)]{1,40}\) with config: model='([^']{1,1000})'")
@@ -93,6 +105,18 @@ class MemorySummary:
 
 
 @dataclass(frozen=True)
+class GraphSample:
+    """vLLM V1's estimate of one cudagraph mode: first capture, graphs, per-graph (MiB) and the largest size."""
+
+    mode: str
+    first_capture_mib: float
+    graphs: int
+    per_graph_mib: float
+    largest: int | None
+    line: int
+
+
+@dataclass(frozen=True)
 class StartLog:
     """Everything memory-related a vLLM start log said."""
 
@@ -112,6 +136,10 @@ class StartLog:
     free_memory_error: tuple[float, float, float, float] | None = None  # free, total, util, requested GiB
     kv_too_small: tuple[int, float, float, int | None] | None = None  # L, needed GiB, available GiB, vLLM's max len
     no_kv_memory: bool = False
+    torch_peak_gib: Seen | None = None  # the profile run's "torch peak memory increase" (0.25.1 DEBUG)
+    non_torch_gib: Seen | None = None  # its "non-torch forward increase memory"
+    graph_samples: tuple[GraphSample, ...] = ()  # "Estimated PIECEWISE CUDA graph memory: ..." per mode (V1 DEBUG)
+    graph_estimate_gib: Seen | None = None  # "Estimated CUDA graph memory: X GiB total"
     lines_read: int = 0
 
     @property
@@ -145,6 +173,7 @@ def parse_log(text: str) -> StartLog:
         collected.per_rank(msg, number, process)
         collected.single(msg, number, process)
         collected.errors(msg)
+        collected.profile(msg, number, process)
         if m := _SUMMARY_FREE.search(msg):
             collected.summaries.append(_summary(m, msg, number, process))
     return collected.log(len(lines))
@@ -160,6 +189,8 @@ class _Collected:
         self.graphs: list[Seen] = []
         self.pools: list[Seen] = []
         self.summaries: list[MemorySummary] = []
+        self.samples: list[GraphSample] = []
+        self.largest: dict[str, int] = {}
 
     def identity(self, msg: str) -> None:
         if m := _VERSION.search(msg):
@@ -189,6 +220,19 @@ class _Collected:
         if m := _PADDING.search(msg):
             self.found["mamba_padding_pct"] = Seen(float(m.group(1)), number, process)
 
+    def profile(self, msg: str, number: int, process: str | None) -> None:
+        """The profile run's split and the V1 runner's CUDA-graph estimate; the first rank's lines win."""
+        if (m := _PROFILE_RUN.search(msg)) and "torch_peak_gib" not in self.found:
+            self.found["torch_peak_gib"] = Seen(float(m.group(3)), number, process)
+            self.found["non_torch_gib"] = Seen(float(m.group(4)), number, process)
+        for mode, _count, largest in _GRAPH_LARGEST.findall(msg if "Profiling CUDA graph memory" in msg else ""):
+            self.largest.setdefault(mode, int(largest))
+        if (m := _GRAPH_MODE.search(msg)) and m.group(1) not in {g.mode for g in self.samples}:
+            self.samples.append(GraphSample(m.group(1), float(m.group(2)), int(m.group(3)), float(m.group(4)),
+                                            None, number))
+        if (m := _GRAPH_TOTAL.search(msg)) and "graph_estimate_gib" not in self.found:
+            self.found["graph_estimate_gib"] = Seen(float(m.group(1)), number, process)
+
     def errors(self, msg: str) -> None:
         if m := _FREE_ERROR.search(msg):
             self.found["free_memory_error"] = tuple(float(m.group(i)) for i in range(2, 6))
@@ -206,6 +250,7 @@ class _Collected:
             graph_capture_gib=tuple(self.graphs),
             graph_pool_estimated_gib=tuple(self.pools),
             summaries=tuple(self.summaries),
+            graph_samples=tuple(replace(g, largest=self.largest.get(g.mode)) for g in self.samples),
             lines_read=lines,
             **self.found,  # type: ignore[arg-type]
         )

@@ -171,7 +171,23 @@ def fit_input(
         vllm_version=profile.vllm.version,
         interconnect=interconnect,
         local_world_size=node_gpu_counts(profile)[0] if profile.deployment is not None and profile.deployment.nodes > 1 else None,
+        **_decode_settings(profile),
     )
+
+
+def _decode_settings(profile: "Profile") -> dict[str, Any]:
+    """The profile's compilation config and environment as the decode path's settings (FitInput fields)."""
+    e = profile.engine
+    cc_json = e.compilation_config or {}
+    mode = cc_json.get("cudagraph_mode")
+    sizes = cc_json.get("cudagraph_capture_sizes")
+    max_cg = e.max_cudagraph_capture_size or cc_json.get("max_cudagraph_capture_size")
+    repo = str((profile.env or {}).get("FLASHINFER_CUBINS_REPOSITORY", ""))
+    # utils/flashinfer.py::has_nvidia_artifactory: a loopback repository means no TRT-LLM/XQA cubins to fetch.
+    cubins = False if repo.startswith(("http://127.", "http://localhost")) else None
+    return dict(cudagraph_mode=str(mode).upper() if isinstance(mode, str) else None, trtllm_cubins=cubins,
+                max_capture_size=int(max_cg) if isinstance(max_cg, int) else None,
+                capture_sizes=tuple(int(x) for x in sizes) if isinstance(sizes, list) else None)
 
 
 def profile_weights(profile: "Profile", environ: Mapping[str, str] | None = None) -> WeightSizes:
@@ -389,29 +405,13 @@ def _kv_sets(result: FitResult) -> tuple[str, ...]:
 def decode_path_for(profile: "Profile", gpu: "Union[Gpu, GpuSpec, GpuModel, str]") -> "DecodePath":
     """The decode path vLLM will run for this profile on this GPU (launcher.engine.decode_path): the profile's
     attention backend (or vLLM's choice), KV dtype, MTP setting, batch limits as vLLM resolves them, eager mode and
-    compilation config (cudagraph_mode, capture sizes)."""
-    from launcher.engine.decode_path import decode_path
+    compilation config (cudagraph_mode, capture sizes). The memory estimate's CUDA-graph term asks the same function."""
+    from launcher.fit.estimate import decode_path_of
     from launcher.hardware.inventory import Gpu
 
     spec = GpuSpec.from_gpu(gpu) if isinstance(gpu, Gpu) else gpu_specs(profile, gpu)[0]
     facts = facts_for(profile.facts_key)
-    inp = fit_input(profile, spec, WeightSizes.from_facts(facts), facts)
-    m, n = resolve_batch(inp)
-    e = profile.engine
-    cc_json = e.compilation_config or {}
-    mode = cc_json.get("cudagraph_mode")
-    sizes = cc_json.get("cudagraph_capture_sizes")
-    max_cg = e.max_cudagraph_capture_size or cc_json.get("max_cudagraph_capture_size")
-    env = profile.env or {}
-    repo = str(env.get("FLASHINFER_CUBINS_REPOSITORY", ""))
-    # utils/flashinfer.py::has_nvidia_artifactory: a loopback repository means no TRT-LLM/XQA cubins to fetch.
-    cubins = False if repo.startswith(("http://127.", "http://localhost")) else None
-    return decode_path(profile.vllm.version, spec.compute_capability, e.attention_backend, profile.kv_cache.dtype or "auto",
-                       speculative_tokens(profile), n, m, enforce_eager=bool(e.enforce_eager),
-                       cudagraph_mode=str(mode).upper() if isinstance(mode, str) else None, trtllm_cubins=cubins,
-                       performance_mode=e.performance_mode or "balanced",
-                       max_capture_size=int(max_cg) if isinstance(max_cg, int) else None,
-                       sizes_given=[int(s) for s in sizes] if isinstance(sizes, list) else None)
+    return decode_path_of(fit_input(profile, spec, WeightSizes.from_facts(facts), facts))
 
 
 def decode_path_notes(profile: "Profile", gpus: "Sequence[Gpu] | None" = None) -> list[str]:
