@@ -234,19 +234,19 @@ def mtp_worth_lines(plan: dict[str, Any], directory: Path, acceptance: Optional[
     """Each MTP candidate against the MTP-off candidate of the same backend, seqs and batch (fit.mtp)."""
     from launcher.engine.mtp import PLANNING_ACCEPTANCE, MtpWorth
 
-    results = {}
+    results: list[tuple[plan_mod.Candidate, dict[str, Any]]] = []
     for data in plan["candidates"]:
         c = plan_mod.Candidate.from_json(data)
         r = plan_mod.read_result(directory, c)
         if r and r.get("status") == "ok" and r.get("step_ms"):
-            results[c] = r
+            results.append((c, r))
     lines = []
-    for c, r in results.items():
+    for c, r in results:
         if not c.mtp_k:
             continue
-        off = next((r2 for c2, r2 in results.items() if not c2.mtp_k and (c2.backend, c2.max_num_seqs, c2.max_num_batched_tokens)
+        off = next((r2 for c2, r2 in results if not c2.mtp_k and (c2.backend, c2.max_num_seqs, c2.max_num_batched_tokens)
                     == (c.backend, c.max_num_seqs, c.max_num_batched_tokens)), None)
-        off = off or next((r2 for c2, r2 in results.items() if not c2.mtp_k), None)
+        off = off or next((r2 for c2, r2 in results if not c2.mtp_k), None)
         if off is None:
             continue
         a, src = (r["acceptance"], "measured") if r.get("acceptance") else \
