@@ -30,7 +30,7 @@ What the compile cache did is read from the same log (compilation/backends.py, d
 (loaded), and on the AOT path `Compiling model again due to a load failure from P` (compiled,
 then `saved AOT compiled function to P`) versus `Directly load AOT compilation from path P`
 (loaded). vLLM's jit monitor names kernels still compiled while serving: `Triton kernel JIT
-compilation during inference: NAME` (utils/jit_monitor.py).
+compilation during inference: NAME. This causes a latency spike` (utils/jit_monitor.py::_handle_jit_event).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ _RANGE_LOADED = re.compile(r"Directly load the compiled graph\(s\) for compile r
 _AOT_LOADED = re.compile(r"Directly load AOT compilation from path (\S+)")
 _AOT_COMPILED = re.compile(r"Compiling model again due to a load failure from (\S+?),? reason")
 _AOT_SAVED = re.compile(r"saved AOT compiled function to (\S+)")
-_JIT = re.compile(r"Triton kernel JIT compilation during inference: (\w+)")
+# utils/jit_monitor.py::_handle_jit_event: "%s %s during inference: %s%s. This causes a latency spike; ..." (backend, event such
+# as "Triton kernel" "JIT compilation", the function, a detail); 0.25.1 writes the same for Triton.
+_JIT = re.compile(r"during inference: (\w+(?:\.\w+)*)\W.*This causes a latency spike")
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,19 @@ class ReadyReport:
             value = f"{s.seconds:.2f} s" if s.name == "first request" else f"{s.seconds:.0f} s"
             parts.append(f"{s.name} {value}")
         return ", ".join(parts)
+
+
+def _kernels(names: list[str], limit: int = 6) -> str:
+    unique = list(dict.fromkeys(names))
+    return ", ".join(unique[:limit]) + (f" and {len(unique) - limit} more" if len(unique) > limit else "")
+
+
+def ready_line(report: ReadyReport) -> str:
+    """`time to ready by stage: ...; compile cache: compiled[; kernels compiled on first use during the warm-up: ...]`."""
+    line = f"time to ready by stage: {report.summary()}; compile cache: {report.cache.verdict}"
+    if report.jit_during_warmup:
+        line += f"; kernels compiled on first use during the warm-up (vLLM's jit monitor): {_kernels(report.jit_during_warmup)}"
+    return line
 
 
 def ready_report(timeline: StartTimeline, api_ready_s: float, warmup: Any | None = None,

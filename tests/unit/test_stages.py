@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.live.stages import STAGES, StartTimeline, ready_report, timeline_of
+from launcher.live.stages import STAGES, StartTimeline, ready_line, ready_report, timeline_of
 from launcher.live.warmup import WarmupResult, WarmupStep
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -110,6 +110,9 @@ def test_ready_report_adds_warmup_and_first_request() -> None:
     assert doc["stages"][-1] == {"name": "first request", "seconds": 0.21, "source": "launcher"}
     assert "warm-up 36 s, first request 0.21 s" in report.summary()
     assert "_causal_conv1d_fwd_kernel" in report.jit_during_warmup  # jit lines after the API was up
+    assert ready_line(report).endswith("during the warm-up (vLLM's jit monitor): _copy_page_indices_kernel, _causal_conv1d_fwd_kernel, "
+                                       "eagle_prepare_next_token_padded_kernel, eagle_step_slot_mapping_metadata_kernel, "
+                                       "_causal_conv1d_update_kernel, fused_sigmoid_gating_delta_rule_update_kernel and 2 more")
     assert [s.name for s in ready_report(t, 294.0).stages][-1] == "API server"
 
 
