@@ -9,7 +9,7 @@ fed live, else the log's own `MM-DD HH:MM:SS` stamps, vLLM's logger.py::_DATE_FO
 | weights | there | `Model loading took X GiB memory and Y seconds` (a) |
 | torch.compile, profiling | there | `Available KV cache memory` (b), or `KV cache size` (c) |
 | KV cache | there | the first `Capturing CUDA graphs` bar, else the engine line |
-| graphs | there | `init engine (profile, create kv cache, warmup model) took X s` (d) |
+| graphs | there | `init engine (profile, create kv cache, warmup model) took X s` (d); without a bar in the log, vLLM's `Graph capturing finished in X secs` |
 | API server | there | uvicorn's `Application startup complete`, or when /v1/models listed the model |
 | warm-up, first request | launcher's own measurement (launcher.live.warmup) | |
 
@@ -261,8 +261,14 @@ class StartTimeline:
                 out.append(Stage("profiling", window - compile_s, "log"))
             else:
                 out.append(Stage("profiling", window, "log"))
-        span("KV cache", "kv", ("graphs", "engine"))
-        span("graphs", "graphs", ("engine",))
+        if "graphs" not in marks and "graphs" in self.numbers and "kv" in marks and marks.get("engine", -1.0) >= marks["kv"]:
+            # No capture bar in the log (an excerpt): vLLM's "Graph capturing finished in X secs" splits the window.
+            window = marks["engine"] - marks["kv"]
+            graphs_s = min(self.numbers["graphs"], window)
+            out += [Stage("KV cache", window - graphs_s, "log"), Stage("graphs", graphs_s, "vllm")]
+        else:
+            span("KV cache", "kv", ("graphs", "engine"))
+            span("graphs", "graphs", ("engine",))
         span("API server", "engine", ("ready",))
         return out
 

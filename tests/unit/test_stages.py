@@ -129,3 +129,15 @@ def test_cpu_build_cold_start_then_restart_on_one_cache_root() -> None:
         stages = _by_name(t)
         assert list(stages) == ["setup", "weights", "torch.compile", "profiling", "KV cache", "API server"]
         assert stages["torch.compile"][1] == "log"  # the CPU build prints no compile total
+
+
+def test_gpu_e2e_excerpt_and_the_bench_client_logs() -> None:
+    # The 2 x H200 tiny-model serve (0.25.1), kept as an excerpt from "Loading weights" on: no setup or weights start line.
+    t = _log(FIXTURES / "gpu-e2e" / "serve-log-excerpt.txt")
+    stages = _by_name(t)
+    assert stages["torch.compile"] == (21.97, "vllm")  # "init engine ... took 215.39 s (compilation: 21.97 s)"
+    assert list(stages) == ["torch.compile", "profiling", "KV cache", "graphs", "API server"]
+    assert stages["graphs"] == (2.0, "vllm") and stages["KV cache"] == (5.0, "log")  # 22:00:09 -> 22:00:16, less the capture
+    # `vllm bench serve`'s own output (tests/fixtures/gpu-bench/logs) is a client's: no start, no stage.
+    for log in sorted((FIXTURES / "gpu-bench" / "logs").glob("*.log")):
+        assert _log(log).stages() == [], log.name
