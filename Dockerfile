@@ -2,8 +2,14 @@
 #
 #   docker build -t launcher:vllm-0.33.0 .
 #   docker run --gpus all --ipc=host --init -p 8000:8000 \
-#     -v ~/.cache/huggingface:/root/.cache/huggingface -e HF_TOKEN \
+#     -v ~/.cache/huggingface:/root/.cache/huggingface -v ~/.cache/vllm:/root/.cache/vllm -e HF_TOKEN \
 #     -e LAUNCHER_PROFILE=dual-3090 launcher:vllm-0.33.0
+#
+# /root/.cache/vllm is the compile cache (the profile's vllm.cache_dir inside the image: torch.compile,
+# Triton, FlashInfer and CUDA caches, set in vLLM's environment by launcher): mounted, a new container
+# loads the kernels the last one compiled instead of compiling them for minutes. `launcher serve --wait`
+# (append it: docker run IMAGE --wait) also warms the server up before it says ready; the HEALTHCHECK
+# below only sees that the model is listed.
 #
 # `launcher serve` validates the profile, prints the exact vLLM command (secrets as references,
 # never values) and then *replaces itself* with `vllm serve` (os.execvpe). vLLM therefore gets the

@@ -112,6 +112,13 @@ def serve(
                          wait_ready or smoke or bench or bench_args is not None or health_timeout is not None))
     if wait_ready or smoke or bench or bench_args is not None or health_timeout is not None:
         warm = None if no_warmup else {"timeout_s": warmup_timeout}
+        if ready_json:  # written once ready: an old one must not say ready for this start
+            from pathlib import Path
+
+            try:
+                Path(ready_json).unlink(missing_ok=True)
+            except OSError as exc:
+                raise ProfileError(f"--ready-json {ready_json}: cannot replace it: {exc.strerror or exc}") from None
         ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None,
                              warm, ready_json, health_timeout))
     runtime.exec_fn(rendered)

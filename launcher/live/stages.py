@@ -9,7 +9,7 @@ fed live, else the log's own `MM-DD HH:MM:SS` stamps, vLLM's logger.py::_DATE_FO
 | weights | there | `Model loading took X GiB memory and Y seconds` (a) |
 | torch.compile, profiling | there | `Available KV cache memory` (b), or `KV cache size` (c) |
 | KV cache | there | the first `Capturing CUDA graphs` bar, else the engine line |
-| graphs | there | `init engine (profile, create kv cache, warmup model) took X s` (d) |
+| graphs | there | `init engine (profile, create kv cache, warmup model) took X s` (d); without a bar in the log, vLLM's `Graph capturing finished in X secs` |
 | API server | there | uvicorn's `Application startup complete`, or when /v1/models listed the model |
 | warm-up, first request | launcher's own measurement (launcher.live.warmup) | |
 
@@ -30,7 +30,7 @@ What the compile cache did is read from the same log (compilation/backends.py, d
 (loaded), and on the AOT path `Compiling model again due to a load failure from P` (compiled,
 then `saved AOT compiled function to P`) versus `Directly load AOT compilation from path P`
 (loaded). vLLM's jit monitor names kernels still compiled while serving: `Triton kernel JIT
-compilation during inference: NAME` (utils/jit_monitor.py).
+compilation during inference: NAME. This causes a latency spike` (utils/jit_monitor.py::_handle_jit_event).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ _RANGE_LOADED = re.compile(r"Directly load the compiled graph\(s\) for compile r
 _AOT_LOADED = re.compile(r"Directly load AOT compilation from path (\S+)")
 _AOT_COMPILED = re.compile(r"Compiling model again due to a load failure from (\S+?),? reason")
 _AOT_SAVED = re.compile(r"saved AOT compiled function to (\S+)")
-_JIT = re.compile(r"Triton kernel JIT compilation during inference: (\w+)")
+# utils/jit_monitor.py::_handle_jit_event: "%s %s during inference: %s%s. This causes a latency spike; ..." (backend, event such
+# as "Triton kernel" "JIT compilation", the function, a detail); 0.25.1 writes the same for Triton.
+_JIT = re.compile(r"during inference: (\w+(?:\.\w+)*)\W.*This causes a latency spike")
 
 
 @dataclass(frozen=True)
@@ -259,8 +261,14 @@ class StartTimeline:
                 out.append(Stage("profiling", window - compile_s, "log"))
             else:
                 out.append(Stage("profiling", window, "log"))
-        span("KV cache", "kv", ("graphs", "engine"))
-        span("graphs", "graphs", ("engine",))
+        if "graphs" not in marks and "graphs" in self.numbers and "kv" in marks and marks.get("engine", -1.0) >= marks["kv"]:
+            # No capture bar in the log (an excerpt): vLLM's "Graph capturing finished in X secs" splits the window.
+            window = marks["engine"] - marks["kv"]
+            graphs_s = min(self.numbers["graphs"], window)
+            out += [Stage("KV cache", window - graphs_s, "log"), Stage("graphs", graphs_s, "vllm")]
+        else:
+            span("KV cache", "kv", ("graphs", "engine"))
+            span("graphs", "graphs", ("engine",))
         span("API server", "engine", ("ready",))
         return out
 
@@ -305,6 +313,19 @@ class ReadyReport:
             value = f"{s.seconds:.2f} s" if s.name == "first request" else f"{s.seconds:.0f} s"
             parts.append(f"{s.name} {value}")
         return ", ".join(parts)
+
+
+def _kernels(names: list[str], limit: int = 6) -> str:
+    unique = list(dict.fromkeys(names))
+    return ", ".join(unique[:limit]) + (f" and {len(unique) - limit} more" if len(unique) > limit else "")
+
+
+def ready_line(report: ReadyReport) -> str:
+    """`time to ready by stage: ...; compile cache: compiled[; kernels compiled on first use during the warm-up: ...]`."""
+    line = f"time to ready by stage: {report.summary()}; compile cache: {report.cache.verdict}"
+    if report.jit_during_warmup:
+        line += f"; kernels compiled on first use during the warm-up (vLLM's jit monitor): {_kernels(report.jit_during_warmup)}"
+    return line
 
 
 def ready_report(timeline: StartTimeline, api_ready_s: float, warmup: Any | None = None,

@@ -28,7 +28,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 
 from launcher.errors import EngineStartError, LauncherError, NotReadyError
 from launcher.live.readiness import Progress, wait_ready
-from launcher.live.stages import StartTimeline, ready_report
+from launcher.live.stages import StartTimeline, ready_line, ready_report
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -539,7 +539,7 @@ def serve_supervised(
                 return stopped
         report = ready_report(sup.timeline, api_s, warmed, cache_root)
         echo(f"launcher: ready after {report.ready_s:.1f} s: '{info.model}' at {info.url}" + (f" ({stages})" if stages else ""))
-        echo(f"launcher: time to ready by stage: {report.summary()}; compile cache: {report.cache.verdict}")
+        echo(f"launcher: {ready_line(report)}")
         if on_ready is not None:
             on_ready(report)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.live.stages import STAGES, StartTimeline, ready_report, timeline_of
+from launcher.live.stages import STAGES, StartTimeline, ready_line, ready_report, timeline_of
 from launcher.live.warmup import WarmupResult, WarmupStep
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -110,6 +110,9 @@ def test_ready_report_adds_warmup_and_first_request() -> None:
     assert doc["stages"][-1] == {"name": "first request", "seconds": 0.21, "source": "launcher"}
     assert "warm-up 36 s, first request 0.21 s" in report.summary()
     assert "_causal_conv1d_fwd_kernel" in report.jit_during_warmup  # jit lines after the API was up
+    assert ready_line(report).endswith("during the warm-up (vLLM's jit monitor): _copy_page_indices_kernel, _causal_conv1d_fwd_kernel, "
+                                       "eagle_prepare_next_token_padded_kernel, eagle_step_slot_mapping_metadata_kernel, "
+                                       "_causal_conv1d_update_kernel, fused_sigmoid_gating_delta_rule_update_kernel and 2 more")
     assert [s.name for s in ready_report(t, 294.0).stages][-1] == "API server"
 
 
@@ -126,3 +129,15 @@ def test_cpu_build_cold_start_then_restart_on_one_cache_root() -> None:
         stages = _by_name(t)
         assert list(stages) == ["setup", "weights", "torch.compile", "profiling", "KV cache", "API server"]
         assert stages["torch.compile"][1] == "log"  # the CPU build prints no compile total
+
+
+def test_gpu_e2e_excerpt_and_the_bench_client_logs() -> None:
+    # The 2 x H200 tiny-model serve (0.25.1), kept as an excerpt from "Loading weights" on: no setup or weights start line.
+    t = _log(FIXTURES / "gpu-e2e" / "serve-log-excerpt.txt")
+    stages = _by_name(t)
+    assert stages["torch.compile"] == (21.97, "vllm")  # "init engine ... took 215.39 s (compilation: 21.97 s)"
+    assert list(stages) == ["torch.compile", "profiling", "KV cache", "graphs", "API server"]
+    assert stages["graphs"] == (2.0, "vllm") and stages["KV cache"] == (5.0, "log")  # 22:00:09 -> 22:00:16, less the capture
+    # `vllm bench serve`'s own output (tests/fixtures/gpu-bench/logs) is a client's: no start, no stage.
+    for log in sorted((FIXTURES / "gpu-bench" / "logs").glob("*.log")):
+        assert _log(log).stages() == [], log.name

