@@ -21,6 +21,7 @@ from launcher.commands.wait import API_KEY_ENV_DEFAULT, api_key_from_env
 from launcher.errors import NotReadyError, ProfileError
 from launcher.live import bench as analysis
 from launcher.live.readiness import DEFAULT_URL, base_url
+from launcher.numbers import MAX_SECONDS, Finite
 
 if TYPE_CHECKING:
     from launcher.live.readiness import ReadyInfo
@@ -340,7 +341,7 @@ def _chart_path(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="The `vllm` executable, or a python that has vllm (default: as the profile starts vLLM, else `vllm` on PATH).")
 @click.option("--api-key-env", metavar="VAR", default=None,
               help=f"Environment variable holding the server's API key (default: {API_KEY_ENV_DEFAULT} when set).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_LEVEL_TIMEOUT_S, show_default=True,
+@click.option("--timeout", type=Finite(min=1, max=MAX_SECONDS), default=DEFAULT_LEVEL_TIMEOUT_S, show_default=True,
               help="Seconds one level may take.")
 @click.option("--keep", "keep_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="Keep the run's files in DIR (meta.json, c<C>.json, c<C>.metrics-before/after.txt, c<C>.log).")

@@ -10,6 +10,7 @@ import click
 
 from launcher.commands._common import echo_notes, load_profile, profile_options
 from launcher.errors import HardwareError, ProfileError
+from launcher.numbers import MAX_GPU_GIB, Finite
 
 EXIT_DOES_NOT_FIT = 3
 
@@ -64,7 +65,7 @@ def _gpu_json(result: Any) -> dict[str, Any]:
 @click.option("--inventory", "inventory_file", type=click.Path(dir_okay=False), help="Fit on the GPUs of an inventory file (`launcher gpus --json`).")
 @click.option("--gpu", "gpu", metavar="MODEL", help='Fit on a GPU model from the table, e.g. "RTX 3090", "RTX 4090 48GB", "A100-80GB", "H100", "L40S".')
 @click.option("--count", type=click.IntRange(min=1), help="How many --gpu cards (default: the profile's gpu count).")
-@click.option("--gpu-memory", "gpu_memory", type=click.FloatRange(min=1), metavar="GIB",
+@click.option("--gpu-memory", "gpu_memory", type=Finite(min=1, max=MAX_GPU_GIB), metavar="GIB",
               help="Describe the card: its memory in GiB as nvidia-smi shows it (MiB / 1024); with --gpu, a memory variant of that "
               'card (e.g. --gpu "RTX 4090" --gpu-memory 96), else with --compute-capability.')
 @click.option("--compute-capability", "compute_capability", metavar="X.Y", help="With --gpu-memory: the card's compute capability, e.g. 8.9.")

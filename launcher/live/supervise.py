@@ -27,7 +27,7 @@ import time
 from typing import IO, Any, Callable, Mapping, Sequence
 
 from launcher.errors import EngineStartError, LauncherError, NotReadyError
-from launcher.live.readiness import Progress, wait_ready
+from launcher.live.readiness import Progress, printable, wait_ready
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -512,7 +512,7 @@ def serve_supervised(
             raise NotReadyError(f"{exc}; vLLM was at: {start_progress.log.where()}; vLLM was stopped") from None
         start_progress.done()
         stages = "; ".join(f"{k}: {v}" for k, v in start_progress.log.details.items() if k != "serving")
-        echo(f"launcher: ready after {info.elapsed_s:.1f} s: '{info.model}' at {info.url}" + (f" ({stages})" if stages else ""))
+        echo(f"launcher: ready after {info.elapsed_s:.1f} s: '{printable(info.model, 200)}' at {info.shown_url}" + (f" ({stages})" if stages else ""))
 
         stopped = _smoke(sup, url, info, api_key, smoke_options, on_report, echo) if smoke else None
         if stopped is None and after_ready is not None:

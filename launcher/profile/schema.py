@@ -12,16 +12,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from launcher.defaults import DEFAULT_VLLM_VERSION
 
+# Environment variables that look like they hold a secret (by name or value): rendered by reference, never
+# expanded into argv. One rule for every format, in launcher/text.py.
+from launcher.text import SECRET_NAME, looks_secret  # noqa: F401
+
 # Upstream vllm#37035: num_speculative_tokens > 4 crashes the GDN spec-decode path.
 MAX_SPECULATIVE_TOKENS = 4
 # vllm#51679: these XML tool parsers swallow </think> unless the qwen3 reasoning parser runs.
 TOOL_PARSERS_NEEDING_QWEN3_REASONING = ("qwen3_xml", "qwen3_coder")
-# Environment variable names that look like they hold a secret: rendered by reference, never expanded into argv.
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-
-
-def looks_secret(name: str) -> bool:
-    return SECRET_NAME.search(name) is not None
 
 
 # Largest whole number a profile value may hold: exact in a float and in every JSON reader (2**53).
