@@ -36,7 +36,7 @@ def read_bytes(path: PathLike, limit: int, what: str = "file") -> bytes:
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
-        raise ProfileError(f"{p}: {what} does not exist") from None
+        raise ProfileError(f"{p}: missing (no such {what})") from None
     except IsADirectoryError:
         raise ProfileError(f"{p}: is a directory, not a {what}") from None
     except OSError as exc:
@@ -75,13 +75,16 @@ def read_text(path: PathLike, limit: int = MAX_TEXT_BYTES, what: str = "file", e
         raise ProfileError(f"{Path(path)}: not UTF-8 text") from None
 
 
-def parse_json(text: str, source: str) -> Any:
-    """JSON as launcher accepts it from a file: no NaN/Infinity (nor numbers that overflow to it), bounded nesting and digits.
+def parse_json(text: str, source: str, allow_nan: bool = False) -> Any:
+    """JSON as launcher accepts it from a file: bounded nesting and digits; no NaN/Infinity (nor numbers that
+    overflow to it) unless `allow_nan` (then the caller checks every number it uses).
 
     ProfileError (exit 2) naming `source` for anything else, never RecursionError or ValueError.
     """
     _check_depth(text, source)
     try:
+        if allow_nan:
+            return json.loads(text)
         return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ProfileError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
@@ -91,9 +94,9 @@ def parse_json(text: str, source: str) -> Any:
         raise ProfileError(f"{source}: not JSON launcher can read: {str(exc)[:120]}") from None
 
 
-def read_json(path: PathLike, limit: int = MAX_JSON_BYTES, what: str = "JSON file") -> Any:
+def read_json(path: PathLike, limit: int = MAX_JSON_BYTES, what: str = "JSON file", allow_nan: bool = False) -> Any:
     """A bounded regular file, parsed by `parse_json`."""
-    return parse_json(read_text(path, limit, what), str(Path(path)))
+    return parse_json(read_text(path, limit, what), str(Path(path)), allow_nan)
 
 
 class _BadNumber(ValueError):
