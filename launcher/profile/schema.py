@@ -325,6 +325,18 @@ class Speculative(StrictModel):
         JsonObject, Field(description="More keys for --speculative-config, passed through as JSON.", json_schema_extra=_no_render())
     ] = Field(default_factory=dict)
 
+    @field_validator("extra")
+    @classmethod
+    def _no_validated_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # `extra` adds keys to --speculative-config; it may not replace one this block validates (k's 1-4 cap,
+        # vllm#37035) nor one `fit` computes with: the rendered JSON would differ from what was checked.
+        validated = {name.replace("_", "").lower(): name for name in cls.model_fields if name != "extra"}
+        for key in value:
+            hit = validated.get(str(key).replace("_", "").replace("-", "").lower())
+            if hit is not None:
+                raise ValueError(f"{str(key)[:60]!r} is validated by this block: set speculative.{hit} instead of putting it in extra")
+        return value
+
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens, **self.extra}
 
