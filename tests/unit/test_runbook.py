@@ -228,9 +228,6 @@ def docker_run_as_process(cmd: str, root: Path) -> tuple[list[str], dict[str, st
             if container == image_env()["HF_HOME"]:  # the model cache mount: the sandbox's home stands for the host's
                 env["HF_HOME"] = str(root / Path(host.replace("~/", "")))
         i += 2
-    if "LAUNCHER_PROFILES_DIR" not in env:  # the image's own (empty) directory, made by the Dockerfile's `mkdir -p`
-        (root / "image-profiles").mkdir(exist_ok=True)
-        env["LAUNCHER_PROFILES_DIR"] = str(root / "image-profiles")
     image, args = words[i], words[i + 1 :]
     assert image == "launcher:vllm-" + build_args()["VLLM_TAG"].lstrip("v")
     assert "--init" in options and ("--ipc=host" in options or any(o.startswith("--shm-size") for o in options))
