@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import click
 
 from launcher.profile.load import Resolved, resolve
+from launcher.text import printable
 
 PROFILE_HELP = "Profile name (shipped or from --profiles-dir / LAUNCHER_PROFILES_DIR) or a path to a YAML file."
 
@@ -73,7 +74,7 @@ def load_for(profile_name: str | None, profiles_dirs: Sequence[str], sets: Seque
 
 def echo_notes(notes: Sequence[str]) -> None:
     for note in notes:
-        click.echo(f"launcher: note: {note}", err=True)
+        click.echo(f"launcher: note: {printable(note)}", err=True)
 
 
 def unset_secrets(env_from: Mapping[str, str], environ: Optional[Mapping[str, str]] = None) -> list[str]:
@@ -90,7 +91,7 @@ def unset_secrets(env_from: Mapping[str, str], environ: Optional[Mapping[str, st
 
 def echo_warnings(warnings: Sequence[str]) -> None:
     for warning in warnings:
-        click.echo(f"launcher: warning: {warning}", err=True)
+        click.echo(f"launcher: warning: {printable(warning)}", err=True)
 
 
 def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:

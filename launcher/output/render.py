@@ -219,7 +219,12 @@ def config_mapping(r: Rendered) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"model": r.model}
     for flag, value in option_pairs(option_tokens(r)):
-        key = flag[2:] if flag.startswith("--") else flag.lstrip("-")
+        if not flag.startswith("--"):  # vLLM makes every key `--key`: `-O3` would become `--O3`
+            from launcher.errors import ProfileError
+
+            raise ProfileError(f"--format yaml: {flag[:40]!r} is a short option, which a `vllm serve --config` file cannot carry "
+                               "(its keys become --KEY); give the long option in extra args, or use another format")
+        key = flag[2:]
         if value is None:
             out[key] = True
         else:

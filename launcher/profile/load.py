@@ -272,7 +272,7 @@ def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         raise ProfileError(f"{source}{line}: YAML syntax error: {what[:200]}") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{source}: YAML error: {str(exc)[:200]}") from None
+        raise ProfileError(f"{source}: YAML error: {' '.join(str(exc).split())[:200]}") from None
     except RecursionError:
         raise ProfileError(f"{source}: nested too deep") from None
     return data, node
