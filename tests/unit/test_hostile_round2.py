@@ -17,7 +17,6 @@ from launcher.output.compose import compose_service
 from launcher.output.k8s import manifests
 from launcher.output.validate import render_checked
 from launcher.profile.load import resolve
-from launcher.text import redact_url
 from tests.unit.test_hostile_http import bounded
 
 # Values YAML would change (time, bool, octal, comment, null) or refuse (an indicator first), one of them a secret.
@@ -62,6 +61,8 @@ def test_speculative_extra_still_adds_other_keys() -> None:
     ("//u:p@h", "//***@h"),
 ])
 def test_one_function_redacts_every_url(url: str, shown: str) -> None:
+    from launcher.text import redact_url
+
     assert redact_url(url) == shown
 
 

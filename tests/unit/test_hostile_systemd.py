@@ -20,7 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import cli
-from launcher.output.systemd import UNIT_NAME_MAX, this_launcher, unit_name
+from launcher.output.systemd import this_launcher, unit_name
+
+UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) less its NUL
 
 HOSTILE = [
     "a\nb",
