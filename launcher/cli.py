@@ -11,6 +11,7 @@ import click
 
 from launcher import __version__
 from launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError
+from launcher.text import printable
 
 # Command name -> "module:attribute". Modules are imported only when their command runs,
 # so `launcher render` never pays for NVML, HTTP clients or the engine schemas.
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     except LauncherError as exc:
         if debug:
             raise
-        click.echo(f"launcher: error: {exc}", err=True)
+        click.echo(f"launcher: error: {printable(exc)}", err=True)  # paths and values from files: one line, no escape sequence
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("launcher: aborted", err=True)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(
-            f"launcher: internal error: {type(exc).__name__}: {exc} "
+            f"launcher: internal error: {type(exc).__name__}: {printable(exc, 500)} "
             "(this is a bug; rerun with LAUNCHER_DEBUG=1 for the traceback)",
             err=True,
         )

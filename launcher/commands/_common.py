@@ -7,7 +7,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import click
 
+from launcher.numbers import MAX_GPU_GIB, Finite
 from launcher.profile.load import Resolved, resolve
+from launcher.text import printable
 
 PROFILE_HELP = "Profile name (shipped or from --profiles-dir / LAUNCHER_PROFILES_DIR) or a path to a YAML file."
 
@@ -73,7 +75,7 @@ def load_for(profile_name: str | None, profiles_dirs: Sequence[str], sets: Seque
 
 def echo_notes(notes: Sequence[str]) -> None:
     for note in notes:
-        click.echo(f"launcher: note: {note}", err=True)
+        click.echo(f"launcher: note: {printable(note)}", err=True)
 
 
 def unset_secrets(env_from: Mapping[str, str], environ: Optional[Mapping[str, str]] = None) -> list[str]:
@@ -90,7 +92,7 @@ def unset_secrets(env_from: Mapping[str, str], environ: Optional[Mapping[str, st
 
 def echo_warnings(warnings: Sequence[str]) -> None:
     for warning in warnings:
-        click.echo(f"launcher: warning: {warning}", err=True)
+        click.echo(f"launcher: warning: {printable(warning)}", err=True)
 
 
 def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,7 +113,7 @@ def gpu_options(count_help: str) -> Callable[[Callable[..., Any]], Callable[...,
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = click.option("--compute-capability", "compute_capability", metavar="X.Y",
                           help="With --gpu-memory: the card's compute capability, e.g. 8.9.")(fn)
-        fn = click.option("--gpu-memory", "gpu_memory", type=click.FloatRange(min=1), metavar="GIB",
+        fn = click.option("--gpu-memory", "gpu_memory", type=Finite(min=1, max=MAX_GPU_GIB), metavar="GIB",
                           help="Describe the card: its memory in GiB as nvidia-smi shows it (MiB / 1024); with --gpu, a memory "
                           'variant of that card (e.g. --gpu "RTX 4090" --gpu-memory 96), else with --compute-capability.')(fn)
         fn = click.option("--count", type=click.IntRange(min=1), help=count_help)(fn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from launcher.engine.mtp import PLANNING_ACCEPTANCE
 from launcher.errors import NotReadyError, ProfileError
 from launcher.live import bench as analysis
 from launcher.live.readiness import DEFAULT_URL, base_url
+from launcher.numbers import MAX_SECONDS, Finite
+from launcher.text import printable, redact_url
 
 if TYPE_CHECKING:
     from launcher.live.readiness import ReadyInfo
@@ -107,8 +110,10 @@ def bench_command(vllm: str | None, resolved: "Resolved | None") -> list[str]:
 
 
 def display_command(program: list[str], args: list[str]) -> str:
+    """The command as printed: the entry point shortened, the URL's credentials redacted."""
     shown = program if program[1:2] != ["-c"] else [program[0], "-c", "<vllm bench serve entry point>"]
-    return shlex.join(shown + args)
+    shown_args = [redact_url(a) if i and args[i - 1] == "--base-url" else a for i, a in enumerate(args)]
+    return printable(shlex.join(shown + shown_args))
 
 
 # ------------------------------------------------------------------------------- the server
@@ -120,15 +125,16 @@ def _server(url: str, model: str | None, api_key: str | None) -> tuple["ReadyInf
 
     seen = probe(url, model, api_key, request_timeout=10.0)
     if seen.info is None:
-        raise NotReadyError(f"server at {base_url(url)} is not ready to benchmark: {seen.detail}")
+        raise NotReadyError(f"server at {redact_url(base_url(url))} is not ready to benchmark: {seen.detail}")
     try:
         status, body = http_get(seen.info.url + "/metrics", 10.0)
     except OSError as exc:
-        raise NotReadyError(f"server at {seen.info.url}: /metrics unreachable ({exc}); launcher bench reads the MTP counters there") from None
+        raise NotReadyError(f"server at {seen.info.shown_url}: /metrics unreachable ({printable(exc, 200)}); "
+                            "launcher bench reads the MTP counters there") from None
     text = body.decode("utf-8", "replace")
     if status != 200 or "vllm:" not in text:
         what = f"answered {status}" if status != 200 else "has no vllm: metrics"
-        raise NotReadyError(f"server at {seen.info.url}: /metrics {what}; launcher bench needs a vLLM server's /metrics (MTP counters)")
+        raise NotReadyError(f"server at {seen.info.shown_url}: /metrics {what}; launcher bench needs a vLLM server's /metrics (MTP counters)")
     return seen.info, text
 
 
@@ -138,9 +144,9 @@ def _metrics(url: str) -> str:
     try:
         status, body = http_get(url + "/metrics", 30.0)
     except OSError as exc:
-        raise NotReadyError(f"server at {url}: /metrics unreachable during the benchmark ({exc})") from None
+        raise NotReadyError(f"server at {redact_url(url)}: /metrics unreachable during the benchmark ({printable(exc, 200)})") from None
     if status != 200:
-        raise NotReadyError(f"server at {url}: /metrics answered {status} during the benchmark")
+        raise NotReadyError(f"server at {redact_url(url)}: /metrics answered {status} during the benchmark")
     return body.decode("utf-8", "replace")
 
 
@@ -171,12 +177,21 @@ def _local_gpu(url: str, runtime: "Runtime") -> str | None:
 # ---------------------------------------------------------------------------- the live run
 
 
+LOG_TAIL_BYTES = 1 << 20  # the end of vllm bench serve's log, where its error is
+
+
 def _last_error(log: Path) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+            text = fh.read(LOG_TAIL_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return "(no output)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for line in reversed(lines):
         if any(w in line for w in ("Error", "error:", "Exception", "No module named")):
-            return line[:300]
-    return lines[-1][:300] if lines else "(no output)"
+            return printable(line, 300)
+    return printable(lines[-1], 300) if lines else "(no output)"
 
 
 def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str], directory: Path,
@@ -187,7 +202,7 @@ def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str],
     tokenizer = opts.tokenizer or root
     profile = resolved.profile if resolved is not None else None
     meta = {
-        "url": info.url,
+        "url": info.shown_url,  # saved without credentials
         "model": info.model,
         "profile": resolved.name if resolved is not None else None,
         "gpu": opts.gpu or (_local_gpu(info.url, runtime) if profile is not None and profile.hardware.device != "cpu" else None),
@@ -254,16 +269,25 @@ def _warm_up(opts: LiveOptions, info: "ReadyInfo", profile: Any, echo: Callable[
 # ------------------------------------------------------------------------------- reporting
 
 
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
 def _profile_for(name: str | None, dirs: tuple[str, ...], sets: tuple[str, ...], notes: list[str]) -> "Resolved | None":
+    """The profile meta.json names, by name only: a run directory is someone else's file, and must not make
+    launcher read any path it chooses (`"profile": "/etc/shadow"`)."""
     from launcher.errors import LauncherError
     from launcher.profile.load import resolve
 
     if not name:
         return None
+    if not _PROFILE_NAME.fullmatch(name) or name.endswith((".yaml", ".yml")):
+        notes.append(f"profile {printable(repr(name), 80)} in meta.json is not a profile name (a path is not read from a run "
+                     "directory); pass --profile for the roofline")
+        return None
     try:
         return resolve(name, profiles_dirs=dirs, sets=sets)
     except LauncherError as exc:
-        notes.append(f"profile {name!r} from meta.json not loaded ({exc}); pass --profile for the roofline")
+        notes.append(f"profile {name!r} from meta.json not loaded ({printable(exc, 200)}); pass --profile for the roofline")
         return None
 
 
@@ -282,13 +306,17 @@ def report_run(directory: Path, resolved: "Resolved | None", gpu: str | None,
 
 
 def _write_outputs(reports: list[dict[str, Any]], json_out: str | None, chart: str | None, chart_term: bool,
-                   echo: Callable[[str], None], acceptance: float | None = None) -> None:
+                   echo: Callable[[str], None], acceptance: float | None = None, run_dirs: tuple[Path, ...] = ()) -> None:
     from launcher.live import bench_chart
 
     doc: dict[str, Any] = {"format": analysis.FORMAT, "runs": reports}
     offs = [analysis.mtp_worth(r, o, acceptance) for r in reports for o in reports if o["meta"].get("mtp_k") == 0 and r is not o]
     if any(w is not None for w in offs):
         doc["mtp_worth"] = [w.to_json() for w in offs if w is not None]
+    if json_out and json_out != "-":
+        _may_write(Path(json_out), "--json", run_dirs)
+    if chart:
+        _may_write(Path(chart), "--chart", run_dirs)
     if json_out == "-":
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -309,11 +337,56 @@ def _write_outputs(reports: list[dict[str, Any]], json_out: str | None, chart: s
         click.echo(f"launcher: bench: chart written to {path}", err=True)
 
 
-def _write(path: Path, text: str, option: str) -> None:
+# How a file launcher bench wrote begins: its JSON report, its SVG chart, a PNG (matplotlib's, written by --chart).
+_OURS = {"--json": (b"{\n  \"format\": \"" + analysis.FORMAT.encode() + b"\"",), "--chart": (b"<svg ", b"\x89PNG\r\n")}
+
+
+def _may_write(path: Path, option: str, run_dirs: tuple[Path, ...]) -> None:
+    """Refuse, before anything is written, a path whose file launcher did not write, or a name of a run directory's
+    own files: nothing the user made is overwritten (a run's c1.json, a profile, a device); a report or chart of
+    an earlier bench is replaced."""
     try:
-        path.write_text(text, encoding="utf-8")
+        where = path.resolve().parent
+    except (OSError, RuntimeError):
+        raise ProfileError(f"{option} {printable(path)}: cannot resolve the path") from None
+    for d in run_dirs:
+        try:
+            inside = where == d.resolve()
+        except (OSError, RuntimeError):
+            inside = False
+        if inside and (path.name in ("meta.json", CLAIM) or re.fullmatch(r"c[0-9]+\..*", path.name)):
+            raise ProfileError(f"{option} {printable(path)}: a name of the run's own files in {printable(d)}; name another file")
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_file():
+        raise ProfileError(f"{option} {printable(path)}: exists and is not a plain file; name a new file")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
     except OSError as exc:
-        raise ProfileError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+        raise ProfileError(f"{option} {printable(path)}: cannot read what is there: {exc.strerror or exc}") from None
+    if not any(head.startswith(sig) for sig in _OURS[option]):
+        raise ProfileError(f"{option} {printable(path)}: already exists and is not a launcher bench "
+                           f"{'report' if option == '--json' else 'chart'}; name a new file (nothing was overwritten)")
+
+
+def _write(path: Path, text: str, option: str) -> None:
+    """Written whole or not at all: a temporary file beside it, renamed over it."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ProfileError(f"{option} {printable(path)}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _check_failures(reports: list[dict[str, Any]]) -> None:
@@ -366,7 +439,7 @@ def _chart_path(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="The `vllm` executable, or a python that has vllm (default: as the profile starts vLLM, else `vllm` on PATH).")
 @click.option("--api-key-env", metavar="VAR", default=None,
               help=f"Environment variable holding the server's API key (default: {API_KEY_ENV_DEFAULT} when set).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_LEVEL_TIMEOUT_S, show_default=True,
+@click.option("--timeout", type=Finite(min=1, max=MAX_SECONDS), default=DEFAULT_LEVEL_TIMEOUT_S, show_default=True,
               help="Seconds one level may take.")
 @click.option("--no-warmup", "no_warmup", is_flag=True,
               help="Skip the warm-up that runs before the first level (a long prefill, a decode at the highest concurrency, "
@@ -414,7 +487,8 @@ def run_bench(params: dict[str, Any], runtime: "Runtime", echo: Callable[[str], 
 
         resolved = load_profile(params["profile_name"], dirs, sets)
     if params["replay_dirs"]:
-        reports = [report_run(Path(d), resolved, params["gpu"], dirs, sets) for d in params["replay_dirs"]]
+        run_dirs = tuple(Path(d) for d in params["replay_dirs"])
+        reports = [report_run(d, resolved, params["gpu"], dirs, sets) for d in run_dirs]
     else:
         opts = LiveOptions(
             url=params["url"], model=params["model"], tokenizer=params["tokenizer"], concurrency=params["concurrency"],
@@ -425,19 +499,39 @@ def run_bench(params: dict[str, Any], runtime: "Runtime", echo: Callable[[str], 
         program = bench_command(params["vllm_path"], resolved)
         if params["keep_dir"]:
             directory = Path(params["keep_dir"])
-            old = sorted(directory.glob("c*.json")) + sorted(directory.glob("meta.json")) if directory.is_dir() else []
-            if old:
-                raise ProfileError(f"--keep {directory}: already holds a run ({old[0].name}); name a new directory")
+            run_dirs = (directory,)
+            _claim(directory)
             run_live(opts, resolved, program, directory, runtime, lambda s: click.echo(s, err=True))
             reports = [report_run(directory, resolved, opts.gpu)]
         else:
+            run_dirs = ()
             with tempfile.TemporaryDirectory(prefix="launcher-bench-") as tmp:
                 run_live(opts, resolved, program, Path(tmp), runtime, lambda s: click.echo(s, err=True))
                 reports = [report_run(Path(tmp), resolved, opts.gpu)]
                 reports[0]["directory"] = None
-    _write_outputs(reports, params["json_out"], params["chart"], params["chart_term"], echo, params.get("acceptance"))
+    _write_outputs(reports, params["json_out"], params["chart"], params["chart_term"], echo, params.get("acceptance"), run_dirs)
     _check_failures(reports)
     return reports
+
+
+CLAIM = ".launcher-bench"  # created exclusively in a --keep directory: one bench writes there, ever
+
+
+def _claim(directory: Path) -> None:
+    """Make `directory` this run's alone: refused when it holds a run, or another bench claimed it (even now)."""
+    old = sorted(directory.glob("c*.json")) + sorted(directory.glob("meta.json")) if directory.is_dir() else []
+    if old:
+        raise ProfileError(f"--keep {printable(directory)}: already holds a run ({printable(old[0].name)}); name a new directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise ProfileError(f"--keep {printable(directory)}: another launcher bench writes into it (or did: {CLAIM} is there); "
+                           "name a new directory") from None
+    except OSError as exc:
+        raise ProfileError(f"--keep {printable(directory)}: cannot use it: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"pid {os.getpid()}\n")
 
 
 def serve_hook(resolved: "Resolved", args_text: str, api_key: str | None, runtime: "Runtime") -> Callable[["ReadyInfo"], None]:

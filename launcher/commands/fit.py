@@ -118,15 +118,13 @@ def calibrate(ctx: click.Context, logfile: str, profile_name: str, profiles_dirs
     """
     import dataclasses
 
+    from launcher.files import MAX_TEXT_BYTES, read_text
     from launcher.fit.calibrate import compare, format_rows, other_model, parse_log
     from launcher.fit.estimate import GIB
     from launcher.fit.fit_profile import fit_profile
 
     path = Path(logfile)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    text = read_text(path, MAX_TEXT_BYTES, "vLLM log", errors="replace")  # a plain file, bounded: not /dev/zero
     log = parse_log(text)
     if log.empty:
         raise ProfileError(f"{path}: no vLLM memory lines found (is this a vLLM start log?)")

@@ -21,13 +21,15 @@ def show(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, ...
     data = resolved.profile.model_dump(mode="json", exclude_none=True)
     data.pop("extends", None)
     # secret-looking variables by reference, as every rendered format shows them
-    data["env"] = {k: (f"${{{k}}}" if looks_secret(k) else v) for k, v in data.get("env", {}).items()}
+    data["env"] = {k: (f"${{{k}}}" if looks_secret(k, v) else v) for k, v in data.get("env", {}).items()}
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
         import yaml
 
-        click.echo(f"# profile {resolved.name} ({resolved.path})")
+        from launcher.text import printable
+
+        click.echo(printable(f"# profile {resolved.name} ({resolved.path})"))
         click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), nl=False)
 
 
@@ -45,7 +47,7 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
     from launcher.profile.schema import looks_secret
 
     resolved = load_for(profile_name, profiles_dirs, sets, (), inventory_file)
-    rows = [r._replace(value=f"${{{r.key[4:]}}}") if r.key.startswith("env.") and looks_secret(r.key[4:]) else r
+    rows = [r._replace(value=f"${{{r.key[4:]}}}") if r.key.startswith("env.") and looks_secret(r.key[4:], r.value) else r
             for r in explain_rows(resolved)]
     rendered = render_checked(resolved)
     echo_notes(rendered.notes)  # what the command differs from these values by (translation, warnings)
@@ -57,10 +59,12 @@ def explain(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, 
     if as_json:
         click.echo(json.dumps([r._asdict() for r in rows], indent=2))
         return
-    click.echo(f"profile {resolved.name}: {resolved.profile.description}".rstrip())
+    from launcher.text import printable
+
+    click.echo(printable(f"profile {resolved.name}: {' '.join(resolved.profile.description.split())}".rstrip()))
     width = max(len(r.key) for r in rows)
     for r in rows:
-        click.echo(f"  {r.key.ljust(width)}  {_short(r.value)}  [{r.source}]")
+        click.echo(printable(f"  {r.key.ljust(width)}  {_short(r.value)}  [{r.source}]"))
 
 
 def _short(value: Any) -> str:

@@ -11,6 +11,7 @@ import click
 from launcher.commands._common import described_gpu, described_inventory_of, gpu_options
 from launcher.errors import ProfileError
 from launcher.profile.load import list_profiles, resolve, search_dirs
+from launcher.text import printable
 
 
 def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]:
@@ -20,20 +21,20 @@ def profile_rows(profiles_dirs: tuple[str, ...] = ()) -> list[dict[str, object]]
         try:
             p = resolve(str(path), profiles_dirs=profiles_dirs, environ={}).profile
         except ProfileError as exc:
-            rows.append({"name": name, "path": str(path), "error": str(exc).splitlines()[0]})
+            rows.append({"name": printable(name), "path": printable(path), "error": printable(str(exc).splitlines()[0])})
             continue
         rows.append(
             {
-                "name": name,
-                "path": str(path),
+                "name": printable(name),  # a file name, the description: text from files, shown on terminals
+                "path": printable(path),
                 "gpus": p.hardware.gpu_count if p.hardware.device == "cuda" else "cpu",
                 "tp": p.parallel.tp,
                 "min_memory_gib": p.hardware.min_memory_gib,
                 "context": p.engine.max_model_len,
                 "mtp": p.speculative.num_speculative_tokens if p.mtp_enabled and p.speculative else 0,
                 "vllm": p.vllm.version,
-                "description": " ".join(p.description.split()),
-                "summary": summary(p.description),
+                "description": printable(" ".join(p.description.split())),
+                "summary": printable(summary(p.description)),
             }
         )
     return rows
@@ -126,7 +127,7 @@ def _grouped(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
         click.echo("|---|---|---|")
         for key, rows in groups.items():
             for r in rows:
-                click.echo(f"| {r['name']} | {titles[key].lower()} | {_detail(key, r)} |")
+                click.echo(printable(f"| {r['name']} | {titles[key].lower()} | {_detail(key, r)} |"))
         return
     click.echo(f"profiles on {inventory.summary()} ({where})")
     for key, rows in groups.items():
@@ -134,7 +135,7 @@ def _grouped(ctx: click.Context, profiles_dirs: tuple[str, ...], fmt: str, inven
         if not rows:
             click.echo("  (none)")
         for r in rows:
-            click.echo(f"  {r['name']}  {_detail(key, r)}".rstrip())
+            click.echo(printable(f"  {r['name']}  {_detail(key, r)}".rstrip()))
 
 
 def _detail(group: str, row: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from launcher.errors import EngineStartError, HardwareError, ProfileError
 from launcher.live.cluster import DEFAULT_HEAD_TIMEOUT_S
 from launcher.live.exec import printable
 from launcher.live.runtime import Runtime, runtime_of
+from launcher.numbers import MAX_SECONDS, Finite
 from launcher.output.render import Rendered
 from launcher.output.validate import render_checked
 from launcher.profile.load import Resolved
@@ -39,7 +40,7 @@ __all__ = ["Runtime", "serve"]
               "report on stderr, then keep serving. Needs `vllm bench serve` (see `launcher bench --help`); exit 5 if requests fail.")
 @click.option("--bench-args", default=None, metavar='"OPTIONS"',
               help='`launcher bench` options for --bench (implies it), e.g. "--concurrency 1,4 --json bench.json --keep runs/x".')
-@click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="S",
+@click.option("--wait-timeout", type=Finite(min=1, max=MAX_SECONDS), default=900, show_default=True, metavar="S",
               help="Seconds to wait for readiness (loading 33 GB of weights and compiling takes minutes).")
 @click.option("--no-warmup", "no_warmup", is_flag=True,
               help="With --wait: report ready as soon as the model is listed, without the warm-up (a prefill of "
@@ -57,7 +58,7 @@ __all__ = ["Runtime", "serve"]
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command. Node R > 0 "
               "waits for the head's port, runs vLLM as a child and stops it when the head stops answering.")
-@click.option("--head-timeout", type=click.FloatRange(min=0), default=DEFAULT_HEAD_TIMEOUT_S, show_default=True,
+@click.option("--head-timeout", type=Finite(min=0, max=MAX_SECONDS), default=DEFAULT_HEAD_TIMEOUT_S, show_default=True,
               metavar="S", help="With --node-rank R > 0: seconds to wait for the head's port before exit 4.")
 @passthrough
 @click.pass_context

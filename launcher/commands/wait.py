@@ -10,6 +10,7 @@ import click
 
 from launcher.errors import NotReadyError, ProfileError
 from launcher.live.readiness import DEFAULT_TIMEOUT_S, DEFAULT_URL, Progress, printable
+from launcher.numbers import MAX_SECONDS, Finite
 
 API_KEY_ENV_DEFAULT = "VLLM_API_KEY"  # what vLLM itself reads when started without --api-key
 
@@ -46,10 +47,10 @@ def _echo_progress(p: Progress) -> None:
 
 @click.command()
 @_url_option
-@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", type=Finite(min=0, max=MAX_SECONDS), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds to wait in all, the server's answers included.")
 @click.option("--model", default=None, help="Model id that must be listed (default: any).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between looks.")
+@click.option("--interval", type=Finite(min=0.1, max=MAX_SECONDS), default=2.0, show_default=True, help="Seconds between looks.")
 @_api_key_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def wait(url: str, timeout: float, model: str | None, interval: float, api_key_env: str | None, quiet: bool) -> None:
@@ -64,7 +65,7 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
         api_key=api_key_from_env(api_key_env), interval=interval,
     )
     max_len = f", max_model_len {info.max_model_len}" if info.max_model_len else ""
-    click.echo(f"ready: {info.url} serves '{printable(info.model, 200)}'{max_len} (waited {info.elapsed_s:.1f} s)")
+    click.echo(f"ready: {info.shown_url} serves '{printable(info.model, 200)}'{max_len} (waited {info.elapsed_s:.1f} s)")
 
 
 @click.command()
@@ -77,7 +78,7 @@ def wait(url: str, timeout: float, model: str | None, interval: float, api_key_e
 @click.option("--expect-mtp/--no-expect-mtp", "expect_mtp", default=None,
               help="Speculative decoding must (or must not) run. Default: n/a when /metrics has no spec-decode counters.")
 @click.option("--check", "only", multiple=True, metavar="NAME", help="Run only this check (repeatable).")
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+@click.option("--request-timeout", type=Finite(min=1, max=MAX_SECONDS), default=300.0, show_default=True,
               help="Seconds per request, whole answer included (a trickling answer is cut there).")
 @click.option("--verbose", "-v", is_flag=True, help="Show the evidence of every check, not only of warnings and failures.")
 def smoke(

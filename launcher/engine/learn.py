@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.engine.schemas import forget_learned, learned_dir, schema_file_name, schema_from_json
+from launcher.engine.schemas import SAFE_VERSION, forget_learned, learned_dir, schema_file_name, schema_from_json
 from launcher.errors import EngineStartError
 
 INTROSPECT = Path(__file__).resolve().with_name("introspect.py")
@@ -45,7 +45,7 @@ def learn_schema(python: str, version_hint: str, out_dir: Path | None = None, ti
     target = Path(out_dir) if out_dir is not None else learned_dir()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="launcher-learn-") as tmp:
-        out = Path(tmp) / schema_file_name(_release(version_hint))
+        out = Path(tmp) / schema_file_name(_safe_release(version_hint, "the package metadata"))
         env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu"}
         try:
             proc = subprocess.run([python, "-c", _RUN, str(INTROSPECT), "--out", str(out)], capture_output=True,
@@ -56,20 +56,39 @@ def learn_schema(python: str, version_hint: str, out_dir: Path | None = None, ti
             last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "no output")
             raise EngineStartError(f"learning from {python} failed (exit {proc.returncode}): {last.strip()}")
         text = out.read_text(encoding="utf-8")
-    data = json.loads(text)
-    version = _release(str(data["meta"]["vllm_version"]))
+    try:
+        data = json.loads(text)
+        reported = data["meta"]["vllm_version"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise EngineStartError(f"learning from {python}: the introspection wrote no readable schema") from None
+    version = _safe_release(str(reported), f"vLLM at {python}")
     if out.name != schema_file_name(version):  # the metadata named another version than vLLM itself
         data["meta"]["generator"] = _GENERATOR + schema_file_name(version)
         text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     schema = schema_from_json(data, version)  # refuse what launcher could not load
     target.mkdir(parents=True, exist_ok=True)
     dest = target / schema_file_name(version)
-    tmp_dest = dest.with_name(dest.name + ".tmp")
-    tmp_dest.write_text(text, encoding="utf-8")
-    os.replace(tmp_dest, dest)
+    # A temporary file of this learn's own (two learns at once never share one), renamed into place.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp_name, dest)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
     forget_learned()
     return Learned(version, str(data["meta"].get("distribution")), dest, len(schema.options), time.monotonic() - started)
 
 
 def _release(version: str) -> str:
     return version.strip().removeprefix("v").split("+", 1)[0]
+
+
+def _safe_release(version: str, who: str) -> str:
+    """The release part of a version string an installed vLLM reports, if it is one (`0.34.0`, `0.34.0rc1`,
+    `0.33.1.dev5`); anything else (`0.34.0/../../..`, a newline) would name a file elsewhere: refused."""
+    release = _release(version)
+    if not SAFE_VERSION.fullmatch(release):
+        raise EngineStartError(f"{who} reports the version {version[:60]!r}, which is not a vLLM release number; nothing was written")
+    return release

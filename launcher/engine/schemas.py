@@ -24,7 +24,9 @@ VERSION_KEY = "vllm.version"  # the profile key every version message names
 SHIPPED = "shipped"
 LEARNED = "learned"
 _PACKAGE = "launcher.engines"
-_FILE_RE = re.compile(r"^vllm-(\d+\.\d+\.\d+[^/]*)\.json$")
+# A version launcher keeps a schema for: X.Y.Z and a PEP 440 pre/post/dev suffix, nothing that names another path.
+SAFE_VERSION = re.compile(r"\d{1,4}\.\d{1,4}\.\d{1,4}(?:[.-]?[A-Za-z0-9]{1,20}){0,4}")
+_FILE_RE = re.compile(r"^vllm-(" + SAFE_VERSION.pattern + r"(?:\+[A-Za-z0-9.]{1,40})?)\.json$")
 _RELEASE_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -201,7 +203,8 @@ class _Known:
 @functools.lru_cache(maxsize=4)
 def _known_in(folder: str, stamp: int | None) -> _Known:
     shipped = _shipped()
-    learned = {v: p for v, p in _scan(Path(folder)).items() if v not in shipped}
+    # A shipped schema wins for its release, whatever local label a learned file carries (0.33.0+cu130).
+    learned = {v: p for v, p in _scan(Path(folder)).items() if v not in shipped and v.split("+", 1)[0] not in shipped}
     files = {**{v: (LEARNED, p) for v, p in learned.items()}, **{v: (SHIPPED, p) for v, p in shipped.items()}}
     return _Known(files, tuple(sorted(files, key=version_key)), tuple(sorted(learned, key=version_key)))
 

@@ -52,8 +52,11 @@ def load_pynvml() -> Any:
 
 
 def _text(value: Any) -> str:
-    # nvidia-ml-py returns str in new releases and bytes in old ones (gpustat's _decode).
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    # nvidia-ml-py returns str in new releases and bytes in old ones (gpustat's _decode). What NVML says
+    # (GPU and process names, errors) is shown on terminals: control characters become escapes.
+    from launcher.text import printable
+
+    return printable(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value), 500)
 
 
 def _caps_index(nvml: Any, name: str, default: int) -> int:

@@ -451,12 +451,27 @@ def cuda_version_text(value: int) -> str:
 # ---------------------------------------------------------------------- reading files
 
 
+def _printable_strings(data: Any, depth: int = 0) -> Any:
+    """Every text of an inventory (GPU and process names, errors) as it may reach a terminal: control characters escaped."""
+    from launcher.text import printable
+
+    if depth > 64:
+        raise ProfileError("inventory: nested too deep")
+    if isinstance(data, str):
+        return printable(data)
+    if isinstance(data, dict):
+        return {k: _printable_strings(v, depth + 1) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_printable_strings(v, depth + 1) for v in data]
+    return data
+
+
 def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
     """Validate already-decoded JSON; errors become one ProfileError line naming source and key."""
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: an inventory must be a JSON object with driver_version, cuda_driver_version and gpus")
     try:
-        model = InventoryModel.model_validate(data)
+        model = InventoryModel.model_validate(_printable_strings(data))
     except ValidationError as exc:
         raise ProfileError(_first_error(exc, data, source)) from None
     indices = [g.index for g in model.gpus]
@@ -472,19 +487,12 @@ def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
 
 def load_inventory(path: Union[str, Path]) -> Inventory:
     """Read an inventory file written by `launcher gpus --json` (or by hand)."""
+    from launcher.files import MAX_JSON_BYTES, read_json
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError(f"{p}: inventory file does not exist (write one with `launcher gpus --json > {p.name}` on the GPU host)") from None
-    except OSError as exc:
-        raise ProfileError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ProfileError(f"{p}: not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if not p.exists() and not p.is_symlink():
+        raise ProfileError(f"{p}: inventory file does not exist (write one with `launcher gpus --json > {p.name}` on the GPU host)")
+    data = read_json(p, MAX_JSON_BYTES, "inventory file")
     return parse_inventory(data, source=str(p))
 
 

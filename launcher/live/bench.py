@@ -30,7 +30,6 @@ read). KV cache and recurrent-state traffic are left out, so the ceiling is an u
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -38,7 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from launcher.errors import ProfileError
+from launcher.files import MAX_JSON_BYTES, MAX_TEXT_BYTES, parse_json, read_text
 from launcher.live.smoke import parse_metrics, spec_decode_counters
+from launcher.text import printable, redact_url
 
 if TYPE_CHECKING:
     from launcher.fit.estimate import WeightSizes
@@ -54,6 +55,10 @@ DEFAULT_CONCURRENCY = (1, 4, 16)
 DEFAULT_INPUT_LEN = 1024
 DEFAULT_OUTPUT_LEN = 256
 REQUIRED_RESULT_KEYS = ("completed", "duration", "output_throughput", "request_throughput")
+# meta.json's types: text or null, whole numbers (not booleans) or null. Anything else is refused (exit 2).
+META_TEXT_KEYS = ("url", "model", "profile", "gpu", "vllm_version", "label")
+META_INT_KEYS = ("tensor_parallel_size", "mtp_k", "input_len", "output_len", "num_prompts")
+MAX_META_TEXT = 1000
 _LEVEL_FILE = re.compile(r"^c([1-9][0-9]*)\.json$")
 
 
@@ -184,7 +189,7 @@ def level_report(concurrency: int, result: Mapping[str, Any], before_text: str, 
     report["spec_decode"] = spec_decode_delta(before_text, after_text, model)
     notes = []
     if result.get("max_concurrency") not in (None, concurrency):
-        notes.append(f"the result says max_concurrency {result.get('max_concurrency')}, the file name c{concurrency}")
+        notes.append(f"the result says max_concurrency {printable(result.get('max_concurrency'), 40)}, the file name c{concurrency}")
     if failed:
         notes.append(f"{failed} of {completed + failed} requests failed")
     disagreement = _vllm_says(result, report["spec_decode"])
@@ -288,32 +293,40 @@ def roofline(gpu_name: str | None, profile: "Profile | None", levels: Sequence[M
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read: {exc}") from None
-    except ValueError as exc:
-        raise ProfileError(f"{path}: not JSON: {exc}") from None
+    """A run's JSON file through the one bounded reader (regular file, size cap, nesting cap).
+
+    NaN and Infinity are read (vllm bench serve writes NaN for statistics of no request); every number
+    used is checked for being finite (`_number`)."""
+    text = read_text(path, MAX_JSON_BYTES, "bench run file")
+    return parse_json(text, str(path), allow_nan=True)
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: missing (every level needs its /metrics snapshots before and after)") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc}") from None
+    if not path.exists() and not path.is_symlink():
+        raise ProfileError(f"{path}: missing (every level needs its /metrics snapshots before and after)")
+    return read_text(path, MAX_TEXT_BYTES, "/metrics snapshot", errors="replace")
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
-    meta = _read_json(directory / "meta.json")
+    """meta.json, its keys all present and each of its type (ProfileError, exit 2, naming the key otherwise)."""
+    where = directory / "meta.json"
+    meta = _read_json(where)
     if not isinstance(meta, dict):
-        raise ProfileError(f"{directory / 'meta.json'}: not a JSON object")
+        raise ProfileError(f"{where}: not a JSON object")
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
-        raise ProfileError(f"{directory / 'meta.json'}: {missing[0]}: missing (keys: {', '.join(META_KEYS)}; null where unknown)")
+        raise ProfileError(f"{where}: {missing[0]}: missing (keys: {', '.join(META_KEYS)}; null where unknown)")
+    for key in META_TEXT_KEYS:
+        value = meta[key]
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_META_TEXT):
+            raise ProfileError(f"{where}: {key}: must be text (at most {MAX_META_TEXT} characters) or null, "
+                               f"not {printable(repr(value), 60)}")
+    for key in META_INT_KEYS:
+        value = meta[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53):
+            raise ProfileError(f"{where}: {key}: must be a whole number (0 or more) or null, not {printable(repr(value), 60)}")
+    if meta["url"] is not None:
+        meta["url"] = redact_url(meta["url"])  # a hand-written run may carry credentials: never shown or saved again
     return meta
 
 
@@ -389,18 +402,20 @@ def _triple(stats: Mapping[str, float | None], scale: float = 1.0) -> str:
 
 
 def run_title(report: Mapping[str, Any]) -> str:
+    """The run's name in tables and charts (the label, profile or model: external text, made printable)."""
     m = report["meta"]
-    label = m.get("label") or m.get("profile") or m.get("model") or "run"
+    label = printable(m.get("label") or m.get("profile") or m.get("model") or "run", 120)
     k = m.get("mtp_k")
-    mtp = "MTP ?" if k is None else ("MTP off" if k == 0 else f"MTP k={k}")
-    return f"{label} ({mtp})" if "MTP" not in str(label) else str(label)
+    mtp = "MTP ?" if k is None else ("MTP off" if k == 0 else f"MTP k={printable(k, 20)}")
+    return f"{label} ({mtp})" if "MTP" not in label else label
 
 
 def format_table(report: Mapping[str, Any]) -> str:
     """The terminal report of one run."""
     m = report["meta"]
-    head = [f"bench {run_title(report)}: model {m.get('model')}, vLLM {m.get('vllm_version') or '?'}, "
-            f"{m.get('input_len')} tokens in / {m.get('output_len')} out, {m.get('url') or report.get('directory')}"]
+    where = redact_url(m["url"]) if m.get("url") else printable(report.get("directory"), 200)
+    head = [f"bench {run_title(report)}: model {printable(m.get('model'), 200)}, vLLM {printable(m.get('vllm_version') or '?', 60)}, "
+            f"{printable(m.get('input_len'), 20)} tokens in / {printable(m.get('output_len'), 20)} out, {where}"]
     cols = ["conc", "done", "out tok/s", "req/s", "TTFT ms p50/90/99", "TPOT ms p50/90/99", "ITL ms p50/90/99",
             "E2E s p50/90/99", "accept", "acc.len"]
     rows = []
@@ -417,8 +432,8 @@ def format_table(report: Mapping[str, Any]) -> str:
     lines += ["  " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     lines.append("  " + format_roofline(report["roofline"]))
     for lv in report["levels"]:
-        lines += [f"  note: concurrency {lv['concurrency']}: {n}" for n in lv["notes"]]
-    lines += [f"  note: {n}" for n in report["notes"]]
+        lines += [f"  note: concurrency {lv['concurrency']}: {printable(n)}" for n in lv["notes"]]
+    lines += [f"  note: {printable(n)}" for n in report["notes"]]
     return "\n".join(lines)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from launcher.errors import NotReadyError, ProfileError
+from launcher.text import printable, redact_url
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 600.0
@@ -27,16 +27,21 @@ MAX_BODY_BYTES = 8 << 20
 class ReadyInfo:
     """What a ready server said about itself."""
 
-    url: str  # base URL, without `/v1`
+    url: str  # base URL, without `/v1` (to send requests to: print or save `shown_url`)
     model: str  # the model the caller asked for, or the first one listed
     models: tuple[str, ...]  # every model id `/v1/models` lists
     max_model_len: int | None  # as `/v1/models` reports it for `model` (vLLM adds it)
     root: str | None  # the checkpoint path or id behind `model` (vLLM's `root` field)
     elapsed_s: float
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as printed and saved: credentials redacted."""
+        return redact_url(self.url)
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": self.shown_url,
             "model": self.model,
             "models": list(self.models),
             "max_model_len": self.max_model_len,
@@ -69,35 +74,22 @@ def base_url(url: str) -> str:
     """
     url = url.strip()
     if any(c.isspace() or not c.isprintable() for c in url):
-        raise ProfileError(f"--url {printable(url, 80)!r}: a URL has no spaces or control characters")
+        raise ProfileError(f"--url {redact_url(url)[:80]!r}: a URL has no spaces or control characters")
     if "://" not in url:
         url = "http://" + url
     try:
         parts = urllib.parse.urlsplit(url)
         host, _ = parts.hostname, parts.port
     except ValueError as exc:
-        raise ProfileError(f"--url {printable(url, 80)}: {exc}") from None
+        raise ProfileError(f"--url {redact_url(url)[:80]}: {printable(exc, 120)}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise ProfileError(f"--url {printable(url, 80)}: only http:// and https:// URLs (a vLLM server), not {parts.scheme}://")
+        raise ProfileError(f"--url {redact_url(url)[:80]}: only http:// and https:// URLs (a vLLM server), not {printable(parts.scheme, 20)}://")
     if not host:
-        raise ProfileError(f"--url {printable(url, 80)}: no host in the URL")
+        raise ProfileError(f"--url {redact_url(url)[:80]}: no host in the URL")
     url = url.rstrip("/")
     if url.endswith("/v1"):
         url = url[: -len("/v1")]
     return url
-
-
-# What must not reach a terminal from a server: C0/C1 controls (escape sequences, bells), DEL, and the
-# invisible format characters that reorder or hide text (bidirectional overrides, zero-width).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
-
-
-def printable(text: object, limit: int | None = None) -> str:
-    """Server text for the terminal: control characters shown as escapes (\\x1b), bounded to `limit` characters."""
-    shown = _UNPRINTABLE.sub(lambda m: repr(m.group(0))[1:-1], str(text))
-    if limit is not None and len(shown) > limit:
-        shown = shown[: max(0, limit - 3)] + "..."
-    return shown
 
 
 class AnswerTooLarge(OSError):
@@ -201,7 +193,7 @@ def _snippet(body: bytes, limit: int = 120) -> str:
 
 
 def _redirect(path: str, answer: Answer) -> _Observation:
-    where = printable(answer.location or "?", 100)
+    where = redact_url(answer.location or "?")[:100]
     return _Observation(
         "redirect",
         f"{path} answered {answer.status}, a redirect to {where}: not followed (launcher sends requests, and the API key, "
@@ -310,14 +302,14 @@ def wait_ready(
                 progress(Progress("ready", seen.detail, elapsed))
             return info
         if seen.fatal:
-            raise NotReadyError(f"server at {base} is not usable: {seen.detail}")
+            raise NotReadyError(f"server at {redact_url(base)} is not usable: {seen.detail}")
         if progress is not None and (seen.detail != last_detail or clock() - last_report >= PROGRESS_HEARTBEAT_S):
             progress(Progress(seen.stage, seen.detail, elapsed))
             last_report = clock()
         last_detail = seen.detail
         if elapsed >= timeout:
-            what = f"model '{model}'" if model else "a model"
+            what = f"model '{printable(model, 100)}'" if model else "a model"
             raise NotReadyError(
-                f"server at {base} did not list {what} within {timeout:g} s; last seen: {seen.detail}"
+                f"server at {redact_url(base)} did not list {what} within {timeout:g} s; last seen: {seen.detail}"
             )
         sleep(max(0.0, min(interval, timeout - elapsed)))

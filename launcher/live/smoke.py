@@ -27,6 +27,7 @@ the model's `root` (from `/v1/models`) is a local directory holding the marker f
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from launcher.errors import NotReadyError
-from launcher.live.readiness import base_url, http_get, printable, probe
+from launcher.live.readiness import base_url, http_get, printable, probe, redact_url
 
 PASS, WARN, FAIL, NA = "pass", "warn", "fail", "n/a"
 STATUSES = (PASS, WARN, FAIL, NA)
@@ -122,7 +123,7 @@ class SmokeReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": redact_url(self.url),
             "model": self.model,
             "ok": self.ok,
             "random_weights": self.random_weights,
@@ -133,7 +134,7 @@ class SmokeReport:
         }
 
     def format_text(self, verbose: bool = False) -> str:
-        head = f"smoke {self.url} model {printable(self.model, 200)}"
+        head = f"smoke {redact_url(self.url)} model {printable(self.model, 200)}"
         if self.random_weights:
             head += f" (random weights, {self.random_weights_source}: checks that judge the output are n/a)"
         lines = [head] + [format_check(c, verbose) for c in self.checks]
@@ -190,7 +191,11 @@ _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Prometheus text exposition -> {sample name: [(labels, value), ...]}."""
+    """Prometheus text exposition -> {sample name: [(labels, value), ...]}.
+
+    Non-finite samples (NaN, +Inf, -Inf, or a number too large for a float) are left out: the counters
+    launcher reads are finite when a server is sane, and NaN would poison every delta computed from them.
+    """
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -203,20 +208,34 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
             value = float(value_text)
         except ValueError:
             continue
+        if not math.isfinite(value):
+            continue
         labels = dict(_LABEL.findall(labels_text or ""))
         out.setdefault(name, []).append((labels, value))
     return out
 
 
-def metric_sum(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, model: str | None = None, **match: str) -> float | None:
-    """Sum of a metric over its label sets (this model's, when labelled); None when absent."""
+def _samples_of(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, model: str | None) -> list[tuple[dict[str, str], float]] | None:
+    """The samples of `name` (only this model's, when any is labelled with it); None when absent."""
     samples = metrics.get(name)
     if samples is None:
         return None
     if model is not None and any(lbl.get("model_name") == model for lbl, _ in samples):
         samples = [(lbl, v) for lbl, v in samples if lbl.get("model_name") == model]
-    samples = [(lbl, v) for lbl, v in samples if all(lbl.get(k) == want for k, want in match.items())]
-    return sum(v for _, v in samples)
+    return samples
+
+
+def _finite_sum(values: Iterable[float]) -> float:
+    total = math.fsum(values)
+    return total if math.isfinite(total) else 0.0  # finite samples that overflow together: as if absent
+
+
+def metric_sum(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, model: str | None = None, **match: str) -> float | None:
+    """Sum of a metric over its label sets (this model's, when labelled); None when absent."""
+    samples = _samples_of(metrics, name, model)
+    if samples is None:
+        return None
+    return _finite_sum(v for lbl, v in samples if all(lbl.get(k) == want for k, want in match.items()))
 
 
 SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
@@ -226,20 +245,25 @@ SPEC_ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
 
 
 def spec_decode_counters(metrics: dict[str, list[tuple[dict[str, str], float]]], model: str | None) -> dict[str, Any] | None:
-    """The spec-decode counters, or None when the server exports none (no speculation)."""
+    """The spec-decode counters, or None when the server exports none (no speculation).
+
+    One pass over the per-position samples (grouped by position), so a /metrics with thousands of
+    position labels costs as much as reading it.
+    """
     drafts = metric_sum(metrics, SPEC_DRAFTS, model)
     if drafts is None:
         return None
-    per_pos: dict[str, float] = {}
-    for labels, _ in metrics.get(SPEC_ACCEPTED_PER_POS, []):
+    grouped: dict[str, list[float]] = {}
+    for labels, value in _samples_of(metrics, SPEC_ACCEPTED_PER_POS, model) or []:
         pos = labels.get("position")
-        if pos is not None and pos not in per_pos:
-            per_pos[pos] = metric_sum(metrics, SPEC_ACCEPTED_PER_POS, model, position=pos) or 0.0
+        if pos is not None:
+            grouped.setdefault(pos, []).append(value)
+    per_pos = {pos: _finite_sum(values) for pos, values in grouped.items()}
     return {
         "drafts": drafts,
         "draft_tokens": metric_sum(metrics, SPEC_DRAFT_TOKENS, model) or 0.0,
         "accepted_tokens": metric_sum(metrics, SPEC_ACCEPTED, model) or 0.0,
-        "accepted_per_position": dict(sorted(per_pos.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)),
+        "accepted_per_position": dict(sorted(per_pos.items(), key=lambda kv: int(kv[0]) if kv[0].isascii() and kv[0].isdigit() and len(kv[0]) < 10 else 0)),
     }
 
 
@@ -835,7 +859,7 @@ def run_smoke(
         raise ValueError(f"unknown smoke checks: {', '.join(unknown)}; known: {', '.join(CHECKS)}")
     seen = probe(base, model, api_key, request_timeout=min(30.0, request_timeout))
     if seen.info is None:
-        raise NotReadyError(f"server at {base} is not ready for the smoke test: {seen.detail}")
+        raise NotReadyError(f"server at {redact_url(base)} is not ready for the smoke test: {seen.detail}")
     info = seen.info
     if random_weights is None:
         random_weights = detect_random_weights(info.root)

@@ -27,7 +27,7 @@ import time
 from typing import IO, Any, Callable, Mapping, Sequence
 
 from launcher.errors import EngineStartError, LauncherError, NotReadyError
-from launcher.live.readiness import Progress, wait_ready
+from launcher.live.readiness import Progress, printable, wait_ready
 from launcher.live.stages import StartTimeline, ready_line, ready_report
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -533,12 +533,13 @@ def serve_supervised(
         stages = "; ".join(f"{k}: {v}" for k, v in start_progress.log.details.items() if k != "serving")
         warmed = None
         if warmup is not None:
-            echo(f"launcher: '{info.model}' listed after {info.elapsed_s:.1f} s; warming up before it is called ready (--no-warmup skips)")
+            echo(f"launcher: '{printable(info.model, 200)}' listed after {info.elapsed_s:.1f} s; warming up before it is called ready "
+                 "(--no-warmup skips)")
             warmed, stopped = _warm(sup, info, api_key, warmup, echo)
             if stopped is not None:
                 return stopped
         report = ready_report(sup.timeline, api_s, warmed, cache_root)
-        echo(f"launcher: ready after {report.ready_s:.1f} s: '{info.model}' at {info.url}" + (f" ({stages})" if stages else ""))
+        echo(f"launcher: ready after {report.ready_s:.1f} s: '{printable(info.model, 200)}' at {info.shown_url}" + (f" ({stages})" if stages else ""))
         echo(f"launcher: {ready_line(report)}")
         if on_ready is not None:
             on_ready(report)

@@ -96,8 +96,8 @@ def find_checkpoint(model: str, env: Mapping[str, str] | None = None, home: Path
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read checkpoint metadata ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ProfileError(f"{path}: cannot read checkpoint metadata ({str(exc)[:200]})") from None
 
 
 def _is_vision(name: str) -> bool:
@@ -126,8 +126,11 @@ def _shard_tensor_bytes(path: Path) -> dict[str, int] | None:
     for name, meta in header.items():
         if name == "__metadata__" or not isinstance(meta, dict):
             continue
-        start, end = meta.get("data_offsets", (0, 0))
-        sizes[name] = int(end) - int(start)
+        try:
+            start, end = meta.get("data_offsets", (0, 0))
+            sizes[name] = int(end) - int(start)
+        except (TypeError, ValueError, OverflowError):  # a damaged header (1e400 is Infinity): not a size
+            return None
     return sizes
 
 
@@ -167,7 +170,7 @@ def read_checkpoint(
         index = _load_json(index_path)
         try:
             total = int(index["metadata"]["total_size"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # 1e400 reads as Infinity
             raise ProfileError(f"{index_path}: no metadata.total_size") from None
         tensor_files = dict(index.get("weight_map") or {})
     elif (directory / SINGLE_FILE).is_file():

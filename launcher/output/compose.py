@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from launcher.defaults import DEFAULT_PORT, DEFAULT_VLLM_VERSION
@@ -75,6 +76,18 @@ def _escape(text: str) -> str:
     return text.replace("$", "$$")
 
 
+def _volume(source: str, target: str, read_only: bool = False) -> str | dict[str, Any]:
+    """A bind mount: `SOURCE:TARGET[:ro]`, or Compose's long syntax when a path holds a `:` (or a `,`) that
+    the short form would split on (a model at /models/a:b). `${VAR:-default}` interpolations do not count."""
+    plain = re.sub(r"\$\{[^}]*\}", "", source + target)
+    if ":" not in plain and "," not in plain:
+        return f"{source}:{target}:ro" if read_only else f"{source}:{target}"
+    long: dict[str, Any] = {"type": "bind", "source": source, "target": target}
+    if read_only:
+        long["read_only"] = True
+    return long
+
+
 def compose_service(
     rendered: Rendered,
     profile: "Profile",
@@ -112,13 +125,13 @@ def compose_service(
     environment.setdefault("HF_TOKEN", None)
     environment.setdefault("HF_HUB_OFFLINE", "${HF_HUB_OFFLINE:-0}")
 
-    volumes = [f"{hf_cache}:{HF_CACHE_IN_CONTAINER}"]
+    volumes = [_volume(hf_cache, HF_CACHE_IN_CONTAINER)]
     if vllm_cache == HOST_VLLM_CACHE and cache_dir:
         vllm_cache = _escape(cache_dir)  # the profile's root on this host (vllm.cache_dir, or vLLM's default rule)
     if vllm_cache:
-        volumes.append(f"{vllm_cache}:{VLLM_CACHE_IN_CONTAINER}")
+        volumes.append(_volume(vllm_cache, VLLM_CACHE_IN_CONTAINER))
     if rendered.model.startswith("/"):
-        volumes.append(f"{_escape(rendered.model)}:{_escape(rendered.model)}:ro")
+        volumes.append(_volume(_escape(rendered.model), _escape(rendered.model), read_only=True))
 
     service: dict[str, Any] = {
         "image": image or default_image(profile),

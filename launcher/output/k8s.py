@@ -11,6 +11,7 @@ LeaderWorkerSet controller in every pod, as in vLLM's own LWS example).
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,6 +58,35 @@ def k8s_name(name: str) -> str:
     if not label or not label[0].isalpha():
         label = "vllm-" + label
     return label[:40].rstrip("-") or "vllm"
+
+
+# What the API server accepts (k8s.io/apimachinery/pkg/util/validation): a namespace is a DNS-1123 label
+# (IsDNS1123Label), a Secret or PVC name a DNS-1123 subdomain (IsDNS1123Subdomain), a key inside a Secret
+# a config map key (IsConfigMapKey). Checked before rendering, so `kubectl apply` never refuses a name.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_NAME_RULES = (
+    ("namespace", _DNS1123_LABEL, 63, "a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters"),
+    ("hf_token_secret", _DNS1123_SUBDOMAIN, 253, "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253"),
+    ("api_key_secret", _DNS1123_SUBDOMAIN, 253, "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253"),
+    ("model_cache_pvc", _DNS1123_SUBDOMAIN, 253, "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253"),
+    ("hf_token_key", _CONFIG_MAP_KEY, 253, "letters, digits, '-', '_' and '.', at most 253 characters"),
+    ("api_key_key", _CONFIG_MAP_KEY, 253, "letters, digits, '-', '_' and '.', at most 253 characters"),
+)
+
+
+def check_names(k: Any) -> None:
+    """Every Kubernetes name the profile gives is one the API server accepts (ProfileError, exit 2, otherwise)."""
+    from launcher.errors import ProfileError
+    from launcher.text import printable
+
+    for key, pattern, limit, rule in _NAME_RULES:
+        value = getattr(k, key, None)
+        if value is None or not isinstance(value, str):
+            continue
+        if len(value) > limit or not pattern.fullmatch(value) or value in (".", ".."):
+            raise ProfileError(f"deployment.kubernetes.{key}: {printable(repr(value), 80)} is not a Kubernetes name; it must be {rule}")
 
 
 def image_of(profile: Profile) -> str:
@@ -212,6 +242,7 @@ def manifests(profile: Profile, name: str, source: str = "the profile") -> Manif
 
     topo = topology(profile)
     d = deployment_of(profile)
+    check_names(d.kubernetes)
     checked = command(profile, source)
     # Every value written as is: `$(VAR)` in the profile must not pick up the container's variables (the token).
     base = _escaped(checked)
@@ -227,7 +258,8 @@ def manifests(profile: Profile, name: str, source: str = "the profile") -> Manif
     notes.append(
         f"k8s: the Hugging Face token comes from Secret {d.kubernetes.hf_token_secret} (key {d.kubernetes.hf_token_key}), "
         "if it exists: kubectl create secret generic "
-        f"{d.kubernetes.hf_token_secret} --from-literal={d.kubernetes.hf_token_key}=hf_..."
+        + shlex.join([*(["--namespace", d.kubernetes.namespace] if d.kubernetes.namespace else []), d.kubernetes.hf_token_secret,
+                      f"--from-literal={d.kubernetes.hf_token_key}=hf_..."])
     )
     if not topo.multi_node:
         labels = _labels(obj, "server")

@@ -124,11 +124,12 @@ def assemble(profile: Profile, extra_notes: tuple[str, ...] = ()) -> Rendered:
 def split_secrets(environment: dict[str, str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """(plain variables, {secret: variable it is read from}, the secrets' own values), each sorted by name.
 
-    A variable whose name looks secret (*TOKEN*, *KEY*, *SECRET*, *PASSWORD*) is rendered by reference,
+    A variable whose name looks secret (*TOKEN*, *KEY*, *SECRET*, *PASS*, *AUTH*, *_PAT*, ...) or whose value carries
+    credentials (URL user information, a known token shape) is rendered by reference,
     `NAME="${NAME}"`, in every format, and its value is never printed.
     """
-    plain = {k: v for k, v in sorted(environment.items()) if not looks_secret(k)}
-    secrets = {k: v for k, v in sorted(environment.items()) if looks_secret(k)}
+    plain = {k: v for k, v in sorted(environment.items()) if not looks_secret(k, v)}
+    secrets = {k: v for k, v in sorted(environment.items()) if looks_secret(k, v)}
     return plain, {k: k for k in secrets}, secrets
 
 
@@ -220,7 +221,12 @@ def config_mapping(r: Rendered) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"model": r.model}
     for flag, value in option_pairs(option_tokens(r)):
-        key = flag[2:] if flag.startswith("--") else flag.lstrip("-")
+        if not flag.startswith("--"):  # vLLM makes every key `--key`: `-O3` would become `--O3`
+            from launcher.errors import ProfileError
+
+            raise ProfileError(f"--format yaml: {flag[:40]!r} is a short option, which a `vllm serve --config` file cannot carry "
+                               "(its keys become --KEY); give the long option in extra args, or use another format")
+        key = flag[2:]
         if value is None:
             out[key] = True
         else:

@@ -17,6 +17,7 @@ the cache makes vLLM stop at start instead of downloading.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -66,8 +67,10 @@ def _weight_files(directory: Path) -> tuple[Optional[set[str]], Optional[int]]:
             data = json.loads(index.read_text(encoding="utf-8"))
             files = {str(f) for f in (data.get("weight_map") or {}).values()}
             total = data.get("metadata", {}).get("total_size")
-            return files, int(total) if isinstance(total, (int, float)) else None
-        except (OSError, ValueError, AttributeError):
+            # 1e400 reads as Infinity and NaN is a float too: neither is a size
+            sized = isinstance(total, (int, float)) and not isinstance(total, bool) and math.isfinite(total) and 0 <= total < 2**63
+            return files, int(total) if sized else None
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             return None, None
     if (directory / SINGLE_FILE).is_file():
         return {SINGLE_FILE}, None

@@ -65,7 +65,10 @@ def search_dirs(profiles_dirs: Sequence[str | os.PathLike[str]] = (), environ: M
     for d in dirs:
         if not d.is_dir():
             raise ProfileError(f"--profiles-dir {shown(d)}: no such directory")
-    dirs += [Path(d) for d in environ.get(PROFILES_DIR_ENV, "").split(os.pathsep) if d]
+    for d in (Path(d) for d in environ.get(PROFILES_DIR_ENV, "").split(os.pathsep) if d):
+        if not d.is_dir():
+            raise ProfileError(f"environment variable {PROFILES_DIR_ENV}: {shown(d)}: no such directory")
+        dirs.append(d)
     dirs.append(shipped_profiles_dir())
     return dirs
 
@@ -96,6 +99,8 @@ def find_profile(name: str, dirs: Sequence[Path], relative_to: Path | None = Non
             _refuse_dangling(c)
             if c.is_file():
                 return c
+        for c in candidates:
+            _refuse_not_a_file(c)
         raise ProfileError(f"profile file {shown(name)} does not exist")
     for d in ([relative_to] if relative_to else []) + list(dirs):
         for ext in (".yaml", ".yml"):
@@ -103,10 +108,26 @@ def find_profile(name: str, dirs: Sequence[Path], relative_to: Path | None = Non
             _refuse_dangling(candidate)
             if candidate.is_file():
                 return candidate
+            _refuse_not_a_file(candidate)
     known = sorted(list_profiles(dirs))
     close = [c for c in difflib.get_close_matches(name, known, n=2) if c != name]
     hint = f"; did you mean '{close[0]}'?" if close else f"; known profiles: {', '.join(known) or 'none'}"
     raise ProfileError(f"no profile named '{shown(name, 80)}'{hint}")
+
+
+def _refuse_not_a_file(path: Path) -> None:
+    """Something that is there but is no file (a directory, a FIFO, a device) is named as what it is."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        raise ProfileError(f"profile file {shown(path)}: is a directory, not a profile file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a plain file"
+        raise ProfileError(f"profile file {shown(path)}: {kind}, not a profile file (a profile is read from a plain file)")
 
 
 def _refuse_dangling(path: Path) -> None:
@@ -129,12 +150,20 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     loader.flatten_mapping(node)
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]` or `{[1]: 2}`: no profile key is a list or mapping
+            raise _ComplexKey(line)
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise _DuplicateKey(key, line, seen[key])
         seen[key] = line
     return {loader.construct_object(k, deep=deep): loader.construct_object(v, deep=deep) for k, v in node.value}
+
+
+class _ComplexKey(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 class _DuplicateKey(Exception):
@@ -235,13 +264,15 @@ def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
             loader.dispose()
     except _DuplicateKey as exc:
         raise ProfileError(f"{source}:{exc.line}: duplicate key {clip(exc.key)} (first set on line {exc.first})") from None
+    except _ComplexKey as exc:
+        raise ProfileError(f"{source}:{exc.line}: a key must be a plain word, not a list or a mapping (YAML `?` complex key)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         raise ProfileError(f"{source}{line}: YAML syntax error: {what[:200]}") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{source}: YAML error: {str(exc)[:200]}") from None
+        raise ProfileError(f"{source}: YAML error: {' '.join(str(exc).split())[:200]}") from None
     except RecursionError:
         raise ProfileError(f"{source}: nested too deep") from None
     return data, node
@@ -249,13 +280,9 @@ def safe_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
 
 def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """Read one profile file strictly: a mapping, no duplicate keys, errors with file:line."""
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ProfileError(f"{path}: too large for a profile (over {MAX_FILE_BYTES >> 10} KiB)")
+    from launcher.files import read_bytes
+
+    raw = read_bytes(path, MAX_FILE_BYTES, "profile")  # a plain file only: a FIFO or /dev/zero is refused, not read
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -356,17 +383,48 @@ def parse_value(text: str) -> Any:
 
 
 def parse_set(item: str, source: str) -> tuple[str, Any]:
-    """`engine.max_model_len=32768` -> ("engine.max_model_len", 32768)."""
+    """`engine.max_model_len=32768` -> ("engine.max_model_len", 32768); `env.NAME=...` -> the text as written."""
     if "=" not in item:
-        raise ProfileError(f"{source}: {clip(item)} must look like dotted.key=value (e.g. engine.max_model_len=32768)")
+        raise ProfileError(f"{source}: {_clip_item(item)} must look like dotted.key=value (e.g. engine.max_model_len=32768)")
     key, _, raw = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")) or len(key.split(".")) > MAX_DEPTH:
-        raise ProfileError(f"{source}: {clip(item)}: the key must be dotted words like engine.max_model_len")
+        raise ProfileError(f"{source}: {_clip_item(item)}: the key must be dotted words like engine.max_model_len")
+    _refuse_extends(key, source)
+    return key, override_value(key.split("."), raw, f"{source}: {_key_text(key)}")
+
+
+def _clip_item(item: str) -> str:
+    """A --set item for an error line; an `env.` value (possibly a secret) is not shown."""
+    key, eq, _ = item.partition("=")
+    return clip(f"{key}=..." if eq and (key.strip() == "env" or key.strip().startswith("env.")) else item)
+
+
+def _refuse_extends(key: str, source: str) -> None:
+    if key.split(".")[0] == "extends":
+        raise ProfileError(f"{source}: extends: the base of a profile is read from its file only; an override cannot change it "
+                           "(write a profile file with `extends: NAME` instead)")
+
+
+def override_value(keys: Sequence[str], raw: str, where: str) -> Any:
+    """The value of one override for the dotted `keys`.
+
+    `env.NAME` values are environment variables, strings by nature: taken verbatim (YAML would read
+    `12:30:00` as 45000, `yes` as true, cut `pw #x` at ` #`, and echo a secret in its parse error).
+    Every other value is read as a YAML scalar or flow collection; a parse error under `env` does not
+    show the value.
+    """
+    if len(keys) >= 2 and keys[0] == "env":
+        if len(raw) > MAX_FILE_BYTES:
+            raise ProfileError(f"{where}: value too long ({len(raw)} characters)")
+        return raw
     try:
-        return key, parse_value(raw)
+        return parse_value(raw)
     except ValueError as exc:
-        raise ProfileError(f"{source}: {_key_text(key)}: {exc}") from None
+        if keys and keys[0] == "env":
+            raise ProfileError(f"{where}: cannot parse the value (not shown: it may hold a secret); write env as "
+                               "{NAME: value, ...} or set each variable with env.NAME=value") from None
+        raise ProfileError(f"{where}: {exc}") from None
 
 
 def set_layer(items: Iterable[str], source: str = "--set") -> Layer | None:
@@ -388,11 +446,8 @@ def env_layer(environ: Mapping[str, str]) -> Layer | None:
             raise ProfileError(f"environment variable {clip(name)}: expected LAUNCHER__SECTION__KEY (double underscores between parts)")
         # Schema keys are lower case; names under `env` keep their case (they are variable names).
         keys = [parts[0].lower()] + ([*parts[1:]] if parts[0].lower() == "env" else [p.lower() for p in parts[1:]])
-        try:
-            value = parse_value(environ[name])
-        except ValueError as exc:
-            raise ProfileError(f"environment variable {clip(name)}: {exc}") from None
-        _assign(data, keys, value)
+        _refuse_extends(keys[0], f"environment variable {clip(name)}")
+        _assign(data, keys, override_value(keys, environ[name], f"environment variable {clip(name)}"))
     if environ.get(ENV_SET):
         try:
             items = shlex.split(environ[ENV_SET])
@@ -762,7 +817,7 @@ def _expand_paths(merged: Merged, environ: Mapping[str, str]) -> None:
             continue
         for m in _VARIABLE.finditer(value):
             variable = m.group(1) or m.group(2)
-            if looks_secret(variable):
+            if looks_secret(variable, environ.get(variable)):
                 dotted = f"{section}.{key}"
                 raise ProfileError(_located_in(dotted, f"refers to ${variable}, whose name looks secret; launcher does not expand "
                                                "a secret into vLLM's command line (visible in ps)", merged))

@@ -12,16 +12,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from launcher.defaults import DEFAULT_VLLM_VERSION
 
+# Environment variables that look like they hold a secret (by name or value): rendered by reference, never
+# expanded into argv. One rule for every format, in launcher/text.py.
+from launcher.text import SECRET_NAME, looks_secret  # noqa: F401
+
 # Upstream vllm#37035: num_speculative_tokens > 4 crashes the GDN spec-decode path.
 MAX_SPECULATIVE_TOKENS = 4
 # vllm#51679: these XML tool parsers swallow </think> unless the qwen3 reasoning parser runs.
 TOOL_PARSERS_NEEDING_QWEN3_REASONING = ("qwen3_xml", "qwen3_coder")
-# Environment variable names that look like they hold a secret: rendered by reference, never expanded into argv.
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-
-
-def looks_secret(name: str) -> bool:
-    return SECRET_NAME.search(name) is not None
 
 
 # Largest whole number a profile value may hold: exact in a float and in every JSON reader (2**53).
@@ -342,6 +340,18 @@ class Speculative(StrictModel):
     extra: Annotated[
         JsonObject, Field(description="More keys for --speculative-config, passed through as JSON.", json_schema_extra=_no_render())
     ] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _no_validated_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # `extra` adds keys to --speculative-config; it may not replace one this block validates (k's 1-4 cap,
+        # vllm#37035) nor one `fit` computes with: the rendered JSON would differ from what was checked.
+        validated = {name.replace("_", "").lower(): name for name in cls.model_fields if name != "extra"}
+        for key in value:
+            hit = validated.get(str(key).replace("_", "").replace("-", "").lower())
+            if hit is not None:
+                raise ValueError(f"{str(key)[:60]!r} is validated by this block: set speculative.{hit} instead of putting it in extra")
+        return value
 
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens, **self.extra}

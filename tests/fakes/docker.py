@@ -4,6 +4,7 @@ ARG and HEALTHCHECK read from the Dockerfile itself (parsed as Docker reads it, 
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -55,7 +56,22 @@ def image_env() -> dict[str, str]:
                 key, eq, value = token.partition("=")
                 assert eq, f"ENV {rest!r}: use the KEY=value form"
                 env[key] = value
+    # The Dockerfile makes LAUNCHER_PROFILES_DIR (`mkdir -p`), empty; on this host the tests stand in an empty
+    # directory of their own for it (launcher refuses a LAUNCHER_PROFILES_DIR that does not exist).
+    if "LAUNCHER_PROFILES_DIR" in env and not Path(env["LAUNCHER_PROFILES_DIR"]).is_dir():
+        env["LAUNCHER_PROFILES_DIR"] = _empty_image_dir()
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_image_dir() -> str:
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="launcher-image-profiles-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def build_args() -> dict[str, str]:

@@ -240,7 +240,7 @@ def test_mtp_k_comes_from_the_counters_when_meta_does_not_say(tmp_path: Path) ->
     (lambda d: (d / "meta.json").unlink(), r"meta.json: missing"),
     (lambda d: (d / "meta.json").write_text('{"url": 1}'), r"meta.json: model: missing"),
     (lambda d: (d / "c2.metrics-after.txt").unlink(), r"c2.metrics-after.txt: missing"),
-    (lambda d: (d / "c1.json").write_text("{"), r"c1.json: not JSON"),
+    (lambda d: (d / "c1.json").write_text("{"), r"c1.json:1:2: not valid JSON"),
     (lambda d: (d / "c1.json").write_text('{"completed": 4}'), r"c1.json: duration: missing or not a number"),
     (lambda d: [p.unlink() for p in d.glob("c*.json")], r"no c<CONCURRENCY>.json"),
 ])

@@ -12,10 +12,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "launcher"
 
-# Lowest first. The root modules (errors, style, defaults, verdict) are the base every stage may use;
+# Lowest first. The root modules (errors, style, defaults, verdict, text, files, numbers) are the base every stage may use;
 # cli.py and __main__.py sit on top with the commands.
 STAGES = ("engine", "model", "profile", "hardware", "fit", "preflight", "output", "live", "commands")
-BASE = {"launcher", "launcher.errors", "launcher.style", "launcher.defaults", "launcher.verdict", "launcher.engines"}
+BASE = {"launcher", "launcher.errors", "launcher.style", "launcher.defaults", "launcher.verdict", "launcher.engines",
+        "launcher.text", "launcher.files", "launcher.numbers"}
 TOP = {"launcher.cli", "launcher.__main__"}
 
 
