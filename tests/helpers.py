@@ -98,3 +98,22 @@ def invoke_cli(args: list[str]) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return 1, result.output + repr(result.exception)
     return result.exit_code, result.output
+
+
+def as_it_ran(rendered: Any) -> Any:
+    """A command rendered today, less what launcher added to every command after the committed GPU runs: the
+    compile-cache root's environment (launcher/output/compile_cache.py, CACHE_ENV). Everything else must match."""
+    import dataclasses
+
+    from launcher.output.compile_cache import CACHE_ENV
+
+    return dataclasses.replace(rendered, env={k: v for k, v in rendered.env.items() if k not in CACHE_ENV})
+
+
+def without_cache_env(command: str) -> str:
+    """A printed one-line command less the compile cache root's `NAME=value ` prefixes (CACHE_ENV)."""
+    import re
+
+    from launcher.output.compile_cache import CACHE_ENV
+
+    return re.sub(r"(?:^|(?<= ))(?:%s)=\S+ " % "|".join(CACHE_ENV), "", command)

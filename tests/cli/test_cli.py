@@ -13,7 +13,8 @@ from launcher.cli import cli
 from launcher.errors import EngineStartError, HardwareError, ProfileError
 from launcher.hardware.inventory import load_inventory
 from launcher.live.runtime import Runtime
-from tests.helpers import FIXTURES
+from launcher.output.compile_cache import CACHE_ENV
+from tests.helpers import FIXTURES, without_cache_env
 
 
 def machine(name: str, calls: list):
@@ -47,7 +48,9 @@ def test_profiles_table_lists_shipped_profiles() -> None:
 def test_render_json() -> None:
     result = run("render", "--profile", "dual-3090", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["env"] == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    env = json.loads(result.stdout)["env"]
+    assert set(CACHE_ENV) <= set(env)  # the compile cache root (launcher/output/compile_cache.py)
+    assert {k: v for k, v in env.items() if k not in CACHE_ENV} == {"CUDA_VISIBLE_DEVICES": "0,1"}
 
 
 @pytest.mark.slow
@@ -79,7 +82,7 @@ def test_serve_dry_run_prints_and_does_not_exec() -> None:
     calls = []
     result = run("serve", "--profile", "dual-3090", "--dry-run", obj=machine("h200x2", calls))
     assert result.exit_code == 0 and not calls
-    assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP --tensor-parallel-size 2")
+    assert without_cache_env(result.stdout).startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP --tensor-parallel-size 2")
 
 
 @pytest.mark.slow
@@ -129,7 +132,7 @@ def test_serve_without_nvml_is_exit_3_unless_skipped() -> None:
     p = launcher("serve", "--profile", "dual-3090", env={"PATH": "/nonexistent"})  # never a real vllm, even where NVML works
     assert p.returncode == 3 and "NVML" in p.stderr and "--skip-checks" in p.stderr and "Traceback" not in p.stderr
     p = launcher("serve", "--profile", "dual-3090", "--dry-run")  # print only: the command, and why it is unchecked
-    assert p.returncode == 0 and "the GPU preflight could not run" in p.stderr and p.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve")
+    assert p.returncode == 0 and "the GPU preflight could not run" in p.stderr and without_cache_env(p.stdout).startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve")
     p = launcher("serve", "--profile", "dual-3090", "--dry-run", "--skip-checks")
     assert p.returncode == 0 and "WARNING: --skip-checks: GPUs not checked" in p.stderr
 

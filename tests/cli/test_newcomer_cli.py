@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from launcher.cli import cli, main
 from launcher.errors import LauncherError
+from tests.helpers import without_cache_env
 
 
 class Ran:
@@ -139,7 +140,7 @@ def test_serve_dry_run_without_gpus_prints_the_command_with_a_warning() -> None:
     runtime, calls = no_gpu_runtime()
     result = run("serve", "--profile", "dual-3090", "--dry-run", obj=runtime)
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP ")
+    assert without_cache_env(result.stdout).startswith("CUDA_VISIBLE_DEVICES=0,1 vllm serve havenoammo/Qwen3.6-27B-INT8-MTP ")
     assert "WARNING: --dry-run: the GPU preflight could not run" in result.stderr
     assert not calls
 

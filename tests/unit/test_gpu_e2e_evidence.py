@@ -12,7 +12,7 @@ from launcher.live.smoke import CHECKS, FAIL, PASS, evaluate_chat, evaluate_reas
 from launcher.output.validate import render_checked
 from launcher.preflight.choice import run_preflight
 from launcher.profile.load import resolve
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, as_it_ran
 
 EVIDENCE = FIXTURES / "gpu-e2e"
 INVENTORY = load_inventory(EVIDENCE / "inventory-h200x2-live.json")
@@ -40,6 +40,8 @@ def test_preflight_gives_the_verdicts_the_live_serve_printed() -> None:
     _, report = run_preflight("h200x2-tiny", inventory_source=INVENTORY, environ=dict(INVENTORY.environment))
     today = {r.id: r.status.upper() for r in report.results}
     assert logged.pop("kv-fit") == "PASS" and today.pop("kv-fit") == "SKIP"
+    # Since the run, the decode path is checked: FlashInfer with MTP on SM90 runs PIECEWISE graphs (the run's log says so).
+    assert "decode-path" not in logged and today.pop("decode-path") == "WARN"
     assert today == logged
     assert "vLLM 0.25.1" in report.result("driver").message  # judged by the rules of the version it ran
 
@@ -50,11 +52,12 @@ def test_profile_is_runnable_on_the_captured_machine_as_it_was_live() -> None:
     live = {r["id"]: r["status"] for r in CHECK["results"]}
     # Since the run, kv-fit is skipped for a model launcher has no facts for (it printed the 27B's numbers).
     assert live.pop("kv-fit") == "pass" and report.result("kv-fit").status == "skip"
-    assert {r.id: r.status for r in report.results if r.id != "kv-fit"} == live
+    assert report.result("decode-path").status == "warn"  # checked since the run (a warning: it runs)
+    assert {r.id: r.status for r in report.results if r.id not in ("kv-fit", "decode-path")} == live
 
 
 def test_the_command_that_ran_is_what_the_profile_renders_today() -> None:
-    rendered = render_checked(resolve("h200x2-tiny"))
+    rendered = as_it_ran(render_checked(resolve("h200x2-tiny")))
     ran = json.loads((EVIDENCE / "rendered.json").read_text(encoding="utf-8"))
     assert list(rendered.argv) == ran["argv"] and dict(rendered.env) == ran["env"]
     assert printable(rendered) == (EVIDENCE / "command.txt").read_text(encoding="utf-8").strip()

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from launcher.cli import cli
-from launcher.output.systemd import this_launcher, unit_name
+from launcher.output.systemd import LASTING_EXIT, this_launcher, unit_name
 
 UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) less its NUL
 
@@ -144,9 +144,18 @@ def exec_start(text: str) -> list[str]:
     return split_words(directives(text)["ExecStart"][0], dollars=True)
 
 
+# Lines launcher writes with a specifier on purpose (no user value in them): the compile cache under systemd's
+# CacheDirectory= (%C = /var/cache for a system unit).
+INTENDED_SPECIFIERS = {"VLLM_CACHE_ROOT=%C/vllm"}
+# The unit's own settings, the same in every unit: unbuffered output, and the exit code for a failure no restart heals.
+FIXED_ENV = {"PYTHONUNBUFFERED": "1", "LAUNCHER_LASTING_FAILURE_EXIT": str(LASTING_EXIT)}
+
+
 def environment(text: str) -> dict[str, str]:
     out = {}
     for value in directives(text).get("Environment", []):
+        if value in INTENDED_SPECIFIERS:
+            continue
         for word in split_words(value, dollars=False):
             k, _, v = word.partition("=")
             out[k] = v
@@ -183,7 +192,7 @@ def test_hostile_environment_layers_are_carried_verbatim(tmp_path: Path, value: 
            "LAUNCHER_EXTRA_ARGS": shlex.join(["--served-model-name", value])}
     code, out, _, exc = render_unit("--profile", "dual-3090", env=env)
     if unit_ok(code, out, exc, tmp_path):
-        assert environment(out) == {"PYTHONUNBUFFERED": "1", **env}
+        assert environment(out) == {**FIXED_ENV, **env}
 
 
 @pytest.mark.parametrize("stem", ["my box", "50%", "a\nb", "x\x1b[2Jy", "$HOME", "q\"'", "é" * 10, "n" * 245])
@@ -240,7 +249,7 @@ def test_the_checked_environment_layers_reach_the_unit(tmp_path: Path, monkeypat
     code, out, _, exc = render_unit("--profile", "box", env=env)
     assert unit_ok(code, out, exc, tmp_path)
     carried = environment(out)
-    assert carried == {"PYTHONUNBUFFERED": "1", "LAUNCHER__ENGINE__MAX_MODEL_LEN": "32768", "LAUNCHER_SET": "engine.max_num_seqs=2",
+    assert carried == {**FIXED_ENV, "LAUNCHER__ENGINE__MAX_MODEL_LEN": "32768", "LAUNCHER_SET": "engine.max_num_seqs=2",
                        "LAUNCHER_EXTRA_ARGS": "--seed 7", "LAUNCHER_PROFILES_DIR": str((tmp_path / "mine").resolve())}
     # the service, with that environment and from another directory, resolves what was checked
     from launcher.profile.load import resolve
