@@ -15,6 +15,7 @@ from launcher.cli import cli
 from launcher.commands.gpus import Runtime
 from launcher.errors import HardwareError, LauncherError
 from launcher.hardware.inventory import load_inventory
+from launcher.output.compile_cache import CACHE_ENV
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inventories"
 IDLE = str(FIXTURES / "rtx3090x2-idle.json")
@@ -85,7 +86,9 @@ def test_check_json_carries_verdicts_adjustments_and_the_command() -> None:
                                   "message": "needs 2 GPUs (tensor 2 x pipeline 1 x data 1); 2 visible (GPU 0, GPU 1)"}
     assert data["adjustments"] == [{"reason": "no GPU peer-to-peer between GPU 0-1 (chipset not supported)",
                                     "set": {"env": {"NCCL_P2P_DISABLE": "1"}, "parallel": {"disable_custom_all_reduce": True}}}]
-    assert data["command"]["env"] == {"CUDA_VISIBLE_DEVICES": "0,1", "NCCL_P2P_DISABLE": "1"}
+    env = data["command"]["env"]
+    assert set(CACHE_ENV) <= set(env)  # the compile cache root
+    assert {k: v for k, v in env.items() if k not in CACHE_ENV} == {"CUDA_VISIBLE_DEVICES": "0,1", "NCCL_P2P_DISABLE": "1"}
     assert "--disable-custom-all-reduce" in data["command"]["argv"]
     assert data["devices"] == [{"cuda_index": 0, "gpu_index": 0}, {"cuda_index": 1, "gpu_index": 1}]
 
