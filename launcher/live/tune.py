@@ -130,8 +130,9 @@ def parse_list(text: str, option: str, *, allow_off: bool = False) -> list[int]:
 
 def grid(backends: Sequence[Optional[str]], mtp_ks: Sequence[int], seqs: Sequence[Optional[int]],
          batched: Sequence[Optional[int]]) -> list[Candidate]:
-    """Every combination, before the preflight judges them."""
-    return [Candidate(b, k, s, m) for b in backends for k in mtp_ks for s in seqs for m in batched]
+    """Every combination, before the preflight judges them; MTP settings outermost, in the order given (so
+    `--mtp 2,off` measures every backend with MTP first, and a budget cuts MTP-off variants last)."""
+    return [Candidate(b, k, s, m) for k in mtp_ks for b in backends for s in seqs for m in batched]
 
 
 # ------------------------------------------------------------------------------ results

@@ -143,14 +143,14 @@ run_tune() {  # launcher tune on GPU 0, then the first candidate again with the 
   wait_idle 120
   log "tune: launcher tune --profile fullshape-1gpu-tp1-card (FLASHINFER, FLASH_ATTN x MTP off, k=2)"
   python3 -m launcher tune --profile "$prof" --mtp "${TUNE_MTP:-2,off}" --backends "${TUNE_BACKENDS:-FLASHINFER,FLASH_ATTN}" \
-    --dir "$t/run" --json "$t/report.json" --chart "$t/chart.svg" --out "$t/winner.yaml" --num-prompts 8 \
-    --wait-timeout 900 > "$t/tune.out" 2> "$t/tune.err"; rc=$?
+    --dir "$t/run" --json "$t/report.json" --chart "$t/chart.svg" --out "$t/winner.yaml" --num-prompts 6 --output-len 128 \
+    --budget "${TUNE_BUDGET:-30}" --wait-timeout 900 > "$t/tune.out" 2> "$t/tune.err"; rc=$?
   log "tune: rc $rc; $(grep -E '^winner' "$t/tune.out")"
   (cd "$RES" && tar czf "$RES/out/tune.tgz" tune)
   wait_idle 120
   log "tune: warm restart of the first candidate, the card's FLASHINFER MTP k=2 (compile and kernel caches kept)"
   python3 -m launcher tune --profile "$prof" --mtp 2 --backends FLASHINFER \
-    --dir "$t/warm" --json "$t/warm-report.json" --num-prompts 8 --wait-timeout 900 > "$t/warm.out" 2> "$t/warm.err"; rc=$?
+    --dir "$t/warm" --json "$t/warm-report.json" --num-prompts 6 --output-len 128 --wait-timeout 900 > "$t/warm.out" 2> "$t/warm.err"; rc=$?
   log "tune: warm restart rc $rc"
   (cd "$RES" && tar czf "$RES/out/tune.tgz" tune)
 }
