@@ -57,10 +57,12 @@ def render(profile_name: str, profiles_dirs: tuple[str, ...], sets: tuple[str, .
         import dataclasses
 
         rendered = dataclasses.replace(rendered, notes=(*rendered.notes, *fit_notes))
-    from launcher.fit.fit_profile import decode_path_notes
-
     if fmt == "shell":  # the decode path vLLM will run on the GPUs this profile is for (machine formats stay bare)
-        echo_notes(decode_path_notes(profile))
+        import dataclasses
+
+        from launcher.fit.fit_profile import decode_path_notes
+
+        rendered = dataclasses.replace(rendered, notes=(*rendered.notes, *decode_path_notes(profile)))  # shown with the others
     _check_options(fmt, node_rank, watchdog)
     if fmt not in ("k8s", "systemd"):  # k8s reads the key from a Secret, systemd from its EnvironmentFile
         echo_warnings(unset_secrets(rendered.env_from))

@@ -224,7 +224,8 @@ def config_mapping(r: Rendered) -> dict[str, Any]:
         if not flag.startswith("--"):  # vLLM makes every key `--key`: `-O3` would become `--O3`
             from launcher.errors import ProfileError
 
-            raise ProfileError(f"--format yaml: {flag[:40]!r} is a short option, which a `vllm serve --config` file cannot carry "
+            what = "a short option" if flag.startswith("-") and flag != "-" else "not an option"
+            raise ProfileError(f"--format yaml: {flag[:40]!r} is {what}, which a `vllm serve --config` file cannot carry "
                                "(its keys become --KEY); give the long option in extra args, or use another format")
         key = flag[2:]
         if value is None:

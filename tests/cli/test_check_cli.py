@@ -71,7 +71,8 @@ def test_check_failure_exits_3_with_fix_lines(busy_desktop: str) -> None:
     assert p.returncode == 3
     assert "FAIL  memory-free" in p.stdout and "Fix: stop pid 1342 Xorg (0.40 GiB), pid 2087 gnome-shell (0.13 GiB) on GPU 0" in p.stdout
     assert p.stdout.splitlines()[-1] == "result: NOT RUNNABLE: 2 checks failed (memory-free, kv-fit)"
-    assert p.stderr.startswith("launcher: error: profile dual-3090 cannot run here: memory-free: ")
+    # the reasons are in the report above; the error line names the failed checks once (issue 30: not twice)
+    assert p.stderr.startswith("launcher: error: profile dual-3090 cannot run here: memory-free, kv-fit failed")
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
 
 
