@@ -79,19 +79,24 @@ class Calibration:
     fitted_on: tuple[str, ...] = ()
 
 
-# Fitted on the seven starts of docs/memory-model.md#leave-one-out (python tools/memory_loo.py --constants).
+# Fitted on the eleven starts of docs/memory-model.md#leave-one-out (python tools/memory_loo.py --constants).
 V1_CALIBRATION = Calibration(
-    forward_tp1=(2.326, 0.0),
+    forward_tp1=(2.269, 0.0),
     forward_tp=(0.147, 0.235),
-    piecewise_first=(53.0, 0.265),
+    piecewise_first=(60.9, 0.25),
     piecewise_per_graph=12.0,
     full_first_flashinfer=396.0,
-    full_per_graph_tp1=4.7,
+    full_per_graph_tp1=6.0,
     full_per_graph_tp=26.0,
-    fitted_on=("a", "b", "c", "d", "e", "h100-k3", "h100-nomtp"),
+    fitted_on=("a", "b", "c", "d", "e", "gpu-tune/m1", "gpu-tune/m3", "gpu-tune/run/flashinfer-k2-s16-b4096",
+               "gpu-tune/warm/flashinfer-k2-s16-b4096", "h100-k3", "h100-nomtp"),
 )
 # Stated errors of the V1 terms (docs/memory-model.md#leave-one-out: chosen to cover every held-out start's miss).
-SIGMA_FORWARD_V1_TP1 = int(0.45 * GIB)  # the TP1 constant: held-out starts missed it by up to 0.42 GiB
+# The TP1 constant: the five older starts missed it by up to 0.42 GiB; the one-H100 starts of tests/fixtures/gpu-tune
+# by up to 1.84 GiB: the same command restarted with warm compile and kernel caches peaked 1.9 GiB lower in vLLM's
+# profile run than its cold first start (no Triton JIT or autotuning inside the run), and 16,384 batched tokens with
+# 64 sequences and MTP k=3 (m3) 1.0 GiB higher. The error covers both until a term models the cache state.
+SIGMA_FORWARD_V1_TP1 = int(1.9 * GIB)
 SIGMA_FORWARD_V1 = int(0.25 * GIB)  # the TP >= 2 line: held-out starts missed it by up to 0.11 GiB
 SIGMA_FORWARD_V1_FRACTION = 0.10  # of the sampler part
 SIGMA_GRAPH_FIRST_MIB = 40.0

@@ -35,16 +35,34 @@ def test_every_committed_start_is_loaded(starts: list) -> None:
     assert not h100.committed_log and h100.source == "issue 25, one H100 80GB HBM3, vLLM 0.25.1"
 
 
-@pytest.mark.parametrize("name", ["a", "b", "c", "d", "e", "h100-k3", "h100-nomtp"])
+ALL = ["a", "b", "c", "d", "e", "h100-k3", "h100-nomtp", "gpu-tune/m1", "gpu-tune/m3", "gpu-tune/run/flashinfer-k2-s16-b4096",
+       "gpu-tune/warm/flashinfer-k2-s16-b4096"]
+# The one start whose KV tokens the model misses by more than 3 % when it is held out: the warm restart of
+# tests/fixtures/gpu-tune (its profile run peaked 1.9 GiB below the cold start of the same command; no other warm
+# start exists to fit a cache-state term on). docs/memory-model.md#leave-one-out says so; issue 25 stays open for it.
+KNOWN_MISSES = {"gpu-tune/warm/flashinfer-k2-s16-b4096"}
+
+
+def test_every_start_of_this_session_is_loaded(starts: list) -> None:
+    assert set(ALL) <= {s.name for s in starts}
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_held_out_start_within_its_stated_error(rows: list, name: str) -> None:
     row = next(r for r in rows if r.name == name)
     assert row.within, (row.predicted_gib, row.stated_gib, row.logged_gib)
 
 
-@pytest.mark.parametrize("name", ["b", "c", "d", "e", "h100-k3", "h100-nomtp"])
+@pytest.mark.parametrize("name", [n for n in ALL if n != "a" and n not in KNOWN_MISSES])
 def test_held_out_kv_tokens_within_three_percent(rows: list, name: str) -> None:
     row = next(r for r in rows if r.name == name)
     assert abs(row.tokens_error_pct) <= 3.0, row.tokens_error_pct
+
+
+def test_the_known_misses_are_exactly_the_documented_ones(rows: list) -> None:
+    """A start that newly misses 3 %, or a known miss the model comes to predict, changes this list and the docs."""
+    misses = {r.name for r in rows if r.tokens_error_pct is not None and abs(r.tokens_error_pct) > 3.0}
+    assert misses == KNOWN_MISSES
 
 
 def test_the_committed_table_is_the_tools_output() -> None:
@@ -60,19 +78,28 @@ def test_shipped_constants_are_the_fit_on_every_start(starts: list) -> None:
 
 
 def test_a_start_outside_its_stated_error_fails_the_check(starts: list) -> None:
-    """The within-error verdict can fail: a start whose vLLM logged 1 GiB more KV than it did is outside."""
+    """The within-error verdict can fail: a start whose vLLM logged 2.5 GiB more KV than it did is outside."""
     s = next(x for x in starts if x.name == "h100-k3")
-    moved = dataclasses.replace(s, available_kv_gib=s.available_kv_gib + 1.0)
+    moved = dataclasses.replace(s, available_kv_gib=s.available_kv_gib + 2.5)
     row = next(r for r in loo.leave_one_out([moved if x is s else x for x in starts]) if r.name == "h100-k3")
     assert not row.within
 
 
 def test_the_graph_term_reproduces_vllms_logged_estimate(starts: list) -> None:
-    """G from the decode path's graph counts and the fitted per-mode constants equals vLLM's own estimate."""
-    logged = {"a": 0.76, "b": 1.11, "c": 0.76, "d": 2.24, "e": 1.11, "h100-k3": 0.19, "h100-nomtp": 0.60}
+    """G from the decode path's graph counts and the fitted per-mode constants equals vLLM's own estimate ("Estimated
+    CUDA graph memory: X GiB total") within the term's stated error."""
+    logged = {"a": 0.76, "b": 1.11, "c": 0.76, "d": 2.24, "e": 1.11, "h100-k3": 0.19, "h100-nomtp": 0.60, "gpu-tune/m1": 0.12,
+              "gpu-tune/m3": 1.06, "gpu-tune/run/flashinfer-k2-s16-b4096": 0.25, "gpu-tune/warm/flashinfer-k2-s16-b4096": 0.25}
+    assert set(logged) == {s.name for s in starts}
+    # Known: FLASH_ATTN's FULL first capture grows with the largest capture size (m1: 6 MiB at 8; m3: 258 MiB at 256),
+    # which the term does not model yet; on m3 it is 0.13 GiB short (docs/memory-model.md#leave-one-out).
+    short = {"gpu-tune/m3": 0.13}
     for s in starts:
         r = estimate(s.observed.inputs)
-        assert r.cudagraph.bytes / GIB == pytest.approx(logged[s.name], abs=0.04), s.name
+        if s.name in short:
+            assert logged[s.name] - r.cudagraph.bytes / GIB == pytest.approx(short[s.name], abs=0.01), s.name
+            continue
+        assert r.cudagraph.bytes / GIB == pytest.approx(logged[s.name], abs=max(0.04, r.cudagraph.uncertainty_bytes / GIB)), s.name
 
 
 def test_v2_versions_keep_the_terms_of_before(starts: list) -> None:
