@@ -67,7 +67,7 @@ quietly() { local log=$WORK/last.log; if ! "$@" >"$log" 2>&1; then grep -v '^WAR
 
 # ------------------------------------------------------------------------------ setup
 step setup
-if ! command -v podman >/dev/null || ! command -v mmdebstrap >/dev/null; then
+if ! type -P podman >/dev/null || ! type -P mmdebstrap >/dev/null; then  # type -P: the binary, not the wrapper above
     [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || die "podman and mmdebstrap are missing: apt-get install ${PACKAGES[*]}"
     quietly apt-get update -qq
     DEBIAN_FRONTEND=noninteractive quietly apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
@@ -90,6 +90,7 @@ if [[ ${LAUNCHER_CONTAINER_FRESH:-0} == 1 ]]; then
     podman rmi -f "$IMAGE" "$BASE_IMAGE:v$VLLM_CPU" "$ROOTFS_IMAGE:bookworm" >/dev/null 2>&1 || true
     podman image prune -f >/dev/null
     podman builder prune -f >/dev/null 2>&1 || true
+    rm -rf "$CACHE"/podman-compose-*
 fi
 took
 
