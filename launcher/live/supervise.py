@@ -638,24 +638,9 @@ class _EchoStream:
 
 def _group_members(pgid: int) -> list[int]:
     """Pids whose process group is `pgid`, read from /proc (empty where there is no /proc)."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
-            members.append(int(entry))
-    return members
+    from launcher.live.watchdog import proc_table
+
+    return [pid for pid, _, fields in proc_table() if len(fields) > 2 and fields[2] == str(pgid)]
 
 
 def _signame(signum: int) -> str:

@@ -48,13 +48,14 @@ class Child:
     name: str
 
 
-def children(pid: int) -> dict[int, Child]:
-    """vLLM's direct child processes, from /proc (empty where there is none)."""
-    found: dict[int, Child] = {}
+def proc_table() -> list[tuple[int, str, list[str]]]:
+    """Every process as /proc/PID/stat gives it: (pid, comm, the fields after comm: state ppid pgrp ...); empty where
+    there is no /proc. comm may hold spaces and parentheses, so the fields start after its last ')'."""
+    out = []
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return found
+        return []
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -63,9 +64,16 @@ def children(pid: int) -> dict[int, Child]:
                 stat = f.read().decode("ascii", "replace")
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # pid (comm) state ppid ...; comm may hold spaces
+        out.append((int(entry), stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()))
+    return out
+
+
+def children(pid: int) -> dict[int, Child]:
+    """vLLM's direct child processes, from /proc (empty where there is none)."""
+    found: dict[int, Child] = {}
+    for child, comm, fields in proc_table():
         if len(fields) > 1 and fields[1] == str(pid):
-            found[int(entry)] = Child(int(entry), stat[stat.find("(") + 1 : stat.rfind(")")])
+            found[child] = Child(child, comm)
     return found
 
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.cpu_server import ENGINE, REPO, START_TIMEOUT_S, engine_env, free_port, group_alive, launcher, make_tiny, record, tail
-from tests.engine.real_engines import python_for
+from tests.engine.cpu_server import REPO, START_TIMEOUT_S, engine_env, free_port, group_alive, launcher, record, tail
 
 pytestmark = pytest.mark.engine
 
@@ -31,13 +30,13 @@ LATENCY_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
 
 
 @pytest.fixture(scope="module")
-def python() -> Path:
-    return python_for(ENGINE)
+def python(venv_python: Path) -> Path:
+    return venv_python
 
 
 @pytest.fixture(scope="module")
-def tiny(python: Path) -> Path:
-    return make_tiny(python)
+def tiny(tiny_model: Path) -> Path:
+    return tiny_model
 
 
 def check_report(doc: dict[str, Any], concurrency: int, keep: Path | None = None) -> dict[str, Any]:

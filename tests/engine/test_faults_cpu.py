@@ -23,7 +23,6 @@ import pytest
 from launcher.live.load import Load, split_at, summary
 from launcher.live.readiness import http_get
 from tests.engine.cpu_server import (
-    ENGINE,
     REPO,
     START_TIMEOUT_S,
     engine_core_pid,
@@ -31,11 +30,9 @@ from tests.engine.cpu_server import (
     free_port,
     group_alive,
     launcher,
-    make_tiny,
     record,
     tail,
 )
-from tests.engine.real_engines import python_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -50,14 +47,6 @@ HANG_EXIT_S = 2 * HEALTH_TIMEOUT_S + 5 + 30  # failing S, one probe (<= S) late,
 STOPPED_S = 15  # how long the engine core is SIGSTOPped in exec mode
 
 
-@pytest.fixture(scope="module")
-def venv_python() -> Path:
-    return python_for(ENGINE)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(venv_python: Path) -> Path:
-    return make_tiny(venv_python)
 
 
 class Server:

@@ -24,20 +24,11 @@ from typing import Any
 import pytest
 
 from launcher.live.cache_state import MARKER_DIR, cache_state
-from tests.engine.cpu_server import ENGINE, REPO, START_TIMEOUT_S, engine_env, free_port, launcher, make_tiny, record, tail
-from tests.engine.real_engines import python_for
+from tests.engine.cpu_server import ENGINE, REPO, START_TIMEOUT_S, engine_env, free_port, launcher, record, tail
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def venv_python() -> Path:
-    return python_for(ENGINE)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(venv_python: Path) -> Path:
-    return make_tiny(venv_python)
 
 
 def serve_once(sets: list[str], env: dict[str, str], work: Path, name: str) -> tuple[dict[str, Any], str, str]:
