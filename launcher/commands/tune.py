@@ -205,7 +205,9 @@ def run_candidate(plan: dict[str, Any], c: plan_mod.Candidate, directory: Path, 
         rc = _stop(proc)
         result["exit"] = rc
         result["elapsed_s"] = round(time.monotonic() - started, 1)
-        result["vllm_says"] = _grep(log, ["cudagraph_mode", "KV cache size", "Available KV cache memory", "Graph capturing finished"])
+        says = _grep(log, ["setting cudagraph_mode", "GPU KV cache size", "Available KV cache memory", "Estimated CUDA graph memory",
+                           "launcher: ready after", "launcher: time to ready by stage"])
+        result["vllm_says"] = says[:40]  # vLLM's (and serve's) own lines on the decode path, the KV cache and readiness
     return result
 
 
