@@ -146,8 +146,19 @@ def test_sigterm_under_load(server_factory: Any, supervised: bool) -> None:
     fault_at = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     rc, took = server.wait_exit(DRAIN_S + 30)
+    left: list[str] = []
+    if not supervised:
+        # Measured: vLLM's API server exits 0, but a process of its group stays and holds the connections of the
+        # requests in flight open (14 of 16 hung until their 120 s timeout in one run). Every rendered way of
+        # running it kills what is left of the group once the main process exits (systemd KillMode=mixed, the
+        # container's --init, Kubernetes): do that here too, then the requests must end (docs/runbook.md).
+        from launcher.live.watchdog import proc_table
+
+        left = [f"{pid} {comm}" for pid, comm, f in proc_table() if len(f) > 2 and f[2] == str(server.vllm_pid)]
+        server.kill()
     split = outcome(load, fault_at)
-    record(f"fault-sigterm-{'supervised' if supervised else 'exec'}", {"exit_code": rc, "fault_to_exit_s": round(took, 1), **split})
+    record(f"fault-sigterm-{'supervised' if supervised else 'exec'}",
+           {"exit_code": rc, "fault_to_exit_s": round(took, 1), "left_after_exit": left, **split})
     assert rc == 0, server.log()
     assert took <= DRAIN_S, f"took {took:.0f} s, the units give {DRAIN_S} s"
     assert split["in_flight"]["hung"] == 0
