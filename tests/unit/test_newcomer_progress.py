@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import EngineStartError
+from launcher.errors import EngineStartError, LauncherError
 from launcher.live.supervise import StartLog, StartProgress, Supervisor, local_url, serve_supervised
 from tests.fakes import VLLM_SERVER
 
@@ -177,12 +177,16 @@ def test_serve_wait_piped_shows_stages_not_connection_refused(tmp_path: Path) ->
     argv = child(tmp_path, start, f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --port {port} --ready-after 1")
     echo, out = Lines(), io.BytesIO()
     proc_rc: list[int] = []
+    raised: list[BaseException] = []
 
     import threading
 
     def run() -> None:
-        proc_rc.append(serve_supervised(argv, None, local_url(None, port), 60, smoke=False, echo=echo, output=out,
-                                        poll_interval=0.1))
+        try:
+            proc_rc.append(serve_supervised(argv, None, local_url(None, port), 60, smoke=False, echo=echo, output=out,
+                                            poll_interval=0.1))
+        except LauncherError as exc:  # the test stops the child itself: to the supervisor, vLLM died (exit 4)
+            raised.append(exc)
 
     t = threading.Thread(target=run)
     t.start()
@@ -196,6 +200,7 @@ def test_serve_wait_piped_shows_stages_not_connection_refused(tmp_path: Path) ->
         pid = next(int(x.split("(pid ")[1].split(")")[0]) for x in echo.lines if "started vLLM (pid " in x)
         os.kill(pid, 15)
         t.join(30)
+    assert [getattr(e, "exit_code", None) for e in raised] == [4] and not proc_rc
     text = "\n".join(echo.lines)
     assert "connection refused" not in text
     for stage in ("loading weights", "torch.compile", "profiling memory", "KV cache"):
