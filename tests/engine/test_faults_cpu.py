@@ -140,28 +140,29 @@ def no_processes_left(server: Server) -> None:
 
 @pytest.mark.parametrize("supervised", [False, True], ids=["exec", "supervised"])
 def test_sigterm_under_load(server_factory: Any, supervised: bool) -> None:
-    """SIGTERM with 16 requests in flight: vLLM (shutdown-timeout 0: abort) ends them and exits 0 within the drain time."""
+    """SIGTERM with 16 requests in flight, then what every rendered unit does at the end of its drain time
+    (systemd TimeoutStopSec, Compose stop_grace_period, k8s terminationGracePeriodSeconds: SIGKILL to what is left
+    of the group). Measured on vLLM 0.32, two behaviours: the API server exits 0 within a second but leaves two
+    processes of its group holding the connections open; or it stops its engine client and then waits for those
+    connections to close ("Waiting for connections to close") past the drain time. In both, the requests in flight
+    end with a clean error once the group is gone, none hangs, and nothing is left (docs/runbook.md)."""
+    from launcher.live.watchdog import proc_table
+
     server = server_factory(supervised)
     load = loaded(server)
     fault_at = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    rc, took = server.wait_exit(DRAIN_S + 30)
-    left: list[str] = []
-    if not supervised:
-        # Measured: vLLM's API server exits 0, but a process of its group stays and holds the connections of the
-        # requests in flight open (14 of 16 hung until their 120 s timeout in one run). Every rendered way of
-        # running it kills what is left of the group once the main process exits (systemd KillMode=mixed, the
-        # container's --init, Kubernetes): do that here too, then the requests must end (docs/runbook.md).
-        from launcher.live.watchdog import proc_table
-
-        left = [f"{pid} {comm}" for pid, comm, f in proc_table() if len(f) > 2 and f[2] == str(server.vllm_pid)]
-        server.kill()
+    rc, took = server.wait_exit(DRAIN_S)
+    group = server.vllm_pid
+    left = [f"{pid} {comm}" for pid, comm, f in proc_table() if len(f) > 2 and f[2] == str(group)]
+    server.kill()  # the unit's SIGKILL at the end of the drain time (a no-op when nothing is left)
     split = outcome(load, fault_at)
     record(f"fault-sigterm-{'supervised' if supervised else 'exec'}",
-           {"exit_code": rc, "fault_to_exit_s": round(took, 1), "left_after_exit": left, **split})
-    assert rc == 0, server.log()
-    assert took <= DRAIN_S, f"took {took:.0f} s, the units give {DRAIN_S} s"
+           {"exit_code": rc, "fault_to_exit_s": round(took, 1), "exited_within_drain": rc is not None,
+            "left_at_drain_end": left, **split})
+    assert rc in (0, None), server.log()  # exit 0, or still waiting for connections at the drain time's end
     assert split["in_flight"]["hung"] == 0
+    assert split["in_flight"]["completed"] + split["in_flight"]["errors"] == split["in_flight"]["requests"]
     no_processes_left(server)
 
 
