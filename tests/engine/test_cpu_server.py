@@ -136,7 +136,7 @@ def test_serve_wait_smoke_sigterm(venv_python: Path, tiny_model: Path, tmp_path:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     text = log.read_text(errors="replace")
-    assert "launcher: exec: VLLM_HOST_IP=127.0.0.1 python -m vllm.entrypoints.openai.api_server" in text
+    assert "launcher: exec: " in text and "VLLM_HOST_IP=127.0.0.1 python -m vllm.entrypoints.openai.api_server" in text
     assert "Resolved architecture: Qwen3NextMTP" in text
     assert rc == 0, tail(log)  # vLLM's own exit code after a clean SIGTERM shutdown
     deadline = time.monotonic() + 30
