@@ -234,7 +234,7 @@ def _scored(plan: dict[str, Any], directory: Path, acceptance: Optional[float]) 
 
 def mtp_worth_lines(plan: dict[str, Any], directory: Path, acceptance: Optional[float]) -> list[str]:
     """Each MTP candidate against the MTP-off candidate of the same backend, seqs and batch (fit.mtp)."""
-    from launcher.engine.mtp import PLANNING_ACCEPTANCE, MtpWorth
+    from launcher.engine.mtp import MtpWorth, choose_acceptance
 
     results: list[tuple[plan_mod.Candidate, dict[str, Any]]] = []
     for data in plan["candidates"]:
@@ -251,8 +251,7 @@ def mtp_worth_lines(plan: dict[str, Any], directory: Path, acceptance: Optional[
         off = off or next((r2 for c2, r2 in results if not c2.mtp_k), None)
         if off is None:
             continue
-        a, src = (r["acceptance"], "measured") if r.get("acceptance") else \
-            ((acceptance, "--acceptance") if acceptance is not None else (PLANNING_ACCEPTANCE, "planning value"))
+        a, src = choose_acceptance(r.get("acceptance"), acceptance)  # as the ranking chose it (live/tune.py::score)
         worth = MtpWorth(c.mtp_k, float(r["step_ms"]), float(off["step_ms"]), float(a), src)
         lines.append(f"{c.id} vs {off['candidate']['id']}: {worth.line()}")
     return lines

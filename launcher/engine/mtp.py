@@ -25,6 +25,17 @@ from typing import Any, Optional
 PLANNING_ACCEPTANCE = 0.5
 
 
+def choose_acceptance(measured: Optional[float], given: Optional[float], *, given_first: bool = False) -> tuple[float, str]:
+    """The acceptance to judge MTP at, and where it came from: a measured one above 0 ("measured"), the user's
+    ("--acceptance"), else PLANNING_ACCEPTANCE ("planning value"). `given_first`: the user's wins over a
+    measurement (bench's what-if); tune ranks by what was measured when there is something measured."""
+    if given is not None and (given_first or not measured):
+        return given, "--acceptance"
+    if measured:
+        return measured, "measured"
+    return PLANNING_ACCEPTANCE, "planning value"
+
+
 def tokens_per_step(acceptance: float, k: int) -> float:
     """Expected tokens one decode step yields: 1 + a + ... + a^k (k = 0: MTP off, exactly 1)."""
     if not 0.0 <= acceptance <= 1.0 or not math.isfinite(acceptance):

@@ -478,19 +478,13 @@ def mtp_worth(mtp_report: Mapping[str, Any], off_report: Mapping[str, Any], acce
     The acceptance used: `acceptance` (the user's), else the MTP run's measured one when it is above 0,
     else the documented planning value (fit.mtp.PLANNING_ACCEPTANCE); the result names which.
     """
-    from launcher.engine.mtp import PLANNING_ACCEPTANCE, MtpWorth
+    from launcher.engine.mtp import MtpWorth, choose_acceptance
 
     k = mtp_report["meta"].get("mtp_k")
     step, step_off = step_ms(mtp_report), step_ms(off_report)
     if not isinstance(k, int) or k < 1 or not step or not step_off:
         return None
-    measured = measured_acceptance(mtp_report)
-    if acceptance is not None:
-        a, source = acceptance, "--acceptance"
-    elif measured:
-        a, source = measured, "measured (/metrics)"
-    else:
-        a, source = PLANNING_ACCEPTANCE, "planning value; measured 0" if measured == 0 else "planning value"
+    a, source = choose_acceptance(measured_acceptance(mtp_report), acceptance, given_first=True)
     return MtpWorth(k, step, step_off, a, source)
 
 

@@ -180,7 +180,7 @@ def expected(level: Mapping[str, Any], mtp_k: int, acceptance: float) -> tuple[f
 def score(candidate: Candidate, result: Optional[Mapping[str, Any]], objective: Objective,
           acceptance: Optional[float]) -> Scored:
     """One candidate's value for the objective (see the module docstring for the acceptance rule)."""
-    from launcher.engine.mtp import PLANNING_ACCEPTANCE
+    from launcher.engine.mtp import choose_acceptance
 
     if candidate.excluded:
         return Scored(candidate, "excluded", None, False, candidate.excluded)
@@ -190,15 +190,7 @@ def score(candidate: Candidate, result: Optional[Mapping[str, Any]], objective: 
         return Scored(candidate, "failed", None, False, f"failed at {result.get('stage', '?')}: {result.get('error', '')}")
     summary = result["summary"]
     k = int(summary["mtp_k"])
-    measured = result.get("acceptance")
-    if not k:
-        a, source = 0.0, ""
-    elif measured:
-        a, source = float(measured), "measured"
-    elif acceptance is not None:
-        a, source = acceptance, "--acceptance"
-    else:
-        a, source = PLANNING_ACCEPTANCE, "planning value"
+    a, source = choose_acceptance(result.get("acceptance"), acceptance) if k else (0.0, "")
     # A measured acceptance is already inside the measured TPOT: only a stand-in acceptance is applied.
     apply = a if k and source != "measured" else 0.0
     at = "1" if objective.kind == "latency" else str(objective.at)
