@@ -180,7 +180,7 @@ def _local_gpu(url: str, runtime: "Runtime") -> str | None:
 LOG_TAIL_BYTES = 1 << 20  # the end of vllm bench serve's log, where its error is
 
 
-def _last_error(log: Path) -> str:
+def last_error(log: Path) -> str:
     try:
         with log.open("rb") as fh:
             fh.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
@@ -245,7 +245,7 @@ def run_live(opts: LiveOptions, resolved: "Resolved | None", program: list[str],
             raise ProfileError(f"cannot run {program[0]}: {exc.strerror or exc}; {INSTALL_HINT}") from None
         after.write_text(_metrics(info.url), encoding="utf-8")
         if proc.returncode != 0 or not result.is_file():
-            why = _last_error(log)
+            why = last_error(log)
             hint = f"; {INSTALL_HINT}" if "No module named" in why else ""
             raise NotReadyError(f"vllm bench serve failed at concurrency {c} (exit {proc.returncode}): {why}{hint}")
         echo(f"launcher: bench: concurrency {c} done in {time.monotonic() - started:.1f} s")

@@ -114,21 +114,6 @@ def build_plan(resolved: "Resolved", inventory: Optional["Inventory"], opts: dic
 # ------------------------------------------------------------------------------ one candidate
 
 
-def _stage_of(rc: int, log: Path) -> str:
-    return STAGES.get(rc, f"exit {rc}")
-
-
-def _last_error(log: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    for ln in reversed(lines):
-        if "error" in ln.lower() or ln.startswith("launcher:"):
-            return ln[:300]
-    return lines[-1][:300] if lines else ""
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     """SIGTERM to `launcher serve` (it forwards to vLLM), then SIGKILL to its group after the grace period."""
     if proc.poll() is None:
@@ -154,7 +139,7 @@ def _grep(path: Path, needles: Sequence[str]) -> list[str]:
 def run_candidate(plan: dict[str, Any], c: plan_mod.Candidate, directory: Path, opts: dict[str, Any], runtime: "Runtime",
                   echo: Callable[[str], None]) -> dict[str, Any]:
     """Start, bench (warm-up first, excluded), stop; the result as stored in DIR/<id>/result.json."""
-    from launcher.commands.bench import LiveOptions, bench_command, report_run, run_live
+    from launcher.commands.bench import LiveOptions, bench_command, last_error, report_run, run_live
     from launcher.live import bench as analysis
     from launcher.live.readiness import base_url
     from launcher.profile.load import resolve
@@ -180,7 +165,7 @@ def run_candidate(plan: dict[str, Any], c: plan_mod.Candidate, directory: Path, 
             time.sleep(1)
         if proc.poll() is not None or not _grep(log, [READY_MARK]):
             rc = _stop(proc)
-            return {**result, "status": "failed", "stage": _stage_of(rc, log), "exit": rc, "error": _last_error(log),
+            return {**result, "status": "failed", "stage": STAGES.get(rc, f"exit {rc}"), "exit": rc, "error": last_error(log),
                     "elapsed_s": round(time.monotonic() - started, 1)}
         result["ready_s"] = round(time.monotonic() - started, 1)
         levels = plan_mod.Objective(**_obj(plan)).levels

@@ -92,7 +92,7 @@ class MtpWorth:
     step_ms: float  # one decode step with MTP k (ITL p50 at C=1: one streamed chunk per step)
     step_off_ms: float  # the same without MTP
     acceptance: float
-    acceptance_source: str  # "measured (/metrics)", "--acceptance", or the planning value
+    acceptance_source: str  # choose_acceptance: "measured", "--acceptance" or "planning value"
 
     @property
     def ratio(self) -> float:
