@@ -16,6 +16,7 @@ import click
 from launcher.commands._common import profile_options
 from launcher.errors import LauncherError, ProfileError
 from launcher.live import tune as plan_mod
+from launcher.numbers import MAX_SECONDS, Finite
 
 if TYPE_CHECKING:
     from launcher.hardware.inventory import Gpu, Inventory
@@ -311,8 +312,8 @@ def _new_file(path: Optional[str], option: str) -> Optional[Path]:
 @click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="latency: lowest TPOT at concurrency 1; throughput: most output tokens/s at --at N (limits: --max-tpot, --max-ttft).")
 @click.option("--at", type=click.IntRange(min=1, max=4096), default=8, show_default=True, help="Concurrency of the throughput objective.")
-@click.option("--max-tpot", type=float, default=None, metavar="MS", help="Throughput only among candidates with TPOT p50 at N within MS.")
-@click.option("--max-ttft", type=float, default=None, metavar="MS", help="Throughput only among candidates with TTFT p50 at N within MS.")
+@click.option("--max-tpot", type=Finite(min=0.001, max=MAX_SECONDS * 1000), default=None, metavar="MS", help="Throughput only among candidates with TPOT p50 at N within MS.")
+@click.option("--max-ttft", type=Finite(min=0.001, max=MAX_SECONDS * 1000), default=None, metavar="MS", help="Throughput only among candidates with TTFT p50 at N within MS.")
 @click.option("--mtp", default="off,1,2,3", show_default=True, help="MTP settings to try: off and/or k values (1-3).")
 @click.option("--backends", default=None, metavar="A,B",
               help="Attention backends to try [default: every one that serves the profile's KV dtype on this GPU, by launcher's tables].")
@@ -323,7 +324,7 @@ def _new_file(path: Optional[str], option: str) -> Optional[Path]:
               help="MTP acceptance to rank MTP candidates at when the run measured none (dummy weights) [default: the planning value 0.5].")
 @click.option("--dir", "directory", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="Where results are kept; an existing tune there resumes [default: ./launcher-tune-<profile>].")
-@click.option("--budget", type=click.FloatRange(min=0.1), default=None, metavar="MINUTES",
+@click.option("--budget", type=Finite(min=0.1, max=MAX_SECONDS / 60), default=None, metavar="MINUTES",
               help="Stop starting candidates once this many minutes have passed (a later run resumes).")
 @click.option("--dry-run", is_flag=True, help="Print the candidates with the preflight's verdict and the decode path; start nothing.")
 @click.option("--out", "out_file", default=None, metavar="FILE", help="Write the winner as a profile that extends this one (never overwrites).")
