@@ -312,8 +312,10 @@ def _new_file(path: Optional[str], option: str) -> Optional[Path]:
 @click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="latency: lowest TPOT at concurrency 1; throughput: most output tokens/s at --at N (limits: --max-tpot, --max-ttft).")
 @click.option("--at", type=click.IntRange(min=1, max=4096), default=8, show_default=True, help="Concurrency of the throughput objective.")
-@click.option("--max-tpot", type=Finite(min=0.001, max=MAX_SECONDS * 1000), default=None, metavar="MS", help="Throughput only among candidates with TPOT p50 at N within MS.")
-@click.option("--max-ttft", type=Finite(min=0.001, max=MAX_SECONDS * 1000), default=None, metavar="MS", help="Throughput only among candidates with TTFT p50 at N within MS.")
+@click.option("--max-tpot", type=Finite(min=0.001, max=MAX_SECONDS * 1000), default=None, metavar="MS",
+              help="Throughput only among candidates with TPOT p50 at N within MS.")
+@click.option("--max-ttft", type=Finite(min=0.001, max=MAX_SECONDS * 1000), default=None, metavar="MS",
+              help="Throughput only among candidates with TTFT p50 at N within MS.")
 @click.option("--mtp", default="off,1,2,3", show_default=True, help="MTP settings to try: off and/or k values (1-3).")
 @click.option("--backends", default=None, metavar="A,B",
               help="Attention backends to try [default: every one that serves the profile's KV dtype on this GPU, by launcher's tables].")
