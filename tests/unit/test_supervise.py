@@ -298,6 +298,24 @@ def test_signal_forwarded_and_exit_code_propagated(tmp_path: Path, sig: signal.S
 
 
 @pytest.mark.slow
+def test_forwarded_sigterm_escalates_after_stop_timeout(tmp_path: Path) -> None:
+    """A user's SIGTERM that vLLM does not act on (vLLM 0.32 can wait for open connections past a minute):
+    the supervisor kills vLLM's group stop_timeout (here 5 s) after the signal, says so, and exits."""
+    log = tmp_path / "signals"
+    sup = Supervisor(free_port(), "--ignore-term", "--signal-log", str(log), smoke=False)
+    sup.wait_for("serving in the foreground")
+    child = sup.child_pid()
+    t0 = time.monotonic()
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.finish(30) == 137  # vLLM's own end: killed
+    took = time.monotonic() - t0
+    assert 5 <= took < 15, took
+    assert log.read_text().split() == ["SIGTERM"]
+    assert any("vLLM did not stop within 5 s of SIGTERM; killing its process group" in line for line in sup.err_lines), sup.err_lines
+    assert not alive(child)
+
+
+@pytest.mark.slow
 def test_child_killed_outright_while_serving_exits_4() -> None:
     sup = Supervisor(free_port(), smoke=False)
     sup.wait_for("serving in the foreground")
