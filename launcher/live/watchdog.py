@@ -173,8 +173,17 @@ def serve_watched(
     if sup.signals:
         return rc
     served = clock() - serving_since
-    first = gone[0] if gone else None
-    died = (f"; its child {first[0].name} (pid {first[0].pid}) had exited {clock() - first[1]:.0f} s before it"
-            if first else "")
     sup.show_tail(f"vLLM exited with code {rc} while serving")
-    raise EngineDiedError(f"vLLM exited by itself with code {rc} after {served:.0f} s serving{died}: {sup.last_error_line()}")
+    raise EngineDiedError(f"vLLM exited by itself with code {rc} after {served:.0f} s serving{_what_went_first(sup, gone, clock)}: "
+                          f"{sup.last_error_line()}")
+
+
+def _what_went_first(sup: Any, gone: list[tuple[Child, float]], clock: Callable[[], float]) -> str:
+    """'; its child X (pid N) had exited S s before it', from our looks at vLLM's children; when vLLM went before
+    our next look, vLLM's own word that its engine core had died; else nothing."""
+    if gone:
+        child, when = gone[0]
+        return f"; its child {child.name} (pid {child.pid}) had exited {clock() - when:.0f} s before it"
+    if sup.engine_dead is not None:
+        return f"; its engine core had died first (vLLM: {sup.engine_dead[1]})"
+    return ""

