@@ -61,7 +61,9 @@ def soak(url: str, minutes: float, streaming: int, plain: int, *, model: str | N
     finally:
         results = load.stop()
         samples = sampler.stop() if sampler else []
-    report: dict[str, Any] = {"url": url, "model": model, "minutes": minutes, "streaming": streaming, "plain": plain,
+    # The mix kept in flight under its own key: summary()'s "streaming" counts the streaming requests that ran.
+    report: dict[str, Any] = {"url": url, "model": model, "minutes": minutes,
+                              "in_flight": {"streaming": streaming, "plain": plain},
                               "max_tokens": max_tokens, "request_timeout_s": request_timeout, **summary(results),
                               "windows": windows}
     if samples:
