@@ -22,7 +22,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
     import os
 
     for name in list(os.environ):
-        if name.startswith("LAUNCHER") and name not in ("LAUNCHER_ENGINE_CACHE", "LAUNCHER_REQUIRE_ENGINES"):
+        if name.startswith("LAUNCHER") and name not in ("LAUNCHER_ENGINE_CACHE", "LAUNCHER_REQUIRE_ENGINES",
+                                                   "LAUNCHER_ENGINE_REPORT_DIR"):  # where the engine tests' figures go
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
