@@ -33,7 +33,8 @@ __all__ = ["Runtime", "serve"]
 @click.option("--wait", "wait_ready", is_flag=True,
               help="Start vLLM as a child instead of exec'ing it, wait until it lists the model (showing the start's stage from "
               "vLLM's log: weights, torch.compile, KV cache, CUDA graphs), then keep serving in the foreground (signals "
-              "forwarded, exit code vLLM's). Exit 5 if it is not ready in time, 4 (naming the stage) if vLLM exits.")
+              "forwarded, exit code vLLM's; vLLM's process group is killed 30 s after a stop signal it has not acted on). "
+              "Exit 5 if it is not ready in time, 4 (naming the stage) if vLLM exits.")
 @click.option("--smoke", is_flag=True, help="With --wait (implied): run the smoke battery once ready; exit 5 on a failure.")
 @click.option("--bench", is_flag=True,
               help="With --wait (implied): once ready (and smoke-tested), run `launcher bench` against it and print the "
@@ -54,7 +55,8 @@ __all__ = ["Runtime", "serve"]
 @click.option("--health-timeout", type=click.FloatRange(min=1), default=None, metavar="S",
               help="With --wait (implied): once serving, probe /health and a one-token completion every few seconds; when "
               "none succeeds for S seconds (a hung engine keeps /health at 200), stop vLLM and exit 5. vLLM exiting by "
-              "itself while supervised exits 4, naming the process that died first.")
+              "itself while supervised exits 4, naming the process that died first. Use it on node 0 of a multi-node "
+              "profile: vLLM does not notice a lost node.")
 @click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="R",
               help="For a profile spanning nodes (deployment.nodes > 1): start node R's own command. Node R > 0 "
               "waits for the head's port, runs vLLM as a child and stops it when the head stops answering.")
