@@ -16,7 +16,6 @@ TCP connect to it is enough to tell (it logs nothing on the head).
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import IO, Callable, Mapping, Sequence
@@ -146,11 +145,7 @@ def run_rank(
             f"({misses} looks, {interval:g} s apart)")
         missed = 0
         while True:
-            try:
-                sup.proc.wait(interval)
-            except subprocess.TimeoutExpired:
-                pass
-            else:
+            if sup.exited_within(interval):
                 rc = sup.wait()
                 say(f"launcher: node {rank}: vLLM exited with code {rc}")
                 return rc

@@ -390,6 +390,15 @@ class Supervisor:
         self._reap_group()
         return exit_code(rc)
 
+    def exited_within(self, seconds: float) -> bool:
+        """Wait up to `seconds` for vLLM to exit; whether it has (its code is then `wait()`'s)."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stop(self) -> int:
         """SIGTERM vLLM, wait `stop_timeout`, then SIGKILL its whole process group."""
         assert self.proc is not None

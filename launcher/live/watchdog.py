@@ -20,7 +20,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -133,13 +132,7 @@ def serve_watched(
     next_probe = serving_since + probe_every
     known = children(pid)
     gone: list[tuple[Child, float]] = []
-    while True:
-        try:
-            sup.proc.wait(interval)
-        except subprocess.TimeoutExpired:
-            pass
-        else:
-            break
+    while not sup.exited_within(interval):
         if sup.signals:
             return sup.wait()
         now_children = children(pid)
