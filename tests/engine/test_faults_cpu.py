@@ -236,9 +236,9 @@ def test_engine_core_stopped_exec(server_factory: Any) -> None:
                                          "sigterm_to_exit_s": round(took, 1), **split})
     assert set(health) == {200}, health  # /health does not notice a hung engine (docs/runbook.md)
     assert progress_while_stopped <= 16, progress_while_stopped  # at most what was already finishing
+    assert rc in (0, None), server.log()  # as test_sigterm_under_load[exec]: exit 0, or waiting for connections
     if resumed:
         assert summary(results)["hung"] == 0, split
-        assert rc == 0, server.log()
     else:  # the engine stayed stuck: requests end by their own deadline, never later
         late = [r for r in results if r.latency > REQUEST_TIMEOUT_S + 5]
         assert not late, late[:3]
