@@ -173,11 +173,13 @@ class Cluster:
     def engine_groups(self) -> list[int]:
         return [p for p in self.groups if self.netns is None or p != self.netns.pid]
 
-    def left_behind(self, within: float = 30) -> list[int]:
+    def left_behind(self, within: float = 30, ignore: tuple[int, ...] = ()) -> list[int]:
+        """The engine process groups (but `ignore`) still alive after up to `within` seconds."""
+        groups = [p for p in self.engine_groups() if p not in ignore]
         deadline = time.monotonic() + within
-        while any(group_alive(p) for p in self.engine_groups()) and time.monotonic() < deadline:
+        while any(group_alive(p) for p in groups) and time.monotonic() < deadline:
             time.sleep(0.2)
-        return [p for p in self.engine_groups() if group_alive(p)]
+        return [p for p in groups if group_alive(p)]
 
     def stop_all(self) -> None:
         for pgid in reversed(self.groups):
@@ -223,7 +225,7 @@ def test_two_node_pipeline_parallel_cluster(venv_python: Path, tiny_model_4l: Pa
         result["node1_stop_after_head_s"] = round(time.monotonic() - t0, 1)
         results = load.stop()
         result.update(split_at(results, t0))
-        left_behind = [p for p in c.left_behind() if p != load.proc.pid]
+        left_behind = c.left_behind(ignore=(load.proc.pid,))
     finally:
         c.stop_all()
     result["total_s"] = round(time.monotonic() - c.started, 1)
@@ -297,11 +299,7 @@ def test_node1_killed_under_load(venv_python: Path, tiny_model_4l: Path, tmp_pat
         result["fault_to_head_exit_s"] = round(time.monotonic() - fault_at, 1)
         results = load.stop()
         result.update(split_at(results, fault_at))
-        head_groups = [p for p in c.engine_groups() if p not in (c.rank.pid, rank_vllm, load.proc.pid)]
-        deadline = time.monotonic() + 30
-        while any(group_alive(p) for p in head_groups) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = [p for p in head_groups if group_alive(p)]
+        left = c.left_behind(ignore=(c.rank.pid, rank_vllm, load.proc.pid))  # the head's groups only
     finally:
         c.stop_all()
     head_text = c.head_log.read_text(errors="replace")
