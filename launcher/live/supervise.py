@@ -261,7 +261,7 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.signals: list[int] = []
         self.signalled_at: float | None = None  # monotonic time of the first forwarded signal
-        self.engine_dead: tuple[float, str] | None = None  # (monotonic time, line): vLLM's first "engine core is dead"
+        self.engine_dead: str | None = None  # vLLM's first line saying its engine core is dead
         self._previous: dict[int, Any] = {}
         self._pump: threading.Thread | None = None
         self.started_at = 0.0
@@ -330,7 +330,7 @@ class Supervisor:
             self._segment(segment)
         self.timeline.feed(line, time.monotonic() - self.started_at)
         if self.engine_dead is None and _ENGINE_DEAD_LINE.search(line):
-            self.engine_dead = (time.monotonic(), " ".join(line.split())[:200])
+            self.engine_dead = " ".join(line.split())[:200]
         self.tail.append(next((x for x in reversed(segments) if x.strip()), ""))
 
     def _segment(self, text: str) -> None:
@@ -374,18 +374,12 @@ class Supervisor:
         than the rendered units' drain time (tests/engine/test_faults_cpu.py::test_sigterm_under_load).
         """
         assert self.proc is not None
-        while True:
-            deadline = None if self.signalled_at is None else self.signalled_at + self.stop_timeout
-            try:
-                rc = self.proc.wait(1.0 if deadline is None else max(0.05, min(1.0, deadline - time.monotonic())))
+        while not self.exited_within(1.0 if self.signalled_at is None else
+                                     max(0.05, min(1.0, self.signalled_at + self.stop_timeout - time.monotonic()))):
+            if self.signalled_at is not None and time.monotonic() >= self.signalled_at + self.stop_timeout:
+                self._kill_group(f"of {_signame(self.signals[0])}")
                 break
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.echo(f"launcher: vLLM did not stop within {self.stop_timeout:g} s of "
-                              f"{_signame(self.signals[0])}; killing its process group")
-                    self._killpg(signal.SIGKILL)
-                    rc = self.proc.wait()
-                    break
+        rc = self.proc.wait()
         self._drain()
         self._reap_group()
         return exit_code(rc)
@@ -404,15 +398,19 @@ class Supervisor:
         assert self.proc is not None
         if self.proc.poll() is None:
             self._send(signal.SIGTERM)
-            try:
-                self.proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self.echo(f"launcher: vLLM did not stop within {self.stop_timeout:g} s; killing its process group")
-                self._killpg(signal.SIGKILL)
-                self.proc.wait()
+            if not self.exited_within(self.stop_timeout):
+                self._kill_group("")
         self._drain()
         self._reap_group()
         return exit_code(self.proc.returncode)
+
+    def _kill_group(self, of_what: str) -> None:
+        """SIGKILL vLLM's whole process group after its stop timeout, saying so; returns once vLLM is reaped."""
+        self.echo(f"launcher: vLLM did not stop within {self.stop_timeout:g} s{' ' + of_what if of_what else ''}; "
+                  "killing its process group")
+        self._killpg(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait()
 
     def close(self) -> None:
         self._restore_handlers()

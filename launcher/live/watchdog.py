@@ -178,5 +178,5 @@ def _what_went_first(sup: Any, gone: list[tuple[Child, float]], clock: Callable[
         child, when = gone[0]
         return f"; its child {child.name} (pid {child.pid}) had exited {clock() - when:.0f} s before it"
     if sup.engine_dead is not None:
-        return f"; its engine core had died first (vLLM: {sup.engine_dead[1]})"
+        return f"; its engine core had died first (vLLM: {sup.engine_dead})"
     return ""
